@@ -1,0 +1,18 @@
+//! The scheduler's gRPC contract: generated messages, client and server for
+//! `llmgw.scheduler.v1.Scheduler`, plus the encoded descriptor set that server
+//! reflection serves.
+//!
+//! # Layout
+//! - `proto/llmgw/scheduler/v1/scheduler.proto`: the contract itself.
+//! - `build.rs`: compiles it with protox (no system `protoc`).
+
+#![allow(clippy::all)]
+
+/// `llmgw.scheduler.v1`: messages, `scheduler_client`, `scheduler_server`.
+pub mod v1 {
+    tonic::include_proto!("llmgw.scheduler.v1");
+}
+
+/// Encoded `FileDescriptorSet` of every message and service above, for server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/scheduler_descriptor.bin"));

@@ -1,0 +1,315 @@
+//! Ollama's native API: `POST /api/chat` (NDJSON stream or one object), `GET /api/tags`.
+//! Usage comes from `prompt_eval_count` / `eval_count`; tool calls are passed through.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use llmgw_proto::v1::{ChatRequest, Delta, Finish, ToolCallDelta, Usage, chat_event::Event};
+use serde_json::{Map, Value};
+
+use super::ollama_wire as wire;
+use super::{Backend, BackendError, EventStream};
+use crate::framing::LineDecoder;
+
+/// Longest NDJSON line accepted from Ollama (a non-streamed answer is one line).
+const MAX_LINE_BYTES: usize = 16 << 20;
+
+/// One Ollama server.
+#[derive(Debug, Clone)]
+pub struct OllamaBackend {
+    name: String,
+    base: String,
+    http: reqwest::Client,
+}
+
+impl OllamaBackend {
+    /// A backend for the Ollama server at `base` (e.g. `http://localhost:11434`).
+    pub fn new(base: &str, connect_timeout: Duration) -> Result<Self, BackendError> {
+        let http = reqwest::Client::builder()
+            // Token lines are tiny; Nagle would hold them back.
+            .tcp_nodelay(true)
+            .connect_timeout(connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|err| BackendError::Unreachable(format!("cannot build HTTP client: {err}")))?;
+        let base = base.trim_end_matches('/').to_owned();
+        Ok(Self { name: format!("ollama@{base}"), base, http })
+    }
+}
+
+impl Backend for OllamaBackend {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn chat(&self, request: ChatRequest) -> BoxFuture<'static, Result<EventStream, BackendError>> {
+        let http = self.http.clone();
+        let url = format!("{}/api/chat", self.base);
+        Box::pin(async move {
+            let model = request.model.clone();
+            let body = to_wire(request);
+            let response = http.post(url).json(&body).send().await.map_err(unreachable)?;
+            let status = response.status().as_u16();
+            if status != 200 {
+                let text = response.text().await.unwrap_or_default();
+                return Err(status_error(status, &text, &model));
+            }
+            Ok(decode_events(response.bytes_stream()))
+        })
+    }
+
+    fn list_models(&self) -> BoxFuture<'static, Result<Vec<String>, BackendError>> {
+        let request = self.http.get(format!("{}/api/tags", self.base));
+        Box::pin(async move {
+            let response = request.send().await.map_err(unreachable)?;
+            let status = response.status().as_u16();
+            if status != 200 {
+                return Err(status_error(status, &response.text().await.unwrap_or_default(), ""));
+            }
+            let tags: wire::Tags = response
+                .json()
+                .await
+                .map_err(|err| BackendError::BadResponse(format!("/api/tags: {err}")))?;
+            Ok(tags.models.into_iter().map(|m| m.name).collect())
+        })
+    }
+
+    fn probe(&self) -> BoxFuture<'static, Result<(), BackendError>> {
+        let models = self.list_models();
+        Box::pin(async move { models.await.map(|_| ()) })
+    }
+}
+
+fn unreachable(err: reqwest::Error) -> BackendError {
+    BackendError::Unreachable(error_chain(&err))
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn status_error(status: u16, body: &str, model: &str) -> BackendError {
+    let message = serde_json::from_str::<wire::ErrorBody>(body)
+        .map(|b| b.error)
+        .unwrap_or_else(|_| body.chars().take(200).collect());
+    match status {
+        404 => BackendError::ModelNotFound(model.to_owned()),
+        400 => BackendError::Rejected(message),
+        429 | 503 => BackendError::Overloaded(status),
+        _ => BackendError::Status { status, message },
+    }
+}
+
+fn to_wire(request: ChatRequest) -> wire::ChatRequest {
+    let mut options = Map::new();
+    if let Some(extra) = serde_json::from_str::<Map<String, Value>>(&request.extra_json).ok() {
+        options.extend(extra);
+    }
+    if let Some(s) = request.sampling {
+        let mut put = |key: &str, value: Option<Value>| {
+            if let Some(value) = value {
+                options.insert(key.to_owned(), value);
+            }
+        };
+        put("temperature", s.temperature.map(Value::from));
+        put("top_p", s.top_p.map(Value::from));
+        put("num_predict", s.max_tokens.map(Value::from));
+        put("seed", s.seed.map(Value::from));
+        put("presence_penalty", s.presence_penalty.map(Value::from));
+        put("frequency_penalty", s.frequency_penalty.map(Value::from));
+        put("stop", (!s.stop.is_empty()).then(|| Value::from(s.stop)));
+    }
+    let messages = request
+        .messages
+        .into_iter()
+        .map(|m| wire::Message {
+            tool_name: (m.role == "tool" && !m.name.is_empty()).then_some(m.name),
+            role: m.role,
+            content: m.content,
+            tool_calls: m
+                .tool_calls
+                .into_iter()
+                .map(|call| wire::ToolCall {
+                    function: wire::FunctionCall { name: call.name, arguments: json_or_string(&call.arguments_json) },
+                })
+                .collect(),
+        })
+        .collect();
+    let tools = request
+        .tools
+        .into_iter()
+        .map(|tool| {
+            serde_json::json!({
+                "type": if tool.r#type.is_empty() { "function".to_owned() } else { tool.r#type },
+                "function": {
+                    "name": tool.name,
+                    "description": tool.description,
+                    "parameters": json_or_string(&tool.parameters_json),
+                },
+            })
+        })
+        .collect();
+    wire::ChatRequest { model: request.model, messages, stream: request.stream, options, tools }
+}
+
+fn json_or_string(text: &str) -> Value {
+    if text.is_empty() {
+        return Value::Object(Map::new());
+    }
+    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
+}
+
+/// Decodes Ollama's NDJSON body into events; a stream that ends without `done` is an error.
+fn decode_events<S, E>(body: S) -> EventStream
+where
+    S: futures::Stream<Item = Result<bytes::Bytes, E>> + Send + 'static,
+    E: std::error::Error + Send + 'static,
+{
+    Box::pin(async_stream::stream! {
+        let mut decoder = LineDecoder::new(MAX_LINE_BYTES);
+        let mut state = DecodeState::default();
+        let mut body = std::pin::pin!(body);
+        loop {
+            let (lines, ended) = match body.next().await {
+                Some(Ok(chunk)) => match decoder.push(&chunk) {
+                    Ok(lines) => (lines, false),
+                    Err(err) => {
+                        yield Err(BackendError::BadResponse(err.to_string()));
+                        return;
+                    }
+                },
+                Some(Err(err)) => {
+                    yield Err(BackendError::Interrupted(error_chain(&err)));
+                    return;
+                }
+                None => (decoder.finish().into_iter().collect(), true),
+            };
+            for line in lines {
+                match state.on_line(&line) {
+                    Ok(events) => {
+                        for event in events {
+                            yield Ok(event);
+                        }
+                        if state.done {
+                            return;
+                        }
+                    }
+                    Err(err) => {
+                        yield Err(err);
+                        return;
+                    }
+                }
+            }
+            if ended {
+                break;
+            }
+        }
+        yield Err(BackendError::Interrupted("stream ended before the generation finished".to_owned()));
+    })
+}
+
+#[derive(Debug, Default)]
+struct DecodeState {
+    tool_calls: u32,
+    deltas: u32,
+    done: bool,
+}
+
+impl DecodeState {
+    fn on_line(&mut self, line: &[u8]) -> Result<Vec<Event>, BackendError> {
+        let chunk: wire::ChatChunk = serde_json::from_slice(line).map_err(|err| {
+            BackendError::BadResponse(format!("not an Ollama chat chunk ({err})"))
+        })?;
+        if let Some(error) = chunk.error {
+            return Err(BackendError::Interrupted(error));
+        }
+        let mut events = Vec::new();
+        if let Some(message) = chunk.message {
+            let tool_calls: Vec<ToolCallDelta> = message
+                .tool_calls
+                .into_iter()
+                .map(|call| {
+                    let index = self.tool_calls;
+                    self.tool_calls += 1;
+                    ToolCallDelta {
+                        index,
+                        id: format!("call_{:016x}", fastrand::u64(..)),
+                        r#type: "function".to_owned(),
+                        name: call.function.name,
+                        arguments: call.function.arguments.to_string(),
+                    }
+                })
+                .collect();
+            if !message.content.is_empty() || !tool_calls.is_empty() {
+                self.deltas += 1;
+                events.push(Event::Delta(Delta { content: message.content, tool_calls }));
+            }
+        }
+        if chunk.done {
+            self.done = true;
+            let reason = if self.tool_calls > 0 {
+                "tool_calls".to_owned()
+            } else {
+                chunk.done_reason.filter(|r| r == "length").unwrap_or_else(|| "stop".to_owned())
+            };
+            events.push(Event::Finish(Finish { reason }));
+            events.push(Event::Usage(Usage {
+                prompt_tokens: chunk.prompt_eval_count.unwrap_or(0),
+                completion_tokens: chunk.eval_count.unwrap_or(self.deltas),
+            }));
+        }
+        Ok(events)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn collect(body: &'static [&'static [u8]]) -> Vec<Result<Event, String>> {
+        let chunks = futures::stream::iter(body.iter().map(|c| Ok::<_, std::io::Error>(bytes::Bytes::from_static(c))));
+        decode_events(chunks).map(|r| r.map_err(|e| e.reason().to_owned())).collect().await
+    }
+
+    #[tokio::test]
+    async fn streamed_lines_become_deltas_finish_and_usage() {
+        let events = collect(&[
+            b"{\"message\":{\"role\":\"assistant\",\"content\":\"Hel\"},\"done\":false}\n{\"message\":{\"content\":\"lo\"},",
+            b"\"done\":false}\n{\"message\":{\"content\":\"\"},\"done\":true,\"done_reason\":\"length\",\"prompt_eval_count\":3,\"eval_count\":2}",
+        ])
+        .await;
+        assert_eq!(
+            events,
+            vec![
+                Ok(Event::Delta(Delta { content: "Hel".into(), tool_calls: vec![] })),
+                Ok(Event::Delta(Delta { content: "lo".into(), tool_calls: vec![] })),
+                Ok(Event::Finish(Finish { reason: "length".into() })),
+                Ok(Event::Usage(Usage { prompt_tokens: 3, completion_tokens: 2 })),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn garbage_is_a_bad_response_and_truncation_an_interruption() {
+        assert_eq!(collect(&[b"\x00<html>\n"]).await, vec![Err("backend_bad_response".into())]);
+        let cut = collect(&[b"{\"message\":{\"content\":\"a\"},\"done\":false}\n"]).await;
+        assert_eq!(cut.last(), Some(&Err("backend_interrupted".into())));
+    }
+
+    #[tokio::test]
+    async fn tool_calls_pass_through_with_finish_reason_tool_calls() {
+        let events = collect(&[b"{\"message\":{\"content\":\"\",\"tool_calls\":[{\"function\":{\"name\":\"get_weather\",\"arguments\":{\"city\":\"Paris\"}}}]},\"done\":true,\"done_reason\":\"stop\",\"prompt_eval_count\":5,\"eval_count\":7}\n"]).await;
+        let Ok(Event::Delta(delta)) = &events[0] else { panic!("{events:?}") };
+        assert_eq!(delta.tool_calls[0].name, "get_weather");
+        assert_eq!(delta.tool_calls[0].arguments, "{\"city\":\"Paris\"}");
+        assert_eq!(events[1], Ok(Event::Finish(Finish { reason: "tool_calls".into() })));
+    }
+}

@@ -1,0 +1,78 @@
+//! Ollama's native `/api/chat` and `/api/tags` wire types (plain data, serde only).
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+#[derive(Debug, Serialize)]
+pub(crate) struct ChatRequest {
+    pub model: String,
+    pub messages: Vec<Message>,
+    pub stream: bool,
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    pub options: Map<String, Value>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<Value>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct Message {
+    pub role: String,
+    pub content: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_name: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct ToolCall {
+    pub function: FunctionCall,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct FunctionCall {
+    pub name: String,
+    #[serde(default)]
+    pub arguments: Value,
+}
+
+/// One NDJSON line of a streamed answer, or the whole non-streamed answer.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ChatChunk {
+    #[serde(default)]
+    pub message: Option<ChunkMessage>,
+    #[serde(default)]
+    pub done: bool,
+    #[serde(default)]
+    pub done_reason: Option<String>,
+    #[serde(default)]
+    pub prompt_eval_count: Option<u32>,
+    #[serde(default)]
+    pub eval_count: Option<u32>,
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ChunkMessage {
+    #[serde(default)]
+    pub content: String,
+    #[serde(default)]
+    pub tool_calls: Vec<ToolCall>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ErrorBody {
+    pub error: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct Tags {
+    #[serde(default)]
+    pub models: Vec<TagModel>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct TagModel {
+    pub name: String,
+}

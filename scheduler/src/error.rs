@@ -1,0 +1,103 @@
+//! The scheduler's errors and the one place they become gRPC statuses.
+//!
+//! Every status carries `x-llmgw-reason` metadata (a stable snake_case word the gateway passes
+//! on), and refusals carry `retry-after` (seconds) so clients can back off honestly.
+
+use std::time::Duration;
+
+use tonic::metadata::MetadataValue;
+use tonic::{Code, Status};
+
+use crate::backend::BackendError;
+
+/// Why a Chat call did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    /// The request itself is wrong; the message names the field.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The queue is full; try again after the hint.
+    #[error("queue of pool `{pool}` is full ({limit} waiting)")]
+    QueueFull { pool: String, limit: usize, retry_after: Duration },
+    /// Waited the maximum queue time without getting a slot.
+    #[error("no slot in pool `{pool}` within {waited_ms} ms")]
+    QueueTimeout { pool: String, waited_ms: u64, retry_after: Duration },
+    /// The request's own deadline passed.
+    #[error("deadline of {0} ms passed")]
+    DeadlineExceeded(u64),
+    /// The scheduler is shutting down.
+    #[error("scheduler is shutting down")]
+    ShuttingDown,
+    /// The backend failed.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
+
+impl SchedulerError {
+    /// The stable reason word sent as `x-llmgw-reason`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::InvalidArgument(_) => "invalid_request",
+            Self::QueueFull { .. } => "queue_full",
+            Self::QueueTimeout { .. } => "queue_timeout",
+            Self::DeadlineExceeded(_) => "deadline_exceeded",
+            Self::ShuttingDown => "shutting_down",
+            Self::Backend(err) => err.reason(),
+        }
+    }
+
+    fn code(&self) -> Code {
+        match self {
+            Self::InvalidArgument(_) => Code::InvalidArgument,
+            Self::QueueFull { .. } => Code::ResourceExhausted,
+            Self::QueueTimeout { .. } | Self::ShuttingDown => Code::Unavailable,
+            Self::DeadlineExceeded(_) => Code::DeadlineExceeded,
+            Self::Backend(err) => err.code(),
+        }
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::QueueFull { retry_after, .. } | Self::QueueTimeout { retry_after, .. } => Some(*retry_after),
+            Self::ShuttingDown => Some(Duration::from_secs(1)),
+            Self::InvalidArgument(_) | Self::DeadlineExceeded(_) | Self::Backend(_) => None,
+        }
+    }
+}
+
+impl From<SchedulerError> for Status {
+    fn from(err: SchedulerError) -> Self {
+        let mut status = Status::new(err.code(), err.to_string());
+        let metadata = status.metadata_mut();
+        metadata.insert("x-llmgw-reason", MetadataValue::from_static(err.reason()));
+        if let Some(retry_after) = err.retry_after() {
+            // Whole seconds, rounded up, at least 1: what HTTP's Retry-After can say.
+            let seconds = retry_after.as_millis().div_ceil(1000).max(1);
+            if let Ok(value) = seconds.to_string().parse() {
+                metadata.insert("retry-after", value);
+            }
+        }
+        status
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_carry_reason_and_retry_after() {
+        let status = Status::from(SchedulerError::QueueFull {
+            pool: "default".into(),
+            limit: 2,
+            retry_after: Duration::from_millis(1500),
+        });
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert_eq!(status.metadata().get("x-llmgw-reason").unwrap(), "queue_full");
+        assert_eq!(status.metadata().get("retry-after").unwrap(), "2");
+
+        let status = Status::from(SchedulerError::InvalidArgument("`messages` must not be empty".into()));
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.metadata().get("retry-after").is_none());
+    }
+}

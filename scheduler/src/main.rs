@@ -1,0 +1,68 @@
+//! `scheduler` binary: parse config, serve until SIGTERM / Ctrl-C, or run `healthcheck`.
+
+use std::time::Duration;
+
+use clap::Parser;
+use scheduler::config::{Cli, Command};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Some(Command::Healthcheck) = cli.command {
+        return healthcheck(&cli.config.listen).await;
+    }
+    let _telemetry = llmgw_telemetry::init("scheduler")?;
+    let config = cli.config;
+    let listener = TcpListener::bind(&config.listen).await?;
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        ollama_base = %config.ollama_base,
+        max_concurrency = config.max_concurrency,
+        max_queue = config.max_queue,
+        queue_timeout_ms = config.queue_timeout_ms,
+        "scheduler listening"
+    );
+    let shutdown = CancellationToken::new();
+    let on_signal = shutdown.clone();
+    // Lives for the whole process; it only cancels the token.
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutdown requested");
+        on_signal.cancel();
+    });
+    scheduler::serve(listener, config, shutdown).await?;
+    Ok(())
+}
+
+async fn healthcheck(listen: &str) -> anyhow::Result<()> {
+    let port = listen.rsplit(':').next().unwrap_or("50051");
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(2));
+    let mut client = HealthClient::new(endpoint.connect().await?);
+    let response = client.check(HealthCheckRequest { service: String::new() }).await?.into_inner();
+    if response.status() == ServingStatus::Serving {
+        Ok(())
+    } else {
+        anyhow::bail!("scheduler is {:?}", response.status())
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

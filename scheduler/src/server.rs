@@ -1,0 +1,83 @@
+//! [`serve`]: the scheduler as a library function, so tests run the real thing on port 0.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use llmgw_proto::v1::scheduler_server::SchedulerServer;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+
+use crate::admission::{Admission, Limits};
+use crate::backend::ollama::OllamaBackend;
+use crate::config::Config;
+use crate::health;
+use crate::pool::{Pool, Pools};
+use crate::service::SchedulerService;
+
+/// Why the scheduler could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("cannot build the reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Serves the Scheduler, gRPC health and server reflection (v1 and v1alpha) on `listener`
+/// until `shutdown` is cancelled; in-flight streams then get `shutdown_grace_ms` to finish.
+pub async fn serve(listener: TcpListener, config: Config, shutdown: CancellationToken) -> Result<(), ServeError> {
+    config.validate().map_err(ServeError::Config)?;
+    let backend = OllamaBackend::new(&config.ollama_base, config.backend_connect_timeout())
+        .map_err(|err| ServeError::Config(err.to_string()))?;
+    let limits = Limits {
+        slots: config.max_concurrency,
+        max_queue: config.max_queue,
+        max_wait: config.queue_timeout(),
+    };
+    let pools = Pools::single(Pool { admission: Admission::new("default", limits), backend: Arc::new(backend) });
+
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    // Not serving until the first probe says a backend answers.
+    health::report(&reporter, ServingStatus::NotServing).await;
+    let tasks = TaskTracker::new();
+    tasks.spawn(health::run_probes(pools.clone(), reporter, config.probe_interval(), shutdown.clone()));
+
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(llmgw_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    // grpcurl 1.8 and Python's grpcio-reflection only speak v1alpha.
+    let reflection_v1alpha = reflection().build_v1alpha()?;
+
+    // Token frames are tiny: without TCP_NODELAY they would wait on delayed ACKs.
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let router = Server::builder()
+        .tcp_nodelay(true)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(SchedulerServer::new(SchedulerService::new(pools)));
+    let grace = Duration::from_millis(config.shutdown_grace_ms);
+    let drain_deadline = {
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.cancelled().await;
+            tokio::time::sleep(grace).await;
+        }
+    };
+    tokio::select! {
+        served = router.serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned()) => served?,
+        () = drain_deadline => tracing::warn!(grace_ms = config.shutdown_grace_ms, "drain grace period over; closing remaining streams"),
+    }
+    tasks.close();
+    tasks.wait().await;
+    Ok(())
+}

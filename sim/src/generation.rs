@@ -1,0 +1,119 @@
+//! One simulated generation: slot already held, tokens paced, faults applied. Both wire
+//! protocols consume the same [`Step`] stream and only differ in framing.
+
+use std::time::Duration;
+
+use futures::Stream;
+
+use crate::config::{Fault, SimConfig};
+use crate::slots::SlotGuard;
+use crate::text::{completion_tokens, prompt_tokens};
+
+/// What one chat request asks of the simulator, protocol-neutral.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Canonical model tag.
+    pub model: String,
+    /// All message contents joined by newlines: the text seeds the output.
+    pub prompt: String,
+    pub seed: u64,
+    /// Tokens to produce.
+    pub tokens: usize,
+    /// Whether the output was cut by `max_tokens` (finish reason `length`).
+    pub truncated: bool,
+    pub prompt_tokens: usize,
+}
+
+impl Plan {
+    /// Plans a generation for `prompt` with an optional `max_tokens` limit.
+    pub fn new(config: &SimConfig, model: String, prompt: String, seed: Option<i64>, max_tokens: Option<i64>) -> Self {
+        let limit = max_tokens.map(|m| m.max(0) as usize);
+        let tokens = limit.map_or(config.output_tokens, |m| m.min(config.output_tokens));
+        Self {
+            model,
+            prompt_tokens: prompt_tokens(&prompt),
+            seed: seed.unwrap_or(0) as u64,
+            tokens,
+            truncated: limit.is_some_and(|m| m < config.output_tokens),
+            prompt,
+        }
+    }
+
+    /// `stop` or `length`.
+    pub fn finish_reason(&self) -> &'static str {
+        if self.truncated { "length" } else { "stop" }
+    }
+}
+
+/// One step of a generation as the protocol layer sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// The next token's text.
+    Token(String),
+    /// The generation finished normally; the slot is already marked complete.
+    Done,
+    /// Fault: cut the connection now.
+    Drop,
+    /// Fault: write bytes that break the framing.
+    Garbage,
+}
+
+/// Paces the plan's tokens and applies `fault`; holds `slot` until the stream ends or is
+/// dropped (a client that leaves frees the slot at once).
+pub fn run(plan: Plan, config: &SimConfig, mut slot: SlotGuard) -> impl Stream<Item = Step> + Send + 'static {
+    let ttft = config.time_to_first_token();
+    let tpot = config.time_per_token();
+    let fault = config.fault;
+    async_stream::stream! {
+        pause(ttft).await;
+        if fault == Fault::Garbage {
+            yield Step::Garbage;
+            return;
+        }
+        for (index, token) in completion_tokens(&plan.prompt, plan.seed, plan.tokens).into_iter().enumerate() {
+            match fault {
+                Fault::DropAfter(n) if index == n => {
+                    yield Step::Drop;
+                    return;
+                }
+                Fault::StallAfter(n) if index == n => futures::future::pending::<()>().await,
+                _ => {}
+            }
+            if index > 0 {
+                pause(tpot).await;
+            }
+            yield Step::Token(token);
+        }
+        if let Fault::StallAfter(n) = fault && n >= plan.tokens {
+            futures::future::pending::<()>().await;
+        }
+        slot.complete();
+        drop(slot);
+        yield Step::Done;
+    }
+}
+
+async fn pause(duration: Duration) {
+    if !duration.is_zero() {
+        tokio::time::sleep(duration).await;
+    }
+}
+
+/// The prompt text of a chat: every message's text content, joined by newlines. Accepts both
+/// plain string content and OpenAI's array of `{"type":"text","text":…}` parts.
+pub fn prompt_from_messages(messages: &[serde_json::Value]) -> String {
+    let text_of = |content: &serde_json::Value| match content {
+        serde_json::Value::String(text) => text.clone(),
+        serde_json::Value::Array(parts) => parts
+            .iter()
+            .filter_map(|part| part.get("text").and_then(|t| t.as_str()))
+            .collect::<Vec<_>>()
+            .join(""),
+        _ => String::new(),
+    };
+    messages
+        .iter()
+        .map(|message| message.get("content").map(text_of).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n")
+}

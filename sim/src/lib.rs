@@ -1,0 +1,28 @@
+//! llm-sim: a deterministic simulator of an LLM server, for tests, benchmarks and the no-GPU demo.
+//!
+//! It speaks Ollama's native API and the OpenAI-compatible API, emulates a fixed number of
+//! parallel generation slots (FIFO wait like Ollama, or 503 like a bounded server), paces tokens
+//! (time to first token, time per token), injects faults, and produces text that is a pure
+//! function of (prompt, seed) so tests can assert content.
+//!
+//! # Layout
+//! - [`config`]: knobs (CLI flags / `SIM_*` env) and the fault grammar.
+//! - [`text`]: the deterministic text generator ([`completion_text`]).
+//! - [`slots`]: slot emulation and the counters behind `GET /sim/stats`.
+//! - [`generation`]: one paced generation, faults included, shared by both APIs.
+//! - [`ollama_api`], [`openai_api`]: the two wire protocols.
+//! - [`server`]: the router and [`serve`].
+
+pub mod config;
+pub mod generation;
+pub mod ollama_api;
+pub mod openai_api;
+pub mod server;
+pub mod slots;
+pub mod text;
+mod timestamp;
+
+pub use config::{Fault, Overflow, SimConfig};
+pub use server::{SimHandle, serve, spawn};
+pub use slots::StatsSnapshot;
+pub use text::{completion_text, prompt_tokens};

@@ -1,0 +1,137 @@
+//! Ollama's native API: `POST /api/chat` (NDJSON stream or one JSON object), `GET /api/tags`,
+//! `GET /api/ps`, `GET /api/version`. Shapes follow Ollama's docs.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::config::Fault;
+use crate::generation::{Plan, Step, prompt_from_messages, run};
+use crate::server::Sim;
+use crate::timestamp::now_rfc3339;
+
+#[derive(Debug, Deserialize)]
+struct ChatRequest {
+    model: String,
+    #[serde(default)]
+    messages: Vec<Value>,
+    stream: Option<bool>,
+    #[serde(default)]
+    options: Option<Value>,
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+/// `POST /api/chat`.
+pub async fn chat(State(sim): State<Sim>, body: Bytes) -> Response {
+    sim.slots.stats().count_request();
+    let request: ChatRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(err) => return error(StatusCode::BAD_REQUEST, format!("invalid request: {err}")),
+    };
+    let Some(model) = sim.config.resolve_model(&request.model) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("model \"{}\" not found, try pulling it first", request.model),
+        );
+    };
+    if let Fault::Status(code) = sim.config.fault {
+        let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return error(status, "simulated upstream failure");
+    }
+    let option = |name: &str| request.options.as_ref().and_then(|o| o.get(name)).and_then(Value::as_i64);
+    let plan = Plan::new(
+        &sim.config,
+        model,
+        prompt_from_messages(&request.messages),
+        option("seed"),
+        option("num_predict").filter(|n| *n >= 0),
+    );
+    let Ok(slot) = sim.slots.acquire().await else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server busy, please try again.  maximum pending requests exceeded",
+        );
+    };
+    let steps = run(plan.clone(), &sim.config, slot);
+    if request.stream.unwrap_or(true) {
+        let lines = steps.map(move |step| frame_line(&plan, step));
+        return crate::server::streaming_response("application/x-ndjson", lines);
+    }
+    let mut content = String::new();
+    let mut steps = std::pin::pin!(steps);
+    while let Some(step) = steps.next().await {
+        match step {
+            Step::Token(token) => content.push_str(&token),
+            Step::Done => return Json(final_object(&plan, &content)).into_response(),
+            Step::Drop | Step::Garbage => {
+                let broken = futures::stream::once(async move { frame_line(&plan, step) });
+                return crate::server::streaming_response("application/json", broken);
+            }
+        }
+    }
+    error(StatusCode::INTERNAL_SERVER_ERROR, "generation ended without finishing")
+}
+
+fn frame_line(plan: &Plan, step: Step) -> Result<Bytes, std::io::Error> {
+    let object = match step {
+        Step::Token(token) => json!({
+            "model": plan.model,
+            "created_at": now_rfc3339(),
+            "message": { "role": "assistant", "content": token },
+            "done": false,
+        }),
+        Step::Done => final_object(plan, ""),
+        Step::Drop => return Err(std::io::Error::other("simulated mid-stream drop")),
+        Step::Garbage => return Ok(Bytes::from_static(b"\x00\xfe<html>not ndjson{{{\n")),
+    };
+    let mut line = serde_json::to_vec(&object).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    Ok(Bytes::from(line))
+}
+
+fn final_object(plan: &Plan, content: &str) -> Value {
+    json!({
+        "model": plan.model,
+        "created_at": now_rfc3339(),
+        "message": { "role": "assistant", "content": content },
+        "done": true,
+        "done_reason": plan.finish_reason(),
+        "total_duration": 0,
+        "load_duration": 0,
+        "prompt_eval_count": plan.prompt_tokens,
+        "eval_count": plan.tokens,
+    })
+}
+
+/// `GET /api/tags`.
+pub async fn tags(State(sim): State<Sim>) -> Json<Value> {
+    let models: Vec<Value> = sim
+        .config
+        .models
+        .iter()
+        .filter_map(|m| sim.config.resolve_model(m))
+        .map(|name| {
+            json!({ "name": name, "model": name, "modified_at": "2026-01-01T00:00:00Z", "size": 0,
+                    "digest": "sim", "details": { "family": "sim", "parameter_size": "0B" } })
+        })
+        .collect();
+    Json(json!({ "models": models }))
+}
+
+/// `GET /api/ps`: every model counts as loaded.
+pub async fn ps(state: State<Sim>) -> Json<Value> {
+    tags(state).await
+}
+
+/// `GET /api/version`.
+pub async fn version() -> Json<Value> {
+    Json(json!({ "version": concat!("0.0.0-llm-sim-", env!("CARGO_PKG_VERSION")) }))
+}

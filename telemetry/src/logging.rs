@@ -1,0 +1,76 @@
+//! Log output: `RUST_LOG` (default `info`) decides what, `LOG_FORMAT` decides how.
+
+use std::str::FromStr;
+
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+use crate::TelemetryError;
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// `LOG_FORMAT` held something other than `text` or `json`.
+#[derive(Debug, thiserror::Error)]
+#[error("LOG_FORMAT must be `text` or `json`, got `{0}`")]
+pub struct LogFormatError(String);
+
+impl FromStr for LogFormat {
+    type Err = LogFormatError;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "" | "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            _ => Err(LogFormatError(value.to_owned())),
+        }
+    }
+}
+
+impl LogFormat {
+    /// Reads `LOG_FORMAT`; unset means text.
+    pub fn from_env() -> Result<Self, LogFormatError> {
+        std::env::var("LOG_FORMAT").unwrap_or_default().parse()
+    }
+}
+
+pub(crate) fn install(format: LogFormat) -> Result<(), TelemetryError> {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let registry = tracing_subscriber::registry().with(filter);
+    let installed = match format {
+        LogFormat::Text => registry
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .try_init(),
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_writer(std::io::stderr),
+            )
+            .try_init(),
+    };
+    installed.map_err(|_| TelemetryError::AlreadyInstalled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_known_formats_and_names_the_bad_one() {
+        assert_eq!("json".parse::<LogFormat>().unwrap(), LogFormat::Json);
+        assert_eq!("TEXT".parse::<LogFormat>().unwrap(), LogFormat::Text);
+        assert_eq!("".parse::<LogFormat>().unwrap(), LogFormat::Text);
+        let err = "yaml".parse::<LogFormat>().unwrap_err();
+        assert_eq!(err.to_string(), "LOG_FORMAT must be `text` or `json`, got `yaml`");
+    }
+}
