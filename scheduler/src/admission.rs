@@ -94,7 +94,12 @@ impl Admission {
                     retry_after: self.retry_after(waiting),
                 });
             }
-            match self.waiting.compare_exchange(waiting, waiting + 1, Ordering::SeqCst, Ordering::SeqCst) {
+            match self.waiting.compare_exchange(
+                waiting,
+                waiting + 1,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            ) {
                 Ok(_) => break,
                 Err(now) => waiting = now,
             }
@@ -107,21 +112,33 @@ impl Admission {
     }
 
     fn permit(self: &Arc<Self>, permit: OwnedSemaphorePermit, entered: Instant) -> SlotPermit {
-        SlotPermit { _permit: permit, admission: Arc::clone(self), queued: entered.elapsed(), started: Instant::now() }
+        SlotPermit {
+            _permit: permit,
+            admission: Arc::clone(self),
+            queued: entered.elapsed(),
+            started: Instant::now(),
+        }
     }
 
     /// When a refused client should try again: the time the queue ahead of it needs to drain.
     fn retry_after(&self, waiting: usize) -> Duration {
         let hold = Duration::from_micros(self.average_hold_us.load(Ordering::Relaxed));
         let drain = hold.mul_f64((waiting as f64 + 1.0) / self.limits.slots.max(1) as f64);
-        drain.clamp(Duration::from_secs(1), self.limits.max_wait.max(Duration::from_secs(1)))
+        drain.clamp(
+            Duration::from_secs(1),
+            self.limits.max_wait.max(Duration::from_secs(1)),
+        )
     }
 
     fn record_hold(&self, held: Duration) {
         let sample = held.as_micros().min(u128::from(u64::MAX)) as u64;
         let old = self.average_hold_us.load(Ordering::Relaxed);
         // EWMA with weight 1/8: follows a changing service time within a few requests.
-        let new = if old == 0 { sample } else { old - old / 8 + sample / 8 };
+        let new = if old == 0 {
+            sample
+        } else {
+            old - old / 8 + sample / 8
+        };
         self.average_hold_us.store(new, Ordering::Relaxed);
     }
 }
@@ -143,7 +160,11 @@ impl WaitTicket {
     /// Waits for a slot, at most the pool's maximum wait.
     pub async fn wait(self) -> Result<SlotPermit, SchedulerError> {
         let admission = Arc::clone(&self.admission);
-        let acquired = tokio::time::timeout(admission.limits.max_wait, Arc::clone(&admission.slots).acquire_owned()).await;
+        let acquired = tokio::time::timeout(
+            admission.limits.max_wait,
+            Arc::clone(&admission.slots).acquire_owned(),
+        )
+        .await;
         match acquired {
             Ok(Ok(permit)) => Ok(admission.permit(permit, self.entered)),
             Ok(Err(_closed)) => Err(SchedulerError::ShuttingDown),
@@ -189,7 +210,14 @@ mod tests {
     use super::*;
 
     fn admission(slots: usize, max_queue: usize, max_wait_ms: u64) -> Arc<Admission> {
-        Admission::new("test", Limits { slots, max_queue, max_wait: Duration::from_millis(max_wait_ms) })
+        Admission::new(
+            "test",
+            Limits {
+                slots,
+                max_queue,
+                max_wait: Duration::from_millis(max_wait_ms),
+            },
+        )
     }
 
     fn admitted(entry: Entry) -> SlotPermit {
@@ -260,7 +288,9 @@ mod tests {
         }
         let _a = admitted(pool.enter().unwrap());
         let _b = admitted(pool.enter().unwrap());
-        let SchedulerError::QueueFull { retry_after, .. } = pool.enter().unwrap_err() else { panic!() };
+        let SchedulerError::QueueFull { retry_after, .. } = pool.enter().unwrap_err() else {
+            panic!()
+        };
         // (0 waiting + 1) / 2 slots × 4 s hold = 2 s.
         assert_eq!(retry_after, Duration::from_secs(2));
     }

@@ -42,7 +42,11 @@ pub struct Config {
     #[arg(long, env = "SCHEDULER_QUEUE_TIMEOUT_MS", default_value_t = 30_000)]
     pub queue_timeout_ms: u64,
     /// Connect timeout towards backends, in milliseconds.
-    #[arg(long, env = "SCHEDULER_BACKEND_CONNECT_TIMEOUT_MS", default_value_t = 2_000)]
+    #[arg(
+        long,
+        env = "SCHEDULER_BACKEND_CONNECT_TIMEOUT_MS",
+        default_value_t = 2_000
+    )]
     pub backend_connect_timeout_ms: u64,
     /// Interval of the active backend health probe, in milliseconds.
     #[arg(long, env = "SCHEDULER_PROBE_INTERVAL_MS", default_value_t = 5_000)]
@@ -89,7 +93,10 @@ impl Config {
             return Err("SCHEDULER_QUEUE_TIMEOUT_MS must be at least 1".to_owned());
         }
         if !self.ollama_base.starts_with("http://") {
-            return Err(format!("OLLAMA_BASE must be an http:// URL, got `{}`", self.ollama_base));
+            return Err(format!(
+                "OLLAMA_BASE must be an http:// URL, got `{}`",
+                self.ollama_base
+            ));
         }
         if let Some(path) = &self.config_file {
             return Err(format!(

@@ -18,10 +18,18 @@ pub enum SchedulerError {
     InvalidArgument(String),
     /// The queue is full; try again after the hint.
     #[error("queue of pool `{pool}` is full ({limit} waiting)")]
-    QueueFull { pool: String, limit: usize, retry_after: Duration },
+    QueueFull {
+        pool: String,
+        limit: usize,
+        retry_after: Duration,
+    },
     /// Waited the maximum queue time without getting a slot.
     #[error("no slot in pool `{pool}` within {waited_ms} ms")]
-    QueueTimeout { pool: String, waited_ms: u64, retry_after: Duration },
+    QueueTimeout {
+        pool: String,
+        waited_ms: u64,
+        retry_after: Duration,
+    },
     /// The request's own deadline passed.
     #[error("deadline of {0} ms passed")]
     DeadlineExceeded(u64),
@@ -58,7 +66,9 @@ impl SchedulerError {
 
     fn retry_after(&self) -> Option<Duration> {
         match self {
-            Self::QueueFull { retry_after, .. } | Self::QueueTimeout { retry_after, .. } => Some(*retry_after),
+            Self::QueueFull { retry_after, .. } | Self::QueueTimeout { retry_after, .. } => {
+                Some(*retry_after)
+            }
             Self::ShuttingDown => Some(Duration::from_secs(1)),
             Self::InvalidArgument(_) | Self::DeadlineExceeded(_) | Self::Backend(_) => None,
         }
@@ -93,10 +103,15 @@ mod tests {
             retry_after: Duration::from_millis(1500),
         });
         assert_eq!(status.code(), Code::ResourceExhausted);
-        assert_eq!(status.metadata().get("x-llmgw-reason").unwrap(), "queue_full");
+        assert_eq!(
+            status.metadata().get("x-llmgw-reason").unwrap(),
+            "queue_full"
+        );
         assert_eq!(status.metadata().get("retry-after").unwrap(), "2");
 
-        let status = Status::from(SchedulerError::InvalidArgument("`messages` must not be empty".into()));
+        let status = Status::from(SchedulerError::InvalidArgument(
+            "`messages` must not be empty".into(),
+        ));
         assert_eq!(status.code(), Code::InvalidArgument);
         assert!(status.metadata().get("retry-after").is_none());
     }

@@ -19,7 +19,10 @@ pub struct LineDecoder {
 impl LineDecoder {
     /// A decoder refusing lines longer than `max_line` bytes.
     pub fn new(max_line: usize) -> Self {
-        Self { buffer: BytesMut::new(), max_line }
+        Self {
+            buffer: BytesMut::new(),
+            max_line,
+        }
     }
 
     /// Feeds `chunk` and returns every line it completes.
@@ -75,7 +78,14 @@ mod tests {
     #[test]
     fn splits_lines_skips_blank_and_flushes_the_tail() {
         let lines = decode_all(b"{\"a\":1}\r\n\n{\"b\":2}\n{\"c\":3}", &[3, 9]);
-        assert_eq!(lines, vec![Bytes::from("{\"a\":1}"), Bytes::from("{\"b\":2}"), Bytes::from("{\"c\":3}")]);
+        assert_eq!(
+            lines,
+            vec![
+                Bytes::from("{\"a\":1}"),
+                Bytes::from("{\"b\":2}"),
+                Bytes::from("{\"c\":3}")
+            ]
+        );
     }
 
     #[test]

@@ -5,10 +5,10 @@
 use std::time::Duration;
 
 use llmgw_proto::v1::scheduler_server::SchedulerServer;
+use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
-use tokio_util::sync::CancellationToken;
 
 use crate::pool::Pools;
 use crate::service::SchedulerService;
@@ -23,19 +23,31 @@ pub async fn report(reporter: &HealthReporter, status: ServingStatus) {
 }
 
 /// Probes every pool's backend each `interval` until `shutdown`, then reports NOT_SERVING.
-pub async fn run_probes(pools: Pools, reporter: HealthReporter, interval: Duration, shutdown: CancellationToken) {
+pub async fn run_probes(
+    pools: Pools,
+    reporter: HealthReporter,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
     let mut last: Option<ServingStatus> = None;
     loop {
         let mut any_up = false;
         for pool in pools.all() {
-            let probe = tokio::time::timeout(interval.min(Duration::from_secs(2)), pool.backend.probe());
+            let probe =
+                tokio::time::timeout(interval.min(Duration::from_secs(2)), pool.backend.probe());
             match probe.await {
                 Ok(Ok(())) => any_up = true,
-                Ok(Err(err)) => tracing::debug!(backend = pool.backend.name(), error = %err, "probe failed"),
+                Ok(Err(err)) => {
+                    tracing::debug!(backend = pool.backend.name(), error = %err, "probe failed")
+                }
                 Err(_) => tracing::debug!(backend = pool.backend.name(), "probe timed out"),
             }
         }
-        let status = if any_up { ServingStatus::Serving } else { ServingStatus::NotServing };
+        let status = if any_up {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
         if last != Some(status) {
             // Logged on change only, so a down backend does not flood the log.
             tracing::info!(serving = any_up, "backend health changed");

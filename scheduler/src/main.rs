@@ -45,7 +45,12 @@ async fn healthcheck(listen: &str) -> anyhow::Result<()> {
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(2));
     let mut client = HealthClient::new(endpoint.connect().await?);
-    let response = client.check(HealthCheckRequest { service: String::new() }).await?.into_inner();
+    let response = client
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await?
+        .into_inner();
     if response.status() == ServingStatus::Serving {
         Ok(())
     } else {
@@ -56,7 +61,9 @@ async fn healthcheck(listen: &str) -> anyhow::Result<()> {
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
-        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}

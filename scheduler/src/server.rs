@@ -31,7 +31,11 @@ pub enum ServeError {
 
 /// Serves the Scheduler, gRPC health and server reflection (v1 and v1alpha) on `listener`
 /// until `shutdown` is cancelled; in-flight streams then get `shutdown_grace_ms` to finish.
-pub async fn serve(listener: TcpListener, config: Config, shutdown: CancellationToken) -> Result<(), ServeError> {
+pub async fn serve(
+    listener: TcpListener,
+    config: Config,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
     config.validate().map_err(ServeError::Config)?;
     let backend = OllamaBackend::new(&config.ollama_base, config.backend_connect_timeout())
         .map_err(|err| ServeError::Config(err.to_string()))?;
@@ -40,13 +44,21 @@ pub async fn serve(listener: TcpListener, config: Config, shutdown: Cancellation
         max_queue: config.max_queue,
         max_wait: config.queue_timeout(),
     };
-    let pools = Pools::single(Pool { admission: Admission::new("default", limits), backend: Arc::new(backend) });
+    let pools = Pools::single(Pool {
+        admission: Admission::new("default", limits),
+        backend: Arc::new(backend),
+    });
 
     let (reporter, health_service) = tonic_health::server::health_reporter();
     // Not serving until the first probe says a backend answers.
     health::report(&reporter, ServingStatus::NotServing).await;
     let tasks = TaskTracker::new();
-    tasks.spawn(health::run_probes(pools.clone(), reporter, config.probe_interval(), shutdown.clone()));
+    tasks.spawn(health::run_probes(
+        pools.clone(),
+        reporter,
+        config.probe_interval(),
+        shutdown.clone(),
+    ));
 
     let reflection = || {
         tonic_reflection::server::Builder::configure()

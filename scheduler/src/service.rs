@@ -8,8 +8,8 @@ use std::time::Duration;
 use futures::{Stream, StreamExt};
 use llmgw_proto::v1::scheduler_server::Scheduler;
 use llmgw_proto::v1::{
-    ChatEvent, ChatRequest, ListModelsRequest, ListModelsResponse, Model, Priority, Queued, Started,
-    chat_event::Event,
+    ChatEvent, ChatRequest, ListModelsRequest, ListModelsResponse, Model, Priority, Queued,
+    Started, chat_event::Event,
 };
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
@@ -53,10 +53,14 @@ fn validate(request: &ChatRequest) -> Result<(), SchedulerError> {
         }
     }
     if Priority::try_from(request.priority).is_err() {
-        return invalid(format!("`priority` {} is not a known priority", request.priority));
+        return invalid(format!(
+            "`priority` {} is not a known priority",
+            request.priority
+        ));
     }
     if !request.extra_json.is_empty()
-        && !serde_json::from_str::<serde_json::Value>(&request.extra_json).is_ok_and(|v| v.is_object())
+        && !serde_json::from_str::<serde_json::Value>(&request.extra_json)
+            .is_ok_and(|v| v.is_object())
     {
         return invalid("`extra_json` must be a JSON object".to_owned());
     }
@@ -88,26 +92,38 @@ impl Scheduler for SchedulerService {
         validate(&request).map_err(refuse)?;
         let pool = self.pools.for_model(&request.model).clone();
         let entry = pool.admission.enter().map_err(refuse)?;
-        let deadline = (request.deadline_ms > 0).then(|| received + Duration::from_millis(request.deadline_ms));
+        let deadline = (request.deadline_ms > 0)
+            .then(|| received + Duration::from_millis(request.deadline_ms));
         let stream = generation(pool, request, entry, deadline, span);
         Ok(Response::new(Box::pin(stream)))
     }
 
-    async fn list_models(&self, _request: Request<ListModelsRequest>) -> Result<Response<ListModelsResponse>, Status> {
+    async fn list_models(
+        &self,
+        _request: Request<ListModelsRequest>,
+    ) -> Result<Response<ListModelsResponse>, Status> {
         let mut models = Vec::new();
         for pool in self.pools.all() {
             let names = pool.backend.list_models().await.map_err(|err| {
                 tracing::warn!(backend = pool.backend.name(), error = %err, "list models failed");
                 Status::from(SchedulerError::from(err))
             })?;
-            models.extend(names.into_iter().map(|id| Model { id, owned_by: "llm-gateway".to_owned(), created: 0 }));
+            models.extend(names.into_iter().map(|id| Model {
+                id,
+                owned_by: "llm-gateway".to_owned(),
+                created: 0,
+            }));
         }
         Ok(Response::new(ListModelsResponse { models }))
     }
 }
 
 /// Runs `future` unless `deadline` passes first.
-async fn before<T>(deadline: Option<Instant>, budget_ms: u64, future: impl Future<Output = T>) -> Result<T, SchedulerError> {
+async fn before<T>(
+    deadline: Option<Instant>,
+    budget_ms: u64,
+    future: impl Future<Output = T>,
+) -> Result<T, SchedulerError> {
     match deadline {
         Some(deadline) => tokio::time::timeout_at(deadline, future)
             .await
@@ -199,7 +215,11 @@ mod tests {
     fn request(role: &str) -> ChatRequest {
         ChatRequest {
             model: "m".into(),
-            messages: vec![Message { role: role.into(), content: "hi".into(), ..Default::default() }],
+            messages: vec![Message {
+                role: role.into(),
+                content: "hi".into(),
+                ..Default::default()
+            }],
             ..Default::default()
         }
     }
@@ -212,9 +232,23 @@ mod tests {
             err.to_string(),
             "`messages[0].role` must be one of system, user, assistant, tool; got `robot`"
         );
-        let empty = ChatRequest { messages: vec![], ..request("user") };
-        assert_eq!(validate(&empty).unwrap_err().to_string(), "`messages` must not be empty");
-        let bad_priority = ChatRequest { priority: 42, ..request("user") };
-        assert!(validate(&bad_priority).unwrap_err().to_string().contains("`priority`"));
+        let empty = ChatRequest {
+            messages: vec![],
+            ..request("user")
+        };
+        assert_eq!(
+            validate(&empty).unwrap_err().to_string(),
+            "`messages` must not be empty"
+        );
+        let bad_priority = ChatRequest {
+            priority: 42,
+            ..request("user")
+        };
+        assert!(
+            validate(&bad_priority)
+                .unwrap_err()
+                .to_string()
+                .contains("`priority`")
+        );
     }
 }

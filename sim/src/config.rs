@@ -51,7 +51,10 @@ impl FromStr for Fault {
 
 /// Everything the simulator can be told.
 #[derive(Debug, Clone, clap::Parser)]
-#[command(name = "llm-sim", about = "Deterministic LLM upstream simulator (Ollama + OpenAI APIs)")]
+#[command(
+    name = "llm-sim",
+    about = "Deterministic LLM upstream simulator (Ollama + OpenAI APIs)"
+)]
 pub struct SimConfig {
     /// Listen address.
     #[arg(long, env = "SIM_LISTEN", default_value = "127.0.0.1:11434")]
@@ -81,7 +84,12 @@ pub struct SimConfig {
     #[arg(long, env = "SIM_FAULT", default_value = "none")]
     pub fault: Fault,
     /// Comma-separated model names served (Ollama tags; `name` means `name:latest`).
-    #[arg(long, env = "SIM_MODELS", value_delimiter = ',', default_value = "llama3.2,smollm2:135m")]
+    #[arg(
+        long,
+        env = "SIM_MODELS",
+        value_delimiter = ',',
+        default_value = "llama3.2,smollm2:135m"
+    )]
     pub models: Vec<String>,
 }
 
@@ -105,23 +113,38 @@ impl Default for SimConfig {
 impl SimConfig {
     /// Delay before the first token.
     pub fn time_to_first_token(&self) -> Duration {
-        if self.instant { Duration::ZERO } else { Duration::from_millis(self.ttft_ms) }
+        if self.instant {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(self.ttft_ms)
+        }
     }
 
     /// Delay between further tokens.
     pub fn time_per_token(&self) -> Duration {
-        if self.instant { Duration::ZERO } else { Duration::from_millis(self.tpot_ms) }
+        if self.instant {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(self.tpot_ms)
+        }
     }
 
     /// The canonical `name:tag` of `model` if this simulator serves it.
     pub fn resolve_model(&self, model: &str) -> Option<String> {
         let wanted = canonical_tag(model);
-        self.models.iter().map(|m| canonical_tag(m)).find(|m| *m == wanted)
+        self.models
+            .iter()
+            .map(|m| canonical_tag(m))
+            .find(|m| *m == wanted)
     }
 }
 
 fn canonical_tag(model: &str) -> String {
-    if model.contains(':') { model.to_owned() } else { format!("{model}:latest") }
+    if model.contains(':') {
+        model.to_owned()
+    } else {
+        format!("{model}:latest")
+    }
 }
 
 #[cfg(test)]
@@ -142,9 +165,18 @@ mod tests {
     #[test]
     fn models_resolve_with_or_without_latest_tag() {
         let config = SimConfig::default();
-        assert_eq!(config.resolve_model("llama3.2").as_deref(), Some("llama3.2:latest"));
-        assert_eq!(config.resolve_model("llama3.2:latest").as_deref(), Some("llama3.2:latest"));
-        assert_eq!(config.resolve_model("smollm2:135m").as_deref(), Some("smollm2:135m"));
+        assert_eq!(
+            config.resolve_model("llama3.2").as_deref(),
+            Some("llama3.2:latest")
+        );
+        assert_eq!(
+            config.resolve_model("llama3.2:latest").as_deref(),
+            Some("llama3.2:latest")
+        );
+        assert_eq!(
+            config.resolve_model("smollm2:135m").as_deref(),
+            Some("smollm2:135m")
+        );
         assert_eq!(config.resolve_model("gpt-9"), None);
     }
 }

@@ -26,7 +26,13 @@ pub struct Plan {
 
 impl Plan {
     /// Plans a generation for `prompt` with an optional `max_tokens` limit.
-    pub fn new(config: &SimConfig, model: String, prompt: String, seed: Option<i64>, max_tokens: Option<i64>) -> Self {
+    pub fn new(
+        config: &SimConfig,
+        model: String,
+        prompt: String,
+        seed: Option<i64>,
+        max_tokens: Option<i64>,
+    ) -> Self {
         let limit = max_tokens.map(|m| m.max(0) as usize);
         let tokens = limit.map_or(config.output_tokens, |m| m.min(config.output_tokens));
         Self {
@@ -60,7 +66,11 @@ pub enum Step {
 
 /// Paces the plan's tokens and applies `fault`; holds `slot` until the stream ends or is
 /// dropped (a client that leaves frees the slot at once).
-pub fn run(plan: Plan, config: &SimConfig, mut slot: SlotGuard) -> impl Stream<Item = Step> + Send + 'static {
+pub fn run(
+    plan: Plan,
+    config: &SimConfig,
+    mut slot: SlotGuard,
+) -> impl Stream<Item = Step> + Send + 'static {
     let ttft = config.time_to_first_token();
     let tpot = config.time_per_token();
     let fault = config.fault;

@@ -39,14 +39,23 @@ pub async fn chat(State(sim): State<Sim>, body: Bytes) -> Response {
     let Some(model) = sim.config.resolve_model(&request.model) else {
         return error(
             StatusCode::NOT_FOUND,
-            format!("model \"{}\" not found, try pulling it first", request.model),
+            format!(
+                "model \"{}\" not found, try pulling it first",
+                request.model
+            ),
         );
     };
     if let Fault::Status(code) = sim.config.fault {
         let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         return error(status, "simulated upstream failure");
     }
-    let option = |name: &str| request.options.as_ref().and_then(|o| o.get(name)).and_then(Value::as_i64);
+    let option = |name: &str| {
+        request
+            .options
+            .as_ref()
+            .and_then(|o| o.get(name))
+            .and_then(Value::as_i64)
+    };
     let plan = Plan::new(
         &sim.config,
         model,
@@ -77,7 +86,10 @@ pub async fn chat(State(sim): State<Sim>, body: Bytes) -> Response {
             }
         }
     }
-    error(StatusCode::INTERNAL_SERVER_ERROR, "generation ended without finishing")
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "generation ended without finishing",
+    )
 }
 
 fn frame_line(plan: &Plan, step: Step) -> Result<Bytes, std::io::Error> {

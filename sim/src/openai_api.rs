@@ -37,7 +37,13 @@ pub async fn chat(State(sim): State<Sim>, body: Bytes) -> Response {
     sim.slots.stats().count_request();
     let request: ChatRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
-        Err(err) => return error(StatusCode::BAD_REQUEST, "invalid_request_error", err.to_string()),
+        Err(err) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                err.to_string(),
+            );
+        }
     };
     let Some(model) = sim.config.resolve_model(&request.model) else {
         let message = format!("The model `{}` does not exist", request.model);
@@ -55,7 +61,11 @@ pub async fn chat(State(sim): State<Sim>, body: Bytes) -> Response {
         request.max_completion_tokens.or(request.max_tokens),
     );
     let Ok(slot) = sim.slots.acquire().await else {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "server_error", "all generation slots are busy");
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            "all generation slots are busy",
+        );
     };
     let id = format!("chatcmpl-sim{}", sim.slots.stats().snapshot().requests);
     let steps = run(plan.clone(), &sim.config, slot);
@@ -66,9 +76,15 @@ pub async fn chat(State(sim): State<Sim>, body: Bytes) -> Response {
             .and_then(|o| o.get("include_usage"))
             .and_then(Value::as_bool)
             .unwrap_or(false);
-        let framer = SseFramer { id, plan, include_usage, created: unix_seconds() };
+        let framer = SseFramer {
+            id,
+            plan,
+            include_usage,
+            created: unix_seconds(),
+        };
         let role = futures::stream::once(futures::future::ready(Ok(framer.role_chunk())));
-        let events = role.chain(steps.flat_map(move |step| futures::stream::iter(framer.frame(step))));
+        let events =
+            role.chain(steps.flat_map(move |step| futures::stream::iter(framer.frame(step))));
         return crate::server::streaming_response("text/event-stream", events);
     }
     let mut content = String::new();
@@ -78,13 +94,18 @@ pub async fn chat(State(sim): State<Sim>, body: Bytes) -> Response {
             Step::Token(token) => content.push_str(&token),
             Step::Done => return Json(completion_object(&id, &plan, &content)).into_response(),
             Step::Drop => {
-                let broken = futures::stream::once(async { Err(std::io::Error::other("simulated drop")) });
+                let broken =
+                    futures::stream::once(async { Err(std::io::Error::other("simulated drop")) });
                 return crate::server::streaming_response("application/json", broken);
             }
             Step::Garbage => return (StatusCode::OK, "\u{0}<html>not json").into_response(),
         }
     }
-    error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "generation ended without finishing")
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "server_error",
+        "generation ended without finishing",
+    )
 }
 
 struct SseFramer {
@@ -115,7 +136,9 @@ impl SseFramer {
         match step {
             Step::Token(token) => vec![Ok(event(&self.chunk(json!({ "content": token }), None)))],
             Step::Done => {
-                let mut out = vec![Ok(event(&self.chunk(json!({}), Some(self.plan.finish_reason()))))];
+                let mut out = vec![Ok(event(
+                    &self.chunk(json!({}), Some(self.plan.finish_reason())),
+                ))];
                 if self.include_usage {
                     out.push(Ok(event(&json!({
                         "id": self.id, "object": "chat.completion.chunk", "created": self.created,

@@ -29,7 +29,10 @@ pub struct Sim {
 /// The router for `config`, with the slot state it closes over.
 pub fn router(config: SimConfig) -> (Router, Slots) {
     let slots = Slots::new(config.slots, config.overflow, config.max_queue);
-    let sim = Sim { config: Arc::new(config), slots: slots.clone() };
+    let sim = Sim {
+        config: Arc::new(config),
+        slots: slots.clone(),
+    };
     let router = Router::new()
         .route("/", get(|| async { "Ollama is running" }))
         .route("/api/chat", post(ollama_api::chat))
@@ -48,7 +51,11 @@ async fn stats(State(sim): State<Sim>) -> Json<StatsSnapshot> {
 }
 
 /// Serves the simulator on `listener` until `shutdown` is cancelled.
-pub async fn serve(listener: TcpListener, config: SimConfig, shutdown: CancellationToken) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    config: SimConfig,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let (router, _slots) = router(config);
     // Nagle plus delayed ACKs would add ~40 ms to every small token write.
     let listener = listener.tap_io(|tcp| {
@@ -95,14 +102,19 @@ pub async fn spawn(config: SimConfig) -> std::io::Result<SimHandle> {
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    let serving = axum::serve(listener, router).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let serving =
+        axum::serve(listener, router).with_graceful_shutdown(shutdown.clone().cancelled_owned());
     // Detached on purpose: the handle's drop cancels it, and a test process owns nothing else.
     tokio::spawn(async move {
         if let Err(err) = serving.await {
             tracing::warn!(error = %err, "llm-sim stopped with an error");
         }
     });
-    Ok(SimHandle { addr, slots, shutdown })
+    Ok(SimHandle {
+        addr,
+        slots,
+        shutdown,
+    })
 }
 
 /// A 200 response whose body is `chunks`; an `Err` chunk aborts the connection mid-body.

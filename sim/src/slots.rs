@@ -100,7 +100,10 @@ impl Slots {
             return Err(Busy);
         }
         let waiting = QueuedGuard::enter(&self.stats);
-        let permit = Arc::clone(&self.semaphore).acquire_owned().await.map_err(|_| Busy)?;
+        let permit = Arc::clone(&self.semaphore)
+            .acquire_owned()
+            .await
+            .map_err(|_| Busy)?;
         drop(waiting);
         Ok(self.started(permit))
     }
@@ -108,7 +111,11 @@ impl Slots {
     fn started(&self, permit: OwnedSemaphorePermit) -> SlotGuard {
         self.stats.active.fetch_add(1, Ordering::SeqCst);
         self.stats.started.fetch_add(1, Ordering::SeqCst);
-        SlotGuard { _permit: permit, stats: Arc::clone(&self.stats), completed: false }
+        SlotGuard {
+            _permit: permit,
+            stats: Arc::clone(&self.stats),
+            completed: false,
+        }
     }
 }
 
@@ -145,7 +152,11 @@ impl SlotGuard {
 
 impl Drop for SlotGuard {
     fn drop(&mut self) {
-        let outcome = if self.completed { &self.stats.completed } else { &self.stats.cancelled };
+        let outcome = if self.completed {
+            &self.stats.completed
+        } else {
+            &self.stats.cancelled
+        };
         outcome.fetch_add(1, Ordering::SeqCst);
         self.stats.active.fetch_sub(1, Ordering::SeqCst);
     }
@@ -165,7 +176,16 @@ mod tests {
         let again = slots.acquire().await.unwrap();
         drop(again);
         let stats = slots.stats().snapshot();
-        assert_eq!((stats.active, stats.started, stats.completed, stats.cancelled, stats.rejected), (0, 2, 1, 1, 1));
+        assert_eq!(
+            (
+                stats.active,
+                stats.started,
+                stats.completed,
+                stats.cancelled,
+                stats.rejected
+            ),
+            (0, 2, 1, 1, 1)
+        );
     }
 
     #[tokio::test]

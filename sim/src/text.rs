@@ -14,7 +14,11 @@ pub fn completion_tokens(prompt: &str, seed: u64, count: usize) -> Vec<String> {
     (0..count)
         .map(|index| {
             let word = VOCABULARY[(splitmix64(&mut state) % VOCABULARY.len() as u64) as usize];
-            if index == 0 { word.to_owned() } else { format!(" {word}") }
+            if index == 0 {
+                word.to_owned()
+            } else {
+                format!(" {word}")
+            }
         })
         .collect()
 }

@@ -71,6 +71,9 @@ mod tests {
         assert_eq!("TEXT".parse::<LogFormat>().unwrap(), LogFormat::Text);
         assert_eq!("".parse::<LogFormat>().unwrap(), LogFormat::Text);
         let err = "yaml".parse::<LogFormat>().unwrap_err();
-        assert_eq!(err.to_string(), "LOG_FORMAT must be `text` or `json`, got `yaml`");
+        assert_eq!(
+            err.to_string(),
+            "LOG_FORMAT must be `text` or `json`, got `yaml`"
+        );
     }
 }

@@ -34,7 +34,11 @@ impl OllamaBackend {
             .build()
             .map_err(|err| BackendError::Unreachable(format!("cannot build HTTP client: {err}")))?;
         let base = base.trim_end_matches('/').to_owned();
-        Ok(Self { name: format!("ollama@{base}"), base, http })
+        Ok(Self {
+            name: format!("ollama@{base}"),
+            base,
+            http,
+        })
     }
 }
 
@@ -49,7 +53,12 @@ impl Backend for OllamaBackend {
         Box::pin(async move {
             let model = request.model.clone();
             let body = to_wire(request);
-            let response = http.post(url).json(&body).send().await.map_err(unreachable)?;
+            let response = http
+                .post(url)
+                .json(&body)
+                .send()
+                .await
+                .map_err(unreachable)?;
             let status = response.status().as_u16();
             if status != 200 {
                 let text = response.text().await.unwrap_or_default();
@@ -65,7 +74,11 @@ impl Backend for OllamaBackend {
             let response = request.send().await.map_err(unreachable)?;
             let status = response.status().as_u16();
             if status != 200 {
-                return Err(status_error(status, &response.text().await.unwrap_or_default(), ""));
+                return Err(status_error(
+                    status,
+                    &response.text().await.unwrap_or_default(),
+                    "",
+                ));
             }
             let tags: wire::Tags = response
                 .json()
@@ -110,7 +123,7 @@ fn status_error(status: u16, body: &str, model: &str) -> BackendError {
 
 fn to_wire(request: ChatRequest) -> wire::ChatRequest {
     let mut options = Map::new();
-    if let Some(extra) = serde_json::from_str::<Map<String, Value>>(&request.extra_json).ok() {
+    if let Ok(extra) = serde_json::from_str::<Map<String, Value>>(&request.extra_json) {
         options.extend(extra);
     }
     if let Some(s) = request.sampling {
@@ -138,7 +151,10 @@ fn to_wire(request: ChatRequest) -> wire::ChatRequest {
                 .tool_calls
                 .into_iter()
                 .map(|call| wire::ToolCall {
-                    function: wire::FunctionCall { name: call.name, arguments: json_or_string(&call.arguments_json) },
+                    function: wire::FunctionCall {
+                        name: call.name,
+                        arguments: json_or_string(&call.arguments_json),
+                    },
                 })
                 .collect(),
         })
@@ -157,7 +173,13 @@ fn to_wire(request: ChatRequest) -> wire::ChatRequest {
             })
         })
         .collect();
-    wire::ChatRequest { model: request.model, messages, stream: request.stream, options, tools }
+    wire::ChatRequest {
+        model: request.model,
+        messages,
+        stream: request.stream,
+        options,
+        tools,
+    }
 }
 
 fn json_or_string(text: &str) -> Value {
@@ -250,7 +272,10 @@ impl DecodeState {
                 .collect();
             if !message.content.is_empty() || !tool_calls.is_empty() {
                 self.deltas += 1;
-                events.push(Event::Delta(Delta { content: message.content, tool_calls }));
+                events.push(Event::Delta(Delta {
+                    content: message.content,
+                    tool_calls,
+                }));
             }
         }
         if chunk.done {
@@ -258,7 +283,10 @@ impl DecodeState {
             let reason = if self.tool_calls > 0 {
                 "tool_calls".to_owned()
             } else {
-                chunk.done_reason.filter(|r| r == "length").unwrap_or_else(|| "stop".to_owned())
+                chunk
+                    .done_reason
+                    .filter(|r| r == "length")
+                    .unwrap_or_else(|| "stop".to_owned())
             };
             events.push(Event::Finish(Finish { reason }));
             events.push(Event::Usage(Usage {
@@ -275,8 +303,14 @@ mod tests {
     use super::*;
 
     async fn collect(body: &'static [&'static [u8]]) -> Vec<Result<Event, String>> {
-        let chunks = futures::stream::iter(body.iter().map(|c| Ok::<_, std::io::Error>(bytes::Bytes::from_static(c))));
-        decode_events(chunks).map(|r| r.map_err(|e| e.reason().to_owned())).collect().await
+        let chunks = futures::stream::iter(
+            body.iter()
+                .map(|c| Ok::<_, std::io::Error>(bytes::Bytes::from_static(c))),
+        );
+        decode_events(chunks)
+            .map(|r| r.map_err(|e| e.reason().to_owned()))
+            .collect()
+            .await
     }
 
     #[tokio::test]
@@ -289,17 +323,31 @@ mod tests {
         assert_eq!(
             events,
             vec![
-                Ok(Event::Delta(Delta { content: "Hel".into(), tool_calls: vec![] })),
-                Ok(Event::Delta(Delta { content: "lo".into(), tool_calls: vec![] })),
-                Ok(Event::Finish(Finish { reason: "length".into() })),
-                Ok(Event::Usage(Usage { prompt_tokens: 3, completion_tokens: 2 })),
+                Ok(Event::Delta(Delta {
+                    content: "Hel".into(),
+                    tool_calls: vec![]
+                })),
+                Ok(Event::Delta(Delta {
+                    content: "lo".into(),
+                    tool_calls: vec![]
+                })),
+                Ok(Event::Finish(Finish {
+                    reason: "length".into()
+                })),
+                Ok(Event::Usage(Usage {
+                    prompt_tokens: 3,
+                    completion_tokens: 2
+                })),
             ]
         );
     }
 
     #[tokio::test]
     async fn garbage_is_a_bad_response_and_truncation_an_interruption() {
-        assert_eq!(collect(&[b"\x00<html>\n"]).await, vec![Err("backend_bad_response".into())]);
+        assert_eq!(
+            collect(&[b"\x00<html>\n"]).await,
+            vec![Err("backend_bad_response".into())]
+        );
         let cut = collect(&[b"{\"message\":{\"content\":\"a\"},\"done\":false}\n"]).await;
         assert_eq!(cut.last(), Some(&Err("backend_interrupted".into())));
     }
@@ -307,9 +355,16 @@ mod tests {
     #[tokio::test]
     async fn tool_calls_pass_through_with_finish_reason_tool_calls() {
         let events = collect(&[b"{\"message\":{\"content\":\"\",\"tool_calls\":[{\"function\":{\"name\":\"get_weather\",\"arguments\":{\"city\":\"Paris\"}}}]},\"done\":true,\"done_reason\":\"stop\",\"prompt_eval_count\":5,\"eval_count\":7}\n"]).await;
-        let Ok(Event::Delta(delta)) = &events[0] else { panic!("{events:?}") };
+        let Ok(Event::Delta(delta)) = &events[0] else {
+            panic!("{events:?}")
+        };
         assert_eq!(delta.tool_calls[0].name, "get_weather");
         assert_eq!(delta.tool_calls[0].arguments, "{\"city\":\"Paris\"}");
-        assert_eq!(events[1], Ok(Event::Finish(Finish { reason: "tool_calls".into() })));
+        assert_eq!(
+            events[1],
+            Ok(Event::Finish(Finish {
+                reason: "tool_calls".into()
+            }))
+        );
     }
 }

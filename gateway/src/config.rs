@@ -1,0 +1,93 @@
+//! Gateway configuration: one struct, environment first, every variable also a flag.
+
+use std::time::Duration;
+
+/// `gateway [serve]` (default) or `gateway healthcheck`.
+#[derive(Debug, clap::Parser)]
+#[command(name = "gateway", about = "llm-gateway HTTP edge (OpenAI-compatible)")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub config: Config,
+}
+
+/// Subcommands besides serving.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Exit 0 if the gateway at `--listen` answers `GET /healthz` (for container checks).
+    Healthcheck,
+}
+
+/// Everything the gateway needs to run.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// HTTP listen address.
+    #[arg(long, env = "GATEWAY_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: String,
+    /// Where the scheduler's gRPC service is.
+    #[arg(long, env = "SCHEDULER_URL", default_value = "http://127.0.0.1:50051")]
+    pub scheduler_url: String,
+    /// TOML with API keys, tenants and limits (auth issue; not read yet). Unset = open mode.
+    #[arg(long = "config", env = "GATEWAY_CONFIG")]
+    pub config_file: Option<String>,
+    /// HTTP/2 connections to the scheduler; streams are spread over them round-robin.
+    #[arg(long, env = "GATEWAY_SCHEDULER_CONNECTIONS", default_value_t = 4)]
+    pub scheduler_connections: usize,
+    /// Connect timeout towards the scheduler, in milliseconds.
+    #[arg(
+        long,
+        env = "GATEWAY_SCHEDULER_CONNECT_TIMEOUT_MS",
+        default_value_t = 1_000
+    )]
+    pub scheduler_connect_timeout_ms: u64,
+    /// Largest accepted request body in bytes (larger: 413).
+    #[arg(long, env = "GATEWAY_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Budget for a whole request (queue + generation) in milliseconds; passed to the
+    /// scheduler as the deadline. 0 = none.
+    #[arg(long, env = "GATEWAY_REQUEST_TIMEOUT_MS", default_value_t = 600_000)]
+    pub request_timeout_ms: u64,
+    /// Grace period for in-flight requests on SIGTERM, in milliseconds.
+    #[arg(long, env = "GATEWAY_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
+    pub shutdown_grace_ms: u64,
+}
+
+impl Config {
+    /// Defaults for tests: scheduler at `scheduler_url`, everything else as documented.
+    pub fn for_scheduler(scheduler_url: impl Into<String>) -> Self {
+        Self {
+            listen: "127.0.0.1:0".to_owned(),
+            scheduler_url: scheduler_url.into(),
+            config_file: None,
+            scheduler_connections: 4,
+            scheduler_connect_timeout_ms: 1_000,
+            max_body_bytes: 4 * 1024 * 1024,
+            request_timeout_ms: 600_000,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+
+    pub fn scheduler_connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.scheduler_connect_timeout_ms)
+    }
+
+    /// Checks values that parse but make no sense, naming the variable.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.scheduler_connections == 0 {
+            return Err("GATEWAY_SCHEDULER_CONNECTIONS must be at least 1".to_owned());
+        }
+        if !self.scheduler_url.starts_with("http://") {
+            return Err(format!(
+                "SCHEDULER_URL must be an http:// URL, got `{}`",
+                self.scheduler_url
+            ));
+        }
+        if let Some(path) = &self.config_file {
+            return Err(format!(
+                "GATEWAY_CONFIG ({path}) is not supported yet: unset it to run in open mode"
+            ));
+        }
+        Ok(())
+    }
+}

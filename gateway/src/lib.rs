@@ -1,0 +1,26 @@
+//! The gateway: the OpenAI-compatible HTTP edge. It owns the wire format, validation, tenants
+//! and priorities, and turns each request into one server-streaming gRPC call to the scheduler.
+//!
+//! # Layout
+//! - [`config`]: flags and environment (`GATEWAY_*`, `SCHEDULER_URL`).
+//! - [`server`]: [`serve`] and the router with its layer stack.
+//! - [`routes`]: one file per endpoint (chat completions, models, health).
+//! - [`openai`]: OpenAI wire types (plain serde data).
+//! - [`translate`]: the only module that knows both OpenAI and proto types.
+//! - [`caller`]: tenant, priority and request id taken from the request headers.
+//! - [`scheduler_client`]: a small pool of HTTP/2 connections to the scheduler.
+//! - [`error`]: [`error::ApiError`] and its OpenAI error envelope.
+//! - [`status_table`]: the one gRPC code → HTTP status table.
+
+pub mod caller;
+pub mod config;
+pub mod error;
+pub mod openai;
+pub mod routes;
+pub mod scheduler_client;
+pub mod server;
+pub mod status_table;
+pub mod translate;
+
+pub use config::Config;
+pub use server::{ServeError, router, serve};

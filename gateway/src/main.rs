@@ -1,0 +1,75 @@
+//! `gateway` binary: parse config, serve until SIGTERM / Ctrl-C, or run `healthcheck`.
+
+use std::time::Duration;
+
+use clap::Parser;
+use gateway::config::{Cli, Command};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Some(Command::Healthcheck) = cli.command {
+        return healthcheck(&cli.config.listen).await;
+    }
+    let _telemetry = llmgw_telemetry::init("gateway")?;
+    let config = cli.config;
+    let listener = TcpListener::bind(&config.listen).await?;
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        scheduler_url = %config.scheduler_url,
+        scheduler_connections = config.scheduler_connections,
+        max_body_bytes = config.max_body_bytes,
+        request_timeout_ms = config.request_timeout_ms,
+        "gateway listening"
+    );
+    let shutdown = CancellationToken::new();
+    let on_signal = shutdown.clone();
+    // Lives for the whole process; it only cancels the token.
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutdown requested");
+        on_signal.cancel();
+    });
+    gateway::serve(listener, config, shutdown).await?;
+    Ok(())
+}
+
+/// `GET /healthz` over a raw socket: slim images have no curl.
+async fn healthcheck(listen: &str) -> anyhow::Result<()> {
+    let port = listen.rsplit(':').next().unwrap_or("8080");
+    let check = async {
+        let mut stream = TcpStream::connect(format!("127.0.0.1:{port}")).await?;
+        stream.set_nodelay(true)?;
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await?;
+        anyhow::Ok(response)
+    };
+    let response = tokio::time::timeout(Duration::from_secs(3), check).await??;
+    if response.starts_with(b"HTTP/1.1 200") {
+        Ok(())
+    } else {
+        anyhow::bail!("gateway /healthz did not answer 200")
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        if let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,199 @@
+//! `POST /v1/chat/completions`, streaming and not.
+//!
+//! The HTTP status is decided by the scheduler's first *content* event: until then (queued,
+//! admitted, backend connecting) any refusal or failure can still be an honest 4xx/5xx. After
+//! it, failures end an SSE stream with an error event (never a hang, never a fake `[DONE]`).
+//! Dropping the response (client gone) drops the gRPC stream, which frees the slot upstream.
+
+use std::convert::Infallible;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use llmgw_proto::v1::chat_event::Event;
+use llmgw_proto::v1::{ChatEvent, Started};
+use tokio::time::Instant;
+use tonic::Streaming;
+use tracing::Instrument;
+
+use super::AppState;
+use crate::caller::{Caller, priority_name};
+use crate::error::ApiError;
+use crate::translate::request::{ValidChat, parse};
+use crate::translate::response::{Aggregate, DONE_FRAME, ResponseMeta, SseTranslator, error_frame};
+
+pub async fn chat_completions(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let caller = match Caller::from_headers(&headers) {
+        Ok(caller) => caller,
+        Err(err) => return err.into_response(),
+    };
+    let span = tracing::info_span!("chat_completions", request_id = %caller.request_id, tenant = %caller.tenant);
+    let mut response = match handle(&state, &caller, body).instrument(span).await {
+        Ok(response) => response,
+        Err(err) => err.into_response(),
+    };
+    let headers = response.headers_mut();
+    put(headers, "x-request-id", &caller.request_id);
+    put(headers, "x-llmgw-tenant", &caller.tenant);
+    put(headers, "x-llmgw-priority", priority_name(caller.priority));
+    response
+}
+
+async fn handle(
+    state: &AppState,
+    caller: &Caller,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let received = Instant::now();
+    let body = body.map_err(|rejection| body_error(rejection, state.config.max_body_bytes))?;
+    let ValidChat {
+        mut request,
+        stream,
+        include_usage,
+    } = parse(&body)?;
+    request.tenant = caller.tenant.clone();
+    request.priority = caller.priority as i32;
+    request.request_id = caller.request_id.clone();
+    request.deadline_ms = state.config.request_timeout_ms;
+    let meta = ResponseMeta::new(request.model.clone());
+    tracing::debug!(model = %request.model, stream, messages = request.messages.len(), "chat request");
+
+    let mut events = state
+        .scheduler
+        .scheduler()
+        .chat(request)
+        .await
+        .map_err(ApiError::Scheduler)?
+        .into_inner();
+    let opening = Opening::read(&mut events).await?;
+    let mut response = if stream {
+        stream_response(meta, include_usage, opening.first, events, received)
+    } else {
+        let mut aggregate = Aggregate::new(meta);
+        if let Some(first) = opening.first {
+            aggregate.push(first);
+        }
+        while let Some(event) = events.message().await.map_err(ApiError::Scheduler)? {
+            if let Some(event) = event.event {
+                aggregate.push(event);
+            }
+        }
+        let completion = aggregate.finish()?;
+        tracing::info!(
+            status = 200,
+            prompt_tokens = completion.usage.prompt_tokens,
+            completion_tokens = completion.usage.completion_tokens,
+            elapsed_ms = received.elapsed().as_millis() as u64,
+            "chat completed"
+        );
+        Json(completion).into_response()
+    };
+    if let Some(started) = opening.started {
+        let headers = response.headers_mut();
+        put(headers, "x-llmgw-queue-ms", &started.queue_ms.to_string());
+        put(headers, "x-llmgw-backend", &started.backend);
+    }
+    Ok(response)
+}
+
+/// Everything the scheduler said before the first content event.
+#[derive(Debug, Default)]
+struct Opening {
+    started: Option<Started>,
+    /// The first delta/finish/usage event, or `None` if the stream ended without one.
+    first: Option<Event>,
+}
+
+impl Opening {
+    async fn read(events: &mut Streaming<ChatEvent>) -> Result<Self, ApiError> {
+        let mut opening = Self::default();
+        while let Some(event) = events.message().await.map_err(ApiError::Scheduler)? {
+            match event.event {
+                Some(Event::Started(started)) => opening.started = Some(started),
+                Some(Event::Queued(_)) | None => {}
+                Some(content) => {
+                    opening.first = Some(content);
+                    break;
+                }
+            }
+        }
+        Ok(opening)
+    }
+}
+
+fn stream_response(
+    meta: ResponseMeta,
+    include_usage: bool,
+    first: Option<Event>,
+    mut events: Streaming<ChatEvent>,
+    received: Instant,
+) -> Response {
+    let mut translator = SseTranslator::new(meta, include_usage);
+    let frames = async_stream::stream! {
+        yield Ok::<Bytes, Infallible>(translator.role_frame());
+        if let Some(frame) = first.and_then(|event| translator.frame(event)) {
+            yield Ok(frame);
+        }
+        loop {
+            match events.message().await {
+                Ok(Some(ChatEvent { event: Some(event) })) => {
+                    if let Some(frame) = translator.frame(event) {
+                        yield Ok(frame);
+                    }
+                }
+                Ok(Some(ChatEvent { event: None })) => {}
+                Ok(None) if translator.finished() => {
+                    tracing::info!(status = 200, elapsed_ms = received.elapsed().as_millis() as u64, "chat stream completed");
+                    yield Ok(Bytes::from_static(DONE_FRAME));
+                    break;
+                }
+                Ok(None) => {
+                    let err = ApiError::backend_interrupted();
+                    tracing::warn!(reason = err.reason(), "chat stream ended before finishing");
+                    yield Ok(error_frame(&err));
+                    break;
+                }
+                Err(status) => {
+                    let err = ApiError::Scheduler(status);
+                    tracing::warn!(reason = err.reason(), error = %err, "chat stream failed mid-stream");
+                    yield Ok(error_frame(&err));
+                    break;
+                }
+            }
+        }
+    };
+    let mut response = Response::new(Body::from_stream(frames));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // Tells nginx-style proxies not to buffer the stream.
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
+fn body_error(rejection: BytesRejection, limit: usize) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::BodyTooLarge { limit }
+    } else {
+        ApiError::InvalidRequest {
+            message: format!("cannot read request body: {rejection}"),
+            param: None,
+        }
+    }
+}
+
+fn put(headers: &mut HeaderMap, name: &'static str, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
+        headers.insert(HeaderName::from_static(name), value);
+    }
+}

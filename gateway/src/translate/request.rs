@@ -1,0 +1,422 @@
+//! Parse, don't validate: the raw body becomes a [`ValidChat`] once, here, with 400s that name
+//! the field and the rule ("`temperature` must be between 0 and 2, got 3.1").
+//!
+//! Fields are taken out of the JSON object one by one so every type error carries its path
+//! (`messages[1].content`). Known OpenAI fields we do not act on are listed and ignored on
+//! purpose; features we cannot honour (n > 1, logprobs) are refused; anything else is passed on
+//! to the engine as extra options (`top_k`, `num_ctx`, …).
+
+use llmgw_proto::v1::{ChatRequest, Message, SamplingParams, Tool, ToolCall};
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use crate::error::ApiError;
+use crate::openai::request::{
+    ChatMessage, ContentPart, MessageContent, Stop, StreamOptions, ToolDefinition,
+};
+
+/// A chat request that passed validation, ready for the scheduler (caller fields unset).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidChat {
+    pub request: ChatRequest,
+    pub stream: bool,
+    pub include_usage: bool,
+}
+
+/// OpenAI fields accepted and deliberately not acted on.
+const IGNORED: [&str; 7] = [
+    "user",
+    "metadata",
+    "store",
+    "parallel_tool_calls",
+    "service_tier",
+    "top_logprobs",
+    "prompt_cache_key",
+];
+
+/// Parses and validates a `/v1/chat/completions` body.
+pub fn parse(body: &[u8]) -> Result<ValidChat, ApiError> {
+    let mut object = match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(object)) => object,
+        Ok(_) => return Err(invalid_body("request body must be a JSON object")),
+        Err(err) => {
+            return Err(invalid_body(&format!(
+                "request body is not valid JSON: {err}"
+            )));
+        }
+    };
+    let model: String = required(&mut object, "model")?;
+    if model.trim().is_empty() {
+        return Err(ApiError::invalid("model", "`model` must not be empty"));
+    }
+    let messages: Vec<ChatMessage> = required(&mut object, "messages")?;
+    if messages.is_empty() {
+        return Err(ApiError::invalid(
+            "messages",
+            "`messages` must contain at least one message",
+        ));
+    }
+    let messages = messages
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| message(i, m))
+        .collect::<Result<_, _>>()?;
+    let stream = field::<bool>(&mut object, "stream")?.unwrap_or(false);
+    let include_usage = field::<StreamOptions>(&mut object, "stream_options")?
+        .and_then(|o| o.include_usage)
+        .unwrap_or(false);
+    let sampling = sampling(&mut object)?;
+    let tools = field::<Vec<ToolDefinition>>(&mut object, "tools")?
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| tool(i, t))
+        .collect::<Result<_, _>>()?;
+    let tool_choice_json = field::<Value>(&mut object, "tool_choice")?
+        .map(|v| v.to_string())
+        .unwrap_or_default();
+    refuse_unsupported(&mut object)?;
+    for name in IGNORED {
+        object.remove(name);
+    }
+    let extra_json = if object.is_empty() {
+        String::new()
+    } else {
+        Value::Object(object).to_string()
+    };
+    Ok(ValidChat {
+        request: ChatRequest {
+            model,
+            messages,
+            sampling: Some(sampling),
+            tools,
+            tool_choice_json,
+            stream,
+            extra_json,
+            ..Default::default()
+        },
+        stream,
+        include_usage,
+    })
+}
+
+fn sampling(object: &mut Map<String, Value>) -> Result<SamplingParams, ApiError> {
+    let temperature = ranged(object, "temperature", 0.0, 2.0)?;
+    let top_p = ranged(object, "top_p", 0.0, 1.0)?;
+    let presence_penalty = ranged(object, "presence_penalty", -2.0, 2.0)?;
+    let frequency_penalty = ranged(object, "frequency_penalty", -2.0, 2.0)?;
+    let max_completion_tokens = positive(object, "max_completion_tokens")?;
+    let max_tokens = positive(object, "max_tokens")?.or(max_completion_tokens);
+    let stop = match field::<Stop>(object, "stop")? {
+        None => Vec::new(),
+        Some(Stop::One(one)) => vec![one],
+        Some(Stop::Many(many)) if many.len() <= 4 => many,
+        Some(Stop::Many(many)) => {
+            return Err(ApiError::invalid(
+                "stop",
+                format!("`stop` may hold at most 4 sequences, got {}", many.len()),
+            ));
+        }
+    };
+    let seed = field::<i64>(object, "seed")?;
+    Ok(SamplingParams {
+        temperature,
+        top_p,
+        max_tokens,
+        stop,
+        seed,
+        presence_penalty,
+        frequency_penalty,
+    })
+}
+
+fn refuse_unsupported(object: &mut Map<String, Value>) -> Result<(), ApiError> {
+    if let Some(n) = field::<i64>(object, "n")?
+        && n != 1
+    {
+        return Err(ApiError::invalid(
+            "n",
+            format!("`n` must be 1 (one choice per request), got {n}"),
+        ));
+    }
+    if field::<bool>(object, "logprobs")? == Some(true) {
+        return Err(ApiError::invalid("logprobs", "`logprobs` is not supported"));
+    }
+    if let Some(bias) = field::<Map<String, Value>>(object, "logit_bias")?
+        && !bias.is_empty()
+    {
+        return Err(ApiError::invalid(
+            "logit_bias",
+            "`logit_bias` is not supported",
+        ));
+    }
+    if let Some(format) = field::<Value>(object, "response_format")?
+        && format.get("type").and_then(Value::as_str) != Some("text")
+    {
+        return Err(ApiError::invalid(
+            "response_format",
+            "`response_format` other than `text` is not supported yet",
+        ));
+    }
+    Ok(())
+}
+
+fn message(index: usize, message: ChatMessage) -> Result<Message, ApiError> {
+    let role = match message.role.as_str() {
+        "system" | "developer" => "system",
+        "user" => "user",
+        "assistant" => "assistant",
+        "tool" => "tool",
+        other => {
+            return Err(ApiError::invalid(
+                format!("messages[{index}].role"),
+                format!(
+                    "`messages[{index}].role` must be one of system, developer, user, assistant, tool; got `{other}`"
+                ),
+            ));
+        }
+    };
+    let tool_calls: Vec<ToolCall> = message
+        .tool_calls
+        .unwrap_or_default()
+        .into_iter()
+        .map(|call| ToolCall {
+            id: call.id,
+            r#type: call.kind.unwrap_or_else(|| "function".to_owned()),
+            name: call.function.name,
+            arguments_json: call.function.arguments,
+        })
+        .collect();
+    let content = match message.content {
+        Some(MessageContent::Text(text)) => text,
+        Some(MessageContent::Parts(parts)) => text_parts(index, parts)?,
+        None if role == "assistant" && !tool_calls.is_empty() => String::new(),
+        None => {
+            return Err(ApiError::invalid(
+                format!("messages[{index}].content"),
+                format!("`messages[{index}].content` is required for role `{role}`"),
+            ));
+        }
+    };
+    Ok(Message {
+        role: role.to_owned(),
+        content,
+        name: message.name.unwrap_or_default(),
+        tool_calls,
+        tool_call_id: message.tool_call_id.unwrap_or_default(),
+    })
+}
+
+fn text_parts(index: usize, parts: Vec<ContentPart>) -> Result<String, ApiError> {
+    let mut text = String::new();
+    for (part_index, part) in parts.into_iter().enumerate() {
+        let path = format!("messages[{index}].content[{part_index}]");
+        match (part.kind.as_str(), part.text) {
+            ("text", Some(part_text)) => text.push_str(&part_text),
+            ("text", None) => {
+                return Err(ApiError::invalid(
+                    format!("{path}.text"),
+                    format!("`{path}.text` is required"),
+                ));
+            }
+            (kind, _) => {
+                return Err(ApiError::invalid(
+                    format!("{path}.type"),
+                    format!("`{path}.type` `{kind}` is not supported; only `text` parts are"),
+                ));
+            }
+        }
+    }
+    Ok(text)
+}
+
+fn tool(index: usize, tool: ToolDefinition) -> Result<Tool, ApiError> {
+    if tool.kind != "function" {
+        return Err(ApiError::invalid(
+            format!("tools[{index}].type"),
+            format!(
+                "`tools[{index}].type` must be `function`, got `{}`",
+                tool.kind
+            ),
+        ));
+    }
+    if tool.function.name.trim().is_empty() {
+        let path = format!("tools[{index}].function.name");
+        return Err(ApiError::invalid(
+            path.clone(),
+            format!("`{path}` must not be empty"),
+        ));
+    }
+    Ok(Tool {
+        r#type: tool.kind,
+        name: tool.function.name,
+        description: tool.function.description.unwrap_or_default(),
+        parameters_json: tool
+            .function
+            .parameters
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
+    })
+}
+
+fn invalid_body(message: &str) -> ApiError {
+    ApiError::InvalidRequest {
+        message: message.to_owned(),
+        param: None,
+    }
+}
+
+/// Removes `name` from the object and deserializes it; `null` counts as absent.
+fn field<T: DeserializeOwned>(
+    object: &mut Map<String, Value>,
+    name: &str,
+) -> Result<Option<T>, ApiError> {
+    match object.remove(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(value) => serde_path_to_error::deserialize(value)
+            .map(Some)
+            .map_err(|err| {
+                let path = format!("{name}{}", render_path(err.path()));
+                ApiError::invalid(path.clone(), format!("`{path}`: {}", err.inner()))
+            }),
+    }
+}
+
+fn required<T: DeserializeOwned>(
+    object: &mut Map<String, Value>,
+    name: &str,
+) -> Result<T, ApiError> {
+    field(object, name)?.ok_or_else(|| ApiError::invalid(name, format!("`{name}` is required")))
+}
+
+fn ranged(
+    object: &mut Map<String, Value>,
+    name: &str,
+    min: f64,
+    max: f64,
+) -> Result<Option<f32>, ApiError> {
+    match field::<f64>(object, name)? {
+        Some(value) if !(min..=max).contains(&value) => Err(ApiError::invalid(
+            name,
+            format!("`{name}` must be between {min} and {max}, got {value}"),
+        )),
+        value => Ok(value.map(|v| v as f32)),
+    }
+}
+
+fn positive(object: &mut Map<String, Value>, name: &str) -> Result<Option<u32>, ApiError> {
+    match field::<i64>(object, name)? {
+        Some(value) if value < 1 || value > i64::from(u32::MAX) => Err(ApiError::invalid(
+            name,
+            format!("`{name}` must be a positive integer, got {value}"),
+        )),
+        value => Ok(value.map(|v| v as u32)),
+    }
+}
+
+fn render_path(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    path.iter()
+        .map(|segment| match segment {
+            Segment::Seq { index } => format!("[{index}]"),
+            Segment::Map { key } => format!(".{key}"),
+            Segment::Enum { variant } => format!(".{variant}"),
+            Segment::Unknown => String::new(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(body: &str) -> (String, Option<String>) {
+        match parse(body.as_bytes()).unwrap_err() {
+            ApiError::InvalidRequest { message, param } => (message, param),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_full_request_translates_field_by_field() {
+        let chat = parse(br#"{"model":"llama3.2","stream":true,"stream_options":{"include_usage":true},
+            "messages":[{"role":"developer","content":"be brief"},{"role":"user","content":[{"type":"text","text":"hi"}]}],
+            "temperature":0.5,"top_p":0.9,"max_tokens":12,"stop":"END","seed":7,"presence_penalty":1,
+            "frequency_penalty":-1,"user":"u1","top_k":40,
+            "tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object"}}}],"tool_choice":"auto"}"#)
+        .unwrap();
+        assert!(chat.stream && chat.include_usage);
+        let r = chat.request;
+        assert_eq!(r.model, "llama3.2");
+        assert_eq!(
+            (r.messages[0].role.as_str(), r.messages[0].content.as_str()),
+            ("system", "be brief")
+        );
+        assert_eq!(
+            (r.messages[1].role.as_str(), r.messages[1].content.as_str()),
+            ("user", "hi")
+        );
+        let s = r.sampling.unwrap();
+        assert_eq!(
+            (s.temperature, s.top_p, s.max_tokens, s.seed),
+            (Some(0.5), Some(0.9), Some(12), Some(7))
+        );
+        assert_eq!(s.stop, vec!["END".to_owned()]);
+        assert_eq!(r.tools[0].name, "f");
+        assert_eq!(r.tools[0].parameters_json, r#"{"type":"object"}"#);
+        assert_eq!(r.tool_choice_json, r#""auto""#);
+        assert_eq!(
+            r.extra_json, r#"{"top_k":40}"#,
+            "unknown fields pass on; `user` is dropped on purpose"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_field_and_the_rule() {
+        let m = r#""messages":[{"role":"user","content":"hi"}]"#;
+        assert_eq!(
+            error("{"),
+            (
+                "request body is not valid JSON: EOF while parsing an object at line 1 column 1"
+                    .into(),
+                None
+            )
+        );
+        assert_eq!(
+            error(&format!("{{{m}}}")),
+            ("`model` is required".into(), Some("model".into()))
+        );
+        assert_eq!(
+            error(r#"{"model":"m","messages":[]}"#).1,
+            Some("messages".into())
+        );
+        assert_eq!(
+            error(&format!(r#"{{"model":"m",{m},"temperature":3.1}}"#)).0,
+            "`temperature` must be between 0 and 2, got 3.1"
+        );
+        assert_eq!(
+            error(&format!(r#"{{"model":"m",{m},"max_tokens":-1}}"#)).0,
+            "`max_tokens` must be a positive integer, got -1"
+        );
+        let (message, param) = error(&format!(r#"{{"model":"m",{m},"temperature":"hot"}}"#));
+        assert_eq!(param, Some("temperature".into()));
+        assert!(
+            message.starts_with("`temperature`: invalid type: string \"hot\""),
+            "{message}"
+        );
+        let (message, param) = error(
+            r#"{"model":"m","messages":[{"role":"user","content":"a"},{"role":"robot","content":"b"}]}"#,
+        );
+        assert_eq!(param, Some("messages[1].role".into()));
+        assert!(message.contains("got `robot`"));
+        let (_, param) = error(r#"{"model":"m","messages":[{"role":"user","content":5}]}"#);
+        assert_eq!(param, Some("messages[0].content".into()));
+        let (_, param) =
+            error(r#"{"model":"m","messages":[{"role":"user","content":[{"type":"image_url"}]}]}"#);
+        assert_eq!(param, Some("messages[0].content[0].type".into()));
+        assert_eq!(
+            error(&format!(r#"{{"model":"m",{m},"n":2}}"#)).1,
+            Some("n".into())
+        );
+    }
+}
