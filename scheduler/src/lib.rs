@@ -23,4 +23,4 @@ pub mod server;
 pub mod service;
 
 pub use config::Config;
-pub use server::{ServeError, serve};
+pub use server::{ServeError, build_pools, serve, serve_pools};

@@ -36,6 +36,12 @@ pub async fn serve(
     config: Config,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
+    let pools = build_pools(&config)?;
+    serve_pools(listener, config, pools, shutdown).await
+}
+
+/// The pools `config` describes (today: one Ollama pool at `OLLAMA_BASE`).
+pub fn build_pools(config: &Config) -> Result<Pools, ServeError> {
     config.validate().map_err(ServeError::Config)?;
     let backend = OllamaBackend::new(&config.ollama_base, config.backend_connect_timeout())
         .map_err(|err| ServeError::Config(err.to_string()))?;
@@ -44,11 +50,20 @@ pub async fn serve(
         max_queue: config.max_queue,
         max_wait: config.queue_timeout(),
     };
-    let pools = Pools::single(Pool {
+    Ok(Pools::single(Pool {
         admission: Admission::new("default", limits),
         backend: Arc::new(backend),
-    });
+    }))
+}
 
+/// [`serve`] with pools built by the caller, who may keep a clone to watch their admission
+/// state (tests, embedding).
+pub async fn serve_pools(
+    listener: TcpListener,
+    config: Config,
+    pools: Pools,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
     let (reporter, health_service) = tonic_health::server::health_reporter();
     // Not serving until the first probe says a backend answers.
     health::report(&reporter, ServingStatus::NotServing).await;

@@ -83,6 +83,9 @@ pub fn run(
         for (index, token) in completion_tokens(&plan.prompt, plan.seed, plan.tokens).into_iter().enumerate() {
             match fault {
                 Fault::DropAfter(n) if index == n => {
+                    // Let the server flush the tokens already written before the cut, as a
+                    // real engine that dies between two tokens would have.
+                    pause(tpot.max(Duration::from_millis(1))).await;
                     yield Step::Drop;
                     return;
                 }

@@ -80,9 +80,10 @@ pub async fn chat(State(sim): State<Sim>, body: Bytes) -> Response {
         match step {
             Step::Token(token) => content.push_str(&token),
             Step::Done => return Json(final_object(&plan, &content)).into_response(),
-            Step::Drop | Step::Garbage => {
-                let broken = futures::stream::once(async move { frame_line(&plan, step) });
-                return crate::server::streaming_response("application/json", broken);
+            Step::Drop => return crate::server::cut_response("application/json"),
+            Step::Garbage => {
+                let garbage = futures::stream::once(async move { frame_line(&plan, step) });
+                return crate::server::streaming_response("application/json", garbage);
             }
         }
     }

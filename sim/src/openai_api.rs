@@ -93,11 +93,7 @@ pub async fn chat(State(sim): State<Sim>, body: Bytes) -> Response {
         match step {
             Step::Token(token) => content.push_str(&token),
             Step::Done => return Json(completion_object(&id, &plan, &content)).into_response(),
-            Step::Drop => {
-                let broken =
-                    futures::stream::once(async { Err(std::io::Error::other("simulated drop")) });
-                return crate::server::streaming_response("application/json", broken);
-            }
+            Step::Drop => return crate::server::cut_response("application/json"),
             Step::Garbage => return (StatusCode::OK, "\u{0}<html>not json").into_response(),
         }
     }

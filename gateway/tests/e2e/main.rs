@@ -1,0 +1,13 @@
+//! End-to-end behaviour across real processes' code paths: llm-sim, scheduler and gateway
+//! each serve on a real loopback socket (port 0), and the tests talk HTTP to the gateway.
+//! One behaviour per file.
+
+mod support;
+
+mod bad_input;
+mod cancellation;
+mod chat_content;
+mod queue_limits;
+mod scheduler_down;
+mod slot_holding;
+mod upstream_failures;

@@ -1,0 +1,227 @@
+//! Test harness: start sim → scheduler → gateway on ephemeral ports, poll readiness with a
+//! deadline, and parse SSE.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use llm_sim::{SimConfig, SimHandle};
+use scheduler::pool::Pools;
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// A running sim + scheduler + gateway.
+pub struct Stack {
+    pub sim: Option<SimHandle>,
+    pub pools: Pools,
+    pub gateway: SocketAddr,
+    pub http: reqwest::Client,
+    shutdown: CancellationToken,
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A loopback address nothing listens on.
+pub async fn closed_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// Sim timings for tests that only care about content: fast but not instant.
+pub fn quick_sim() -> SimConfig {
+    SimConfig {
+        ttft_ms: 5,
+        tpot_ms: 1,
+        output_tokens: 8,
+        ..SimConfig::default()
+    }
+}
+
+impl Stack {
+    /// Everything with defaults, the sim configured as given; waits until `/readyz` is 200.
+    pub async fn start(sim: SimConfig) -> Self {
+        Self::start_with(Some(sim), |_| {}, |_| {}).await
+    }
+
+    /// Full control. Without a sim, the scheduler points at a closed port (backend down), and
+    /// readiness is not awaited.
+    pub async fn start_with(
+        sim: Option<SimConfig>,
+        tune_scheduler: impl FnOnce(&mut scheduler::Config),
+        tune_gateway: impl FnOnce(&mut gateway::Config),
+    ) -> Self {
+        let shutdown = CancellationToken::new();
+        let sim = match sim {
+            Some(config) => Some(llm_sim::spawn(config).await.unwrap()),
+            None => None,
+        };
+        let backend = match &sim {
+            Some(sim) => sim.base_url(),
+            None => format!("http://{}", closed_port().await),
+        };
+        let mut scheduler_config = scheduler::Config::for_backend(backend);
+        scheduler_config.probe_interval_ms = 100;
+        tune_scheduler(&mut scheduler_config);
+        let scheduler_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let scheduler_addr = scheduler_listener.local_addr().unwrap();
+        let pools = scheduler::build_pools(&scheduler_config).unwrap();
+        tokio::spawn(scheduler::serve_pools(
+            scheduler_listener,
+            scheduler_config,
+            pools.clone(),
+            shutdown.clone(),
+        ));
+
+        let mut gateway_config = gateway::Config::for_scheduler(format!("http://{scheduler_addr}"));
+        tune_gateway(&mut gateway_config);
+        let gateway_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let gateway = gateway_listener.local_addr().unwrap();
+        tokio::spawn(gateway::serve(
+            gateway_listener,
+            gateway_config,
+            shutdown.clone(),
+        ));
+
+        let http = reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .build()
+            .unwrap();
+        let stack = Self {
+            sim,
+            pools,
+            gateway,
+            http,
+            shutdown,
+        };
+        if stack.sim.is_some() {
+            stack.wait_ready().await;
+        }
+        stack
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.gateway)
+    }
+
+    pub fn sim(&self) -> &SimHandle {
+        self.sim.as_ref().expect("this stack has a sim")
+    }
+
+    /// Admission state of the default pool.
+    pub fn admission(&self) -> &scheduler::admission::Admission {
+        &self.pools.for_model("any").admission
+    }
+
+    /// `POST /v1/chat/completions` with a JSON body.
+    pub async fn chat(&self, body: Value) -> reqwest::Response {
+        self.http
+            .post(self.url("/v1/chat/completions"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Polls `/readyz` until 200, at most 10 s.
+    pub async fn wait_ready(&self) {
+        let http = self.http.clone();
+        let url = self.url("/readyz");
+        eventually_async("gateway ready", Duration::from_secs(10), || {
+            let http = http.clone();
+            let url = url.clone();
+            async move {
+                http.get(url)
+                    .send()
+                    .await
+                    .map(|r| r.status() == 200)
+                    .unwrap_or(false)
+            }
+        })
+        .await;
+    }
+}
+
+/// Polls `check` every millisecond until it holds; panics after `deadline`. Returns how long
+/// it took.
+pub async fn eventually(
+    what: &str,
+    deadline: Duration,
+    mut check: impl FnMut() -> bool,
+) -> Duration {
+    let start = Instant::now();
+    while !check() {
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    start.elapsed()
+}
+
+/// [`eventually`] for an async check (polled every 20 ms).
+pub async fn eventually_async<F: Future<Output = bool>>(
+    what: &str,
+    deadline: Duration,
+    mut check: impl FnMut() -> F,
+) {
+    let start = Instant::now();
+    while !check().await {
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One SSE `data:` payload: a JSON chunk, or the `[DONE]` marker.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SseData {
+    Json(Value),
+    Done,
+}
+
+/// Splits a whole SSE body into its data payloads, checking the framing on the way.
+pub fn sse_data(body: &str) -> Vec<SseData> {
+    assert!(
+        body.ends_with("\n\n"),
+        "SSE body must end with a blank line: {body:?}"
+    );
+    body.split("\n\n")
+        .filter(|event| !event.is_empty() && !event.starts_with(':'))
+        .map(|event| {
+            let data = event
+                .strip_prefix("data: ")
+                .unwrap_or_else(|| panic!("not a data event: {event:?}"));
+            if data == "[DONE]" {
+                SseData::Done
+            } else {
+                SseData::Json(serde_json::from_str(data).unwrap())
+            }
+        })
+        .collect()
+}
+
+/// A minimal chat body.
+pub fn chat_body(model: &str, prompt: &str) -> Value {
+    serde_json::json!({ "model": model, "messages": [{ "role": "user", "content": prompt }] })
+}
+
+/// Concatenated `delta.content` of all chunks.
+pub fn streamed_text(events: &[SseData]) -> String {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            SseData::Json(chunk) => chunk["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned),
+            SseData::Done => None,
+        })
+        .collect()
+}

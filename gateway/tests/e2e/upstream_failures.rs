@@ -1,0 +1,126 @@
+//! Backend trouble maps to 404/502/503 with a reason before the first token, and to an SSE
+//! error event (then the end of the stream, no `[DONE]`) after it.
+
+use llm_sim::{Fault, SimConfig, completion_text};
+use serde_json::{Value, json};
+
+use crate::support::{SseData, Stack, chat_body, quick_sim, sse_data, streamed_text};
+
+async fn status_reason_body(response: reqwest::Response) -> (u16, String, Value) {
+    let status = response.status().as_u16();
+    let reason = response.headers()["x-llmgw-reason"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    (status, reason, response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn unknown_model_is_404_naming_the_model_param() {
+    let stack = Stack::start(quick_sim()).await;
+    let (status, reason, body) =
+        status_reason_body(stack.chat(chat_body("no-such-model", "hi")).await).await;
+    assert_eq!((status, reason.as_str()), (404, "model_not_found"));
+    assert_eq!(body["error"]["param"], "model");
+    assert_eq!(body["error"]["code"], "model_not_found");
+}
+
+#[tokio::test]
+async fn backend_down_is_503_for_stream_and_non_stream_and_readyz_says_so() {
+    let stack = Stack::start_with(None, |_| {}, |_| {}).await;
+    for stream in [false, true] {
+        let mut body = chat_body("llama3.2", "hi");
+        body["stream"] = json!(stream);
+        let (status, reason, body) = status_reason_body(stack.chat(body).await).await;
+        assert_eq!(
+            (status, reason.as_str()),
+            (503, "backend_unavailable"),
+            "stream={stream}"
+        );
+        assert_eq!(body["error"]["message"], "The model backend is unreachable");
+        assert_eq!(body["error"]["type"], "server_error");
+    }
+    let ready = stack.http.get(stack.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    assert_eq!(
+        stack.admission().running(),
+        0,
+        "failed requests release their slot"
+    );
+}
+
+#[tokio::test]
+async fn backend_garbage_is_502_for_stream_and_non_stream() {
+    let stack = Stack::start(SimConfig {
+        fault: Fault::Garbage,
+        ..quick_sim()
+    })
+    .await;
+    for stream in [false, true] {
+        let mut body = chat_body("llama3.2", "hi");
+        body["stream"] = json!(stream);
+        let (status, reason, _) = status_reason_body(stack.chat(body).await).await;
+        assert_eq!(
+            (status, reason.as_str()),
+            (502, "backend_bad_response"),
+            "stream={stream}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn backend_error_status_is_502_and_overload_is_503() {
+    let stack = Stack::start(SimConfig {
+        fault: Fault::Status(500),
+        ..quick_sim()
+    })
+    .await;
+    let (status, reason, _) =
+        status_reason_body(stack.chat(chat_body("llama3.2", "hi")).await).await;
+    assert_eq!((status, reason.as_str()), (502, "backend_error"));
+    let stack = Stack::start(SimConfig {
+        fault: Fault::Status(503),
+        ..quick_sim()
+    })
+    .await;
+    let (status, reason, _) =
+        status_reason_body(stack.chat(chat_body("llama3.2", "hi")).await).await;
+    assert_eq!((status, reason.as_str()), (503, "backend_overloaded"));
+}
+
+#[tokio::test]
+async fn mid_stream_drop_ends_with_an_error_event_and_no_done() {
+    let stack = Stack::start(SimConfig {
+        fault: Fault::DropAfter(3),
+        ..quick_sim()
+    })
+    .await;
+    let mut body = chat_body("llama3.2", "hi");
+    body["stream"] = json!(true);
+    let response = stack.chat(body).await;
+    assert_eq!(
+        response.status(),
+        200,
+        "the first tokens went out, so the status is committed"
+    );
+    let events = sse_data(&response.text().await.unwrap());
+    assert_eq!(
+        streamed_text(&events),
+        completion_text("hi", 0, 3),
+        "the tokens before the drop arrive intact"
+    );
+    let SseData::Json(last) = events.last().unwrap() else {
+        panic!("stream must not end with [DONE]")
+    };
+    assert_eq!(last["error"]["code"], "backend_interrupted");
+    assert!(!events.contains(&SseData::Done));
+
+    let (status, reason, _) =
+        status_reason_body(stack.chat(chat_body("llama3.2", "hi")).await).await;
+    assert_eq!(
+        (status, reason.as_str()),
+        (502, "backend_interrupted"),
+        "non-stream: nothing was sent yet"
+    );
+    assert_eq!(stack.admission().running(), 0);
+}
