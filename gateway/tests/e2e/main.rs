@@ -2,6 +2,9 @@
 //! each serve on a real loopback socket (port 0), and the tests talk HTTP to the gateway.
 //! One behaviour per file.
 
+// Test code: a failed setup step should panic with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 mod bad_input;
