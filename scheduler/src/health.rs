@@ -56,7 +56,8 @@ pub async fn run_probes(
         }
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(interval) => {}
+            // While down, look again soon: readiness should follow a backend that comes up.
+            _ = tokio::time::sleep(if any_up { interval } else { interval.min(Duration::from_millis(500)) }) => {}
         }
     }
     report(&reporter, ServingStatus::NotServing).await;

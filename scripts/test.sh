@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Everything CI runs, in order; installs what it needs (a Python virtualenv with the real
+# client peers: OpenAI SDK, grpcurl, check-jsonschema). Run from anywhere: scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV="${LLMGW_VENV:-.venv}"
+step() { printf '\n==> %s\n' "$*"; }
+
+step "system tools"
+missing=()
+command -v curl >/dev/null || missing+=(curl)
+python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi
+
+step "python test peers ($VENV)"
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+"$VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+export PATH="$PWD/$VENV/bin:$PATH"
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "rust tests (unit, property, end-to-end over loopback)"
+if command -v cargo-nextest >/dev/null; then
+  cargo nextest run --workspace --locked --no-fail-fast
+else
+  cargo test --workspace --locked --no-fail-fast
+fi
+
+step "binaries for the process-level tests"
+cargo build --bins --locked
+export LLMGW_BIN_DIR="$PWD/target/debug"
+
+step "compose file: schema and references (no Docker engine needed)"
+check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
+python scripts/check_compose.py
+
+step "python tests: OpenAI SDK, grpcurl, smoke script against real processes"
+pytest -q tests/python

@@ -1,0 +1,88 @@
+"""Starts llm-sim, scheduler and gateway as real processes on free loopback ports.
+
+The binaries come from LLMGW_BIN_DIR (default: target/debug), built by scripts/test.sh.
+"""
+
+import os
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN_DIR = Path(os.environ.get("LLMGW_BIN_DIR", ROOT / "target" / "debug"))
+SIM_OUTPUT_TOKENS = 8
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(url: str, deadline_s: float = 20.0) -> None:
+    """Polls url until it answers 200, failing after deadline_s."""
+    start = time.monotonic()
+    last_error = None
+    while time.monotonic() - start < deadline_s:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except Exception as error:  # noqa: BLE001 - any failure means "not yet"
+            last_error = error
+        time.sleep(0.05)
+    raise TimeoutError(f"{url} not ready after {deadline_s}s: {last_error}")
+
+
+class Stack:
+    def __init__(self, tmp: Path):
+        self.sim_port, self.scheduler_port, self.gateway_port = free_port(), free_port(), free_port()
+        self.processes = []
+        self.tmp = tmp
+        env = {**os.environ, "RUST_LOG": "info", "LOG_FORMAT": "text"}
+        self.spawn("llm-sim", [], {**env,
+            "SIM_LISTEN": f"127.0.0.1:{self.sim_port}", "SIM_TTFT_MS": "5", "SIM_TPOT_MS": "2",
+            "SIM_OUTPUT_TOKENS": str(SIM_OUTPUT_TOKENS)})
+        self.spawn("scheduler", [], {**env,
+            "SCHEDULER_LISTEN": f"127.0.0.1:{self.scheduler_port}", "OLLAMA_BASE": self.sim_url,
+            "SCHEDULER_PROBE_INTERVAL_MS": "200"})
+        self.spawn("gateway", [], {**env,
+            "GATEWAY_LISTEN": f"127.0.0.1:{self.gateway_port}",
+            "SCHEDULER_URL": f"http://127.0.0.1:{self.scheduler_port}"})
+        wait_for(f"{self.gateway_url}/readyz")
+
+    def spawn(self, name: str, args: list, env: dict) -> None:
+        log = open(self.tmp / f"{name}.log", "wb")
+        self.processes.append(subprocess.Popen([str(BIN_DIR / name), *args], env=env, stdout=log, stderr=log))
+
+    @property
+    def sim_url(self) -> str:
+        return f"http://127.0.0.1:{self.sim_port}"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://127.0.0.1:{self.gateway_port}"
+
+    @property
+    def scheduler_addr(self) -> str:
+        return f"127.0.0.1:{self.scheduler_port}"
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory):
+    running = Stack(tmp_path_factory.mktemp("stack"))
+    yield running
+    running.stop()

@@ -1,0 +1,81 @@
+"""The real grpcurl binary (1.8, reflection v1alpha) against the scheduler: list, describe,
+a Chat call with JSON input, health, and a refusal."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+GRPCURL = shutil.which("grpcurl") or str(Path(sys.executable).parent / "grpcurl")
+
+
+def grpcurl(stack, *args, data=None):
+    command = [GRPCURL, "-plaintext", "-max-time", "20"]
+    if data is not None:
+        command += ["-d", json.dumps(data)]
+    command += [stack.scheduler_addr, *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=30)
+
+
+def json_objects(text):
+    """grpcurl prints streamed messages as consecutive pretty-printed JSON objects."""
+    decoder, objects, index = json.JSONDecoder(), [], 0
+    while index < len(text):
+        if text[index].isspace():
+            index += 1
+            continue
+        obj, index = decoder.raw_decode(text, index)
+        objects.append(obj)
+    return objects
+
+
+def test_list_shows_scheduler_health_and_reflection(stack):
+    result = grpcurl(stack, "list")
+    assert result.returncode == 0, result.stderr
+    services = result.stdout.split()
+    assert "llmgw.scheduler.v1.Scheduler" in services
+    assert "grpc.health.v1.Health" in services
+
+
+def test_describe_shows_the_chat_contract(stack):
+    result = grpcurl(stack, "describe", "llmgw.scheduler.v1.Scheduler")
+    assert result.returncode == 0, result.stderr
+    assert "rpc Chat ( .llmgw.scheduler.v1.ChatRequest ) returns ( stream .llmgw.scheduler.v1.ChatEvent )" in result.stdout
+    message = grpcurl(stack, "describe", "llmgw.scheduler.v1.ChatRequest")
+    for field in ["model", "messages", "tenant", "priority", "deadline_ms"]:
+        assert f" {field} = " in message.stdout
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_chat_streams_events_in_order(stack, stream):
+    request = {"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}], "stream": stream,
+               "sampling": {"max_tokens": 4}}
+    result = grpcurl(stack, "llmgw.scheduler.v1.Scheduler/Chat", data=request)
+    assert result.returncode == 0, result.stderr
+    events = json_objects(result.stdout)
+    kinds = [next(iter(event)) for event in events]
+    assert kinds[0] == "started"
+    assert kinds[-2:] == ["finish", "usage"]
+    deltas = [e["delta"]["content"] for e in events if "delta" in e]
+    assert len(deltas) == (4 if stream else 1)
+    assert len("".join(deltas).split()) == 4
+    assert events[-2]["finish"]["reason"] == "length"
+    assert events[-1]["usage"] == {"promptTokens": 1, "completionTokens": 4}
+    assert events[0]["started"]["pool"] == "default"
+
+
+def test_invalid_role_is_invalid_argument(stack):
+    result = grpcurl(stack, "llmgw.scheduler.v1.Scheduler/Chat",
+                     data={"model": "llama3.2", "messages": [{"role": "robot", "content": "hi"}]})
+    assert result.returncode != 0
+    assert "InvalidArgument" in result.stderr
+    assert "messages[0].role" in result.stderr
+
+
+def test_health_is_serving(stack):
+    result = grpcurl(stack, "grpc.health.v1.Health/Check", data={"service": "llmgw.scheduler.v1.Scheduler"})
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"status": "SERVING"}

@@ -1,0 +1,80 @@
+"""The official OpenAI Python SDK against the gateway. The reference answer is the same SDK
+asking llm-sim directly: the simulator is deterministic, so the gateway must return exactly
+what the upstream produced, token for token, with the same usage."""
+
+import openai
+import pytest
+
+from conftest import SIM_OUTPUT_TOKENS
+
+MESSAGES = [
+    {"role": "system", "content": "You are terse."},
+    {"role": "user", "content": "Name three colours."},
+]
+
+
+@pytest.fixture(scope="module")
+def gateway(stack):
+    return openai.OpenAI(base_url=f"{stack.gateway_url}/v1", api_key="unused", max_retries=0)
+
+
+@pytest.fixture(scope="module")
+def reference(stack):
+    direct = openai.OpenAI(base_url=f"{stack.sim_url}/v1", api_key="unused", max_retries=0)
+    return direct.chat.completions.create(model="llama3.2", messages=MESSAGES, seed=11)
+
+
+def test_non_stream_matches_the_upstream_answer(gateway, reference):
+    completion = gateway.chat.completions.create(model="llama3.2", messages=MESSAGES, seed=11)
+    assert completion.object == "chat.completion"
+    assert completion.id.startswith("chatcmpl-")
+    assert completion.model == "llama3.2"
+    choice = completion.choices[0]
+    assert choice.message.role == "assistant"
+    assert choice.message.content == reference.choices[0].message.content
+    assert len(choice.message.content.split()) == SIM_OUTPUT_TOKENS
+    assert choice.finish_reason == "stop"
+    assert completion.usage.prompt_tokens == reference.usage.prompt_tokens == 6
+    assert completion.usage.completion_tokens == SIM_OUTPUT_TOKENS
+    assert completion.usage.total_tokens == 6 + SIM_OUTPUT_TOKENS
+
+
+def test_stream_delivers_every_token_in_order(gateway, reference):
+    stream = gateway.chat.completions.create(model="llama3.2", messages=MESSAGES, seed=11, stream=True)
+    chunks = list(stream)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    content = "".join(c.choices[0].delta.content or "" for c in chunks)
+    assert content == reference.choices[0].message.content
+    token_chunks = [c for c in chunks if c.choices and c.choices[0].delta.content]
+    assert len(token_chunks) == SIM_OUTPUT_TOKENS, "one chunk per token, no coalescing"
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    assert len({c.id for c in chunks}) == 1
+
+
+def test_stream_with_include_usage_reports_usage_last(gateway):
+    stream = gateway.chat.completions.create(
+        model="llama3.2", messages=MESSAGES, stream=True, max_tokens=3,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    last = chunks[-1]
+    assert last.choices == []
+    assert (last.usage.prompt_tokens, last.usage.completion_tokens, last.usage.total_tokens) == (6, 3, 9)
+    assert all(c.usage is None for c in chunks[:-1])
+    assert chunks[-2].choices[0].finish_reason == "length"
+
+
+def test_errors_surface_as_sdk_exceptions_with_status_and_param(gateway):
+    with pytest.raises(openai.NotFoundError) as not_found:
+        gateway.chat.completions.create(model="no-such-model", messages=MESSAGES)
+    assert not_found.value.status_code == 404
+    assert not_found.value.body["param"] == "model"
+    with pytest.raises(openai.BadRequestError) as bad:
+        gateway.chat.completions.create(model="llama3.2", messages=MESSAGES, temperature=3.5)
+    assert bad.value.body["param"] == "temperature"
+    assert "between 0 and 2" in bad.value.body["message"]
+
+
+def test_models_lists_the_backend_models(gateway):
+    ids = [model.id for model in gateway.models.list()]
+    assert ids == ["llama3.2:latest", "smollm2:135m"]
