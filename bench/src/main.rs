@@ -56,7 +56,12 @@ fn percentile(samples: &mut [Duration], p: f64) -> f64 {
 }
 
 /// One request; returns (total latency, time to first content token).
-async fn one(http: &reqwest::Client, url: &str, body: &serde_json::Value, stream: bool) -> Option<(Duration, Duration)> {
+async fn one(
+    http: &reqwest::Client,
+    url: &str,
+    body: &serde_json::Value,
+    stream: bool,
+) -> Option<(Duration, Duration)> {
     let start = Instant::now();
     let mut response = http.post(url).json(body).send().await.ok()?;
     if !response.status().is_success() {
@@ -83,10 +88,19 @@ async fn one(http: &reqwest::Client, url: &str, body: &serde_json::Value, stream
 /// A `"content":"x` with a non-empty value: a real token, not the empty role chunk.
 fn has_content_token(bytes: &[u8]) -> bool {
     const KEY: &[u8] = b"\"content\":\"";
-    bytes.windows(KEY.len() + 1).any(|w| w.starts_with(KEY) && w[KEY.len()] != b'"')
+    bytes
+        .windows(KEY.len() + 1)
+        .any(|w| w.starts_with(KEY) && w[KEY.len()] != b'"')
 }
 
-async fn run_window(http: &reqwest::Client, url: &str, args: &Args, workers: usize, seconds: f64, record: bool) -> Window {
+async fn run_window(
+    http: &reqwest::Client,
+    url: &str,
+    args: &Args,
+    workers: usize,
+    seconds: f64,
+    record: bool,
+) -> Window {
     let body = serde_json::json!({
         "model": args.model,
         "stream": args.stream,
@@ -134,7 +148,10 @@ async fn main() -> anyhow::Result<()> {
         .map(|t| t.split_once('=').map(|(l, u)| (l.to_owned(), u.to_owned())))
         .collect::<Option<_>>()
         .ok_or_else(|| anyhow::anyhow!("--target must be label=url"))?;
-    let http = reqwest::Client::builder().tcp_nodelay(true).pool_max_idle_per_host(1024).build()?;
+    let http = reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(1024)
+        .build()?;
     let metric = if args.stream { "ttft" } else { "latency" };
     println!(
         "| workers | target | requests | errors | rps | rps ratio | {metric} p50 ms | {metric} p90 ms | {metric} p99 ms | p99 ratio |"
@@ -145,8 +162,16 @@ async fn main() -> anyhow::Result<()> {
         for (label, url) in &targets {
             run_window(&http, url, &args, workers, args.warmup, false).await;
             let mut window = run_window(&http, url, &args, workers, args.seconds, true).await;
-            let samples = if args.stream { &mut window.ttfts } else { &mut window.latencies };
-            let (p50, p90, p99) = (percentile(samples, 0.5), percentile(samples, 0.9), percentile(samples, 0.99));
+            let samples = if args.stream {
+                &mut window.ttfts
+            } else {
+                &mut window.latencies
+            };
+            let (p50, p90, p99) = (
+                percentile(samples, 0.5),
+                percentile(samples, 0.9),
+                percentile(samples, 0.99),
+            );
             let rps = window.rps();
             let (base_rps, base_p99) = *baseline.get_or_insert((rps, p99));
             println!(
