@@ -48,6 +48,11 @@ pub struct Config {
     /// scheduler as the deadline. 0 = none.
     #[arg(long, env = "GATEWAY_REQUEST_TIMEOUT_MS", default_value_t = 600_000)]
     pub request_timeout_ms: u64,
+    /// While a streamed request still waits for a slot, after this many milliseconds the SSE
+    /// response is committed and an SSE comment is sent at this interval (proxies cut idle
+    /// streams). 0 = never: the status waits for the first token.
+    #[arg(long, env = "GATEWAY_SSE_KEEPALIVE_MS", default_value_t = 10_000)]
+    pub sse_keepalive_ms: u64,
     /// Grace period for in-flight requests on SIGTERM, in milliseconds.
     #[arg(long, env = "GATEWAY_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
     pub shutdown_grace_ms: u64,
@@ -64,6 +69,7 @@ impl Config {
             scheduler_connect_timeout_ms: 1_000,
             max_body_bytes: 4 * 1024 * 1024,
             request_timeout_ms: 600_000,
+            sse_keepalive_ms: 10_000,
             shutdown_grace_ms: 10_000,
         }
     }

@@ -90,6 +90,7 @@ impl ApiError {
         };
         let fixed = match scheduler_reason(status) {
             "queue_full" => "Too many requests are waiting for this model; retry later",
+            "displaced" => "A higher-priority request took this request's place in the queue; retry later",
             "queue_timeout" => "No capacity became free in time; retry later",
             "deadline_exceeded" => "The request did not finish within its deadline",
             "backend_unavailable" => "The model backend is unreachable",
@@ -139,9 +140,10 @@ impl ApiError {
 
 /// The scheduler's reason metadata; for transport failures (no metadata) a reason by code.
 fn scheduler_reason(status: &tonic::Status) -> &'static str {
-    const KNOWN: [&str; 13] = [
+    const KNOWN: [&str; 14] = [
         "invalid_request",
         "queue_full",
+        "displaced",
         "queue_timeout",
         "deadline_exceeded",
         "shutting_down",

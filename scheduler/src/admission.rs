@@ -1,35 +1,87 @@
-//! Admission: who runs, who waits, who is refused — per backend pool.
+//! Admission: who runs, who waits, who is refused — per backend pool. Read this file as the
+//! policy; [`queue`] holds the order in which waiters are served.
 //!
-//! The policy, in order:
-//! 1. **Slots.** A pool runs at most `slots` generations at once (a semaphore sized to the
-//!    upstream's real parallelism, e.g. `OLLAMA_NUM_PARALLEL`). A request that finds a free slot
-//!    runs at once.
-//! 2. **Bounded queue.** Otherwise it waits in FIFO order, but only if fewer than `max_queue`
-//!    requests already wait; if the queue is full it is refused at once (`QueueFull` →
-//!    RESOURCE_EXHAUSTED → HTTP 429), never left to hang.
-//! 3. **Bounded wait.** A waiter that gets no slot within `max_wait` is refused
-//!    (`QueueTimeout` → UNAVAILABLE → HTTP 503).
-//! 4. **Honest back-off.** Refusals carry a retry-after estimated from the live drain rate:
-//!    (waiting ÷ slots) × the moving average of how long a slot is held.
-//! 5. **Permit = generation.** The [`SlotPermit`] moves into the response stream and frees the
-//!    slot when the stream ends, fails or is dropped; a waiter that is dropped (client gone)
-//!    leaves the queue without ever taking a slot.
+//! 1. **Slots.** A pool runs at most `slots` generations at once, sized to the upstream's real
+//!    parallelism (Ollama's `OLLAMA_NUM_PARALLEL`, an engine's batch size). A request that finds
+//!    a free slot and nobody waiting runs at once.
+//! 2. **Bounded queue.** Otherwise it waits, if the queue has room by count (`max_queue`) and by
+//!    bytes (`max_queue_bytes`, the encoded request sizes).
+//! 3. **Full queue.** A newcomer that outranks a waiter displaces it (see
+//!    [`queue::WaitQueue::displaceable`]): the displaced request is refused with
+//!    `displaced`. Otherwise the newcomer is refused at once with `queue_full`. Both are
+//!    RESOURCE_EXHAUSTED → HTTP 429.
+//! 4. **Order.** Free slots go to waiters by class (critical, interactive, batch) with aging, and
+//!    by weighted fair queuing between tenants inside a class ([`queue`]).
+//! 5. **Bounded wait.** A waiter that gets no slot within `max_wait` is refused with
+//!    `queue_timeout` (UNAVAILABLE → HTTP 503).
+//! 6. **Honest back-off.** Refusals carry a retry-after from the live drain rate: (waiting ÷
+//!    slots) × the moving average of how long a slot is held, clamped to [1 s, max_wait].
+//! 7. **Permit = generation.** The [`SlotPermit`] moves into the response stream; when the
+//!    stream ends, fails or is dropped, the slot goes straight to the next waiter. A waiter that
+//!    is dropped (client gone) leaves the queue without taking a slot; if a slot was granted to
+//!    it in that instant, it is passed on at once.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+pub mod queue;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+pub use self::queue::Class;
+use self::queue::WaitQueue;
 use crate::error::SchedulerError;
 
-/// Limits of one pool.
-#[derive(Debug, Clone, Copy)]
+/// Limits and policy knobs of one pool.
+#[derive(Debug, Clone)]
 pub struct Limits {
+    /// Generations at once.
     pub slots: usize,
+    /// Waiting requests allowed.
     pub max_queue: usize,
+    /// Sum of waiting requests' encoded sizes allowed.
+    pub max_queue_bytes: usize,
+    /// Longest wait for a slot.
     pub max_wait: Duration,
+    /// Waiting time worth one class step (see [`queue`]).
+    pub aging: Duration,
+    /// Tenant weights for fair sharing; unlisted tenants weigh 1.
+    pub weights: HashMap<String, u32>,
+}
+
+impl Limits {
+    /// `slots` slots, the given queue bound and wait, and the documented defaults otherwise.
+    pub fn new(slots: usize, max_queue: usize, max_wait: Duration) -> Self {
+        Self {
+            slots,
+            max_queue,
+            max_queue_bytes: 64 << 20,
+            max_wait,
+            aging: Duration::from_secs(10),
+            weights: HashMap::new(),
+        }
+    }
+}
+
+/// What a request asks of admission.
+#[derive(Debug, Clone)]
+pub struct Ask {
+    pub tenant: Arc<str>,
+    pub class: Class,
+    /// Encoded size of the request, counted against the queue's byte bound.
+    pub bytes: usize,
+}
+
+type Grant = Result<Duration, SchedulerError>;
+
+#[derive(Debug)]
+struct State {
+    running: usize,
+    queue: WaitQueue<oneshot::Sender<Grant>>,
+    next_id: u64,
 }
 
 /// The admission state of one pool.
@@ -37,8 +89,7 @@ pub struct Limits {
 pub struct Admission {
     pool: String,
     limits: Limits,
-    slots: Arc<Semaphore>,
-    waiting: AtomicUsize,
+    state: Mutex<State>,
     /// Moving average of slot hold time in microseconds (0 = no sample yet).
     average_hold_us: AtomicU64,
 }
@@ -48,18 +99,18 @@ pub struct Admission {
 pub enum Entry {
     /// A slot was free.
     Admitted(SlotPermit),
-    /// The request must wait; [`WaitTicket::wait`] resolves when it gets a slot.
+    /// The request waits; [`WaitTicket::wait`] resolves when it gets a slot or is refused.
     Waiting(WaitTicket),
 }
 
 impl Admission {
     /// Admission for `pool` with `limits`.
     pub fn new(pool: impl Into<String>, limits: Limits) -> Arc<Self> {
+        let queue = WaitQueue::new(limits.aging);
         Arc::new(Self {
             pool: pool.into(),
-            slots: Arc::new(Semaphore::new(limits.slots.max(1))),
-            limits,
-            waiting: AtomicUsize::new(0),
+            limits: Limits { slots: limits.slots.max(1), ..limits },
+            state: Mutex::new(State { running: 0, queue, next_id: 0 }),
             average_hold_us: AtomicU64::new(0),
         })
     }
@@ -71,128 +122,189 @@ impl Admission {
 
     /// Requests waiting now.
     pub fn waiting(&self) -> usize {
-        self.waiting.load(Ordering::SeqCst)
+        self.lock().queue.len()
+    }
+
+    /// Requests of `class` waiting now.
+    pub fn waiting_in(&self, class: Class) -> usize {
+        self.lock().queue.len_of(class)
     }
 
     /// Slots held now.
     pub fn running(&self) -> usize {
-        self.limits.slots.max(1) - self.slots.available_permits()
+        self.lock().running
     }
 
-    /// Takes a free slot, joins the queue, or refuses (queue full). Never waits.
-    pub fn enter(self: &Arc<Self>) -> Result<Entry, SchedulerError> {
-        let entered = Instant::now();
-        if let Ok(permit) = Arc::clone(&self.slots).try_acquire_owned() {
-            return Ok(Entry::Admitted(self.permit(permit, entered)));
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the counts half-updated in a way that
+        // matters more than refusing all further work would; keep serving.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Takes a free slot, joins the queue (possibly displacing a lower-ranked waiter), or
+    /// refuses. Never waits.
+    pub fn enter(self: &Arc<Self>, ask: Ask) -> Result<Entry, SchedulerError> {
+        let now = Instant::now();
+        let mut state = self.lock();
+        if state.running < self.limits.slots && state.queue.is_empty() {
+            state.running += 1;
+            return Ok(Entry::Admitted(SlotPermit::new(self, Duration::ZERO)));
         }
-        let mut waiting = self.waiting.load(Ordering::SeqCst);
-        loop {
-            if waiting >= self.limits.max_queue {
-                return Err(SchedulerError::QueueFull {
+        if ask.bytes > self.limits.max_queue_bytes {
+            return Err(self.queue_full(&state));
+        }
+        while state.queue.len() >= self.limits.max_queue
+            || state.queue.bytes() + ask.bytes > self.limits.max_queue_bytes
+        {
+            let Some((id, class, tenant)) = state.queue.displaceable(ask.class, &ask.tenant) else {
+                return Err(self.queue_full(&state));
+            };
+            if let Some(victim) = state.queue.remove(id, class, &tenant) {
+                let refusal = SchedulerError::Displaced {
                     pool: self.pool.clone(),
-                    limit: self.limits.max_queue,
-                    retry_after: self.retry_after(waiting),
-                });
-            }
-            match self.waiting.compare_exchange(
-                waiting,
-                waiting + 1,
-                Ordering::SeqCst,
-                Ordering::SeqCst,
-            ) {
-                Ok(_) => break,
-                Err(now) => waiting = now,
+                    by: ask.class.name(),
+                    retry_after: self.retry_after(state.queue.len()),
+                };
+                // A victim that already left cannot be told; its place is free either way.
+                let _ = victim.payload.send(Err(refusal));
             }
         }
+        state.next_id += 1;
+        let id = state.next_id;
+        let (sender, receiver) = oneshot::channel();
+        let weight = self.limits.weights.get(&*ask.tenant).copied().unwrap_or(1);
+        let position = state.queue.push(id, Arc::clone(&ask.tenant), ask.class, weight, ask.bytes, now, sender);
         Ok(Entry::Waiting(WaitTicket {
             admission: Arc::clone(self),
-            position: waiting + 1,
-            entered,
+            id,
+            ask,
+            position,
+            entered: now,
+            receiver: Some(receiver),
         }))
     }
 
-    fn permit(self: &Arc<Self>, permit: OwnedSemaphorePermit, entered: Instant) -> SlotPermit {
-        SlotPermit {
-            _permit: permit,
-            admission: Arc::clone(self),
-            queued: entered.elapsed(),
-            started: Instant::now(),
+    fn queue_full(&self, state: &State) -> SchedulerError {
+        SchedulerError::QueueFull {
+            pool: self.pool.clone(),
+            limit: self.limits.max_queue,
+            retry_after: self.retry_after(state.queue.len()),
         }
+    }
+
+    /// Gives free slots to waiters, best first. Called with the lock held.
+    fn dispatch(&self, state: &mut State) {
+        while state.running < self.limits.slots {
+            let Some(next) = state.queue.pop_next() else { break };
+            state.running += 1;
+            if next.payload.send(Ok(next.enqueued.elapsed())).is_err() {
+                // The waiter vanished between leaving the queue and now: reuse the slot.
+                state.running -= 1;
+            }
+        }
+    }
+
+    /// Frees one slot and hands it on.
+    fn release(&self) {
+        let mut state = self.lock();
+        state.running = state.running.saturating_sub(1);
+        self.dispatch(&mut state);
     }
 
     /// When a refused client should try again: the time the queue ahead of it needs to drain.
     fn retry_after(&self, waiting: usize) -> Duration {
         let hold = Duration::from_micros(self.average_hold_us.load(Ordering::Relaxed));
-        let drain = hold.mul_f64((waiting as f64 + 1.0) / self.limits.slots.max(1) as f64);
-        drain.clamp(
-            Duration::from_secs(1),
-            self.limits.max_wait.max(Duration::from_secs(1)),
-        )
+        let drain = hold.mul_f64((waiting as f64 + 1.0) / self.limits.slots as f64);
+        drain.clamp(Duration::from_secs(1), self.limits.max_wait.max(Duration::from_secs(1)))
     }
 
     fn record_hold(&self, held: Duration) {
         let sample = held.as_micros().min(u128::from(u64::MAX)) as u64;
         let old = self.average_hold_us.load(Ordering::Relaxed);
         // EWMA with weight 1/8: follows a changing service time within a few requests.
-        let new = if old == 0 {
-            sample
-        } else {
-            old - old / 8 + sample / 8
-        };
+        let new = if old == 0 { sample } else { old - old / 8 + sample / 8 };
         self.average_hold_us.store(new, Ordering::Relaxed);
     }
 }
 
-/// A place in the queue. Dropping it leaves the queue.
+/// A place in the queue. Dropping it leaves the queue (or passes on a slot granted meanwhile).
 #[derive(Debug)]
 pub struct WaitTicket {
     admission: Arc<Admission>,
+    id: u64,
+    ask: Ask,
     position: usize,
     entered: Instant,
+    /// `None` once the outcome has been taken.
+    receiver: Option<oneshot::Receiver<Grant>>,
 }
 
 impl WaitTicket {
-    /// 1-based place in the queue at entry.
+    /// 1-based place in service order when it entered.
     pub fn position(&self) -> usize {
         self.position
     }
 
     /// Waits for a slot, at most the pool's maximum wait.
-    pub async fn wait(self) -> Result<SlotPermit, SchedulerError> {
+    pub async fn wait(mut self) -> Result<SlotPermit, SchedulerError> {
         let admission = Arc::clone(&self.admission);
-        let acquired = tokio::time::timeout(
-            admission.limits.max_wait,
-            Arc::clone(&admission.slots).acquire_owned(),
-        )
-        .await;
-        match acquired {
-            Ok(Ok(permit)) => Ok(admission.permit(permit, self.entered)),
-            Ok(Err(_closed)) => Err(SchedulerError::ShuttingDown),
-            Err(_elapsed) => Err(SchedulerError::QueueTimeout {
-                pool: admission.pool.clone(),
-                waited_ms: self.entered.elapsed().as_millis() as u64,
-                retry_after: admission.retry_after(admission.waiting()),
-            }),
-        }
+        let deadline = self.entered + admission.limits.max_wait;
+        let Some(receiver) = self.receiver.as_mut() else {
+            return Err(SchedulerError::ShuttingDown);
+        };
+        let outcome = match tokio::time::timeout_at(deadline, receiver).await {
+            Ok(Ok(grant)) => grant,
+            Ok(Err(_sender_gone)) => Err(SchedulerError::ShuttingDown),
+            Err(_elapsed) => {
+                let mut state = admission.lock();
+                if state.queue.remove(self.id, self.ask.class, &self.ask.tenant).is_some() {
+                    Err(SchedulerError::QueueTimeout {
+                        pool: admission.pool.clone(),
+                        waited_ms: self.entered.elapsed().as_millis() as u64,
+                        retry_after: admission.retry_after(state.queue.len()),
+                    })
+                } else {
+                    // Granted (or displaced) in the same instant the wait expired: take it.
+                    drop(state);
+                    match self.receiver.as_mut().map(|r| r.try_recv()) {
+                        Some(Ok(grant)) => grant,
+                        Some(Err(_)) | None => Err(SchedulerError::ShuttingDown),
+                    }
+                }
+            }
+        };
+        self.receiver = None;
+        outcome.map(|queued| SlotPermit::new(&admission, queued))
     }
 }
 
 impl Drop for WaitTicket {
     fn drop(&mut self) {
-        self.admission.waiting.fetch_sub(1, Ordering::SeqCst);
+        let Some(mut receiver) = self.receiver.take() else { return };
+        let mut state = self.admission.lock();
+        if state.queue.remove(self.id, self.ask.class, &self.ask.tenant).is_some() {
+            return;
+        }
+        if let Ok(Ok(_granted)) = receiver.try_recv() {
+            state.running = state.running.saturating_sub(1);
+            self.admission.dispatch(&mut state);
+        }
     }
 }
 
 /// A held slot: lives exactly as long as the generation.
 #[derive(Debug)]
 pub struct SlotPermit {
-    _permit: OwnedSemaphorePermit,
     admission: Arc<Admission>,
     queued: Duration,
     started: Instant,
 }
 
 impl SlotPermit {
+    fn new(admission: &Arc<Admission>, queued: Duration) -> Self {
+        Self { admission: Arc::clone(admission), queued, started: Instant::now() }
+    }
+
     /// Time spent waiting before the slot was granted.
     pub fn queued(&self) -> Duration {
         self.queued
@@ -202,96 +314,9 @@ impl SlotPermit {
 impl Drop for SlotPermit {
     fn drop(&mut self) {
         self.admission.record_hold(self.started.elapsed());
+        self.admission.release();
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn admission(slots: usize, max_queue: usize, max_wait_ms: u64) -> Arc<Admission> {
-        Admission::new(
-            "test",
-            Limits {
-                slots,
-                max_queue,
-                max_wait: Duration::from_millis(max_wait_ms),
-            },
-        )
-    }
-
-    fn admitted(entry: Entry) -> SlotPermit {
-        match entry {
-            Entry::Admitted(permit) => permit,
-            Entry::Waiting(_) => panic!("expected a free slot"),
-        }
-    }
-
-    fn waiting(entry: Entry) -> WaitTicket {
-        match entry {
-            Entry::Waiting(ticket) => ticket,
-            Entry::Admitted(_) => panic!("expected to wait"),
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn free_slot_runs_at_once_then_queue_then_refusal() {
-        let pool = admission(1, 1, 1000);
-        let running = admitted(pool.enter().unwrap());
-        let ticket = waiting(pool.enter().unwrap());
-        assert_eq!(ticket.position(), 1);
-        let refused = pool.enter().unwrap_err();
-        assert_eq!(refused.reason(), "queue_full");
-        let waiter = tokio::spawn(ticket.wait());
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        drop(running);
-        let permit = waiter.await.unwrap().unwrap();
-        assert_eq!(permit.queued(), Duration::from_millis(300));
-        assert_eq!(pool.waiting(), 0);
-        assert_eq!(pool.running(), 1);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn wait_expires_with_queue_timeout_and_leaves_the_queue() {
-        let pool = admission(1, 4, 500);
-        let _running = admitted(pool.enter().unwrap());
-        let ticket = waiting(pool.enter().unwrap());
-        let err = ticket.wait().await.unwrap_err();
-        assert_eq!(err.reason(), "queue_timeout");
-        assert_eq!(pool.waiting(), 0);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn dropped_waiter_never_takes_a_slot() {
-        let pool = admission(1, 4, 10_000);
-        let running = admitted(pool.enter().unwrap());
-        let first = tokio::spawn(waiting(pool.enter().unwrap()).wait());
-        let second = tokio::spawn(waiting(pool.enter().unwrap()).wait());
-        tokio::task::yield_now().await;
-        first.abort();
-        assert!(first.await.unwrap_err().is_cancelled());
-        assert_eq!(pool.waiting(), 1);
-        drop(running);
-        let permit = second.await.unwrap().unwrap();
-        assert_eq!(pool.running(), 1);
-        drop(permit);
-        assert_eq!(pool.running(), 0);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn retry_after_follows_the_observed_hold_time() {
-        let pool = admission(2, 0, 60_000);
-        for _ in 0..2 {
-            let permit = admitted(pool.enter().unwrap());
-            tokio::time::sleep(Duration::from_secs(4)).await;
-            drop(permit);
-        }
-        let _a = admitted(pool.enter().unwrap());
-        let _b = admitted(pool.enter().unwrap());
-        let SchedulerError::QueueFull { retry_after, .. } = pool.enter().unwrap_err() else {
-            panic!()
-        };
-        // (0 waiting + 1) / 2 slots × 4 s hold = 2 s.
-        assert_eq!(retry_after, Duration::from_secs(2));
-    }
-}
+mod tests;

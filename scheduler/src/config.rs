@@ -1,5 +1,6 @@
 //! Scheduler configuration: one struct, environment first, every variable also a flag.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 /// `scheduler [serve]` (default) or `scheduler healthcheck`.
@@ -38,6 +39,16 @@ pub struct Config {
     /// Requests allowed to wait for a slot; beyond that, refused with RESOURCE_EXHAUSTED.
     #[arg(long, env = "SCHEDULER_MAX_QUEUE", default_value_t = 256)]
     pub max_queue: usize,
+    /// Total encoded size of waiting requests allowed, in bytes.
+    #[arg(long, env = "SCHEDULER_MAX_QUEUE_BYTES", default_value_t = 64 << 20)]
+    pub max_queue_bytes: usize,
+    /// Waiting time worth one priority class step, in milliseconds: a batch request that has
+    /// waited 2× this longer than the oldest critical one goes first (no starvation).
+    #[arg(long, env = "SCHEDULER_PRIORITY_AGING_MS", default_value_t = 10_000)]
+    pub priority_aging_ms: u64,
+    /// Tenant weights for fair sharing inside a class, e.g. `team-a=3,team-b=1` (default 1).
+    #[arg(long, env = "SCHEDULER_TENANT_WEIGHTS", default_value = "")]
+    pub tenant_weights: String,
     /// Longest wait for a slot before UNAVAILABLE, in milliseconds.
     #[arg(long, env = "SCHEDULER_QUEUE_TIMEOUT_MS", default_value_t = 30_000)]
     pub queue_timeout_ms: u64,
@@ -65,6 +76,9 @@ impl Config {
             config_file: None,
             max_concurrency: 4,
             max_queue: 256,
+            max_queue_bytes: 64 << 20,
+            priority_aging_ms: 10_000,
+            tenant_weights: String::new(),
             queue_timeout_ms: 30_000,
             backend_connect_timeout_ms: 2_000,
             probe_interval_ms: 5_000,
@@ -84,6 +98,24 @@ impl Config {
         Duration::from_millis(self.probe_interval_ms.max(100))
     }
 
+    /// `SCHEDULER_TENANT_WEIGHTS` parsed: `tenant=weight` pairs, weights 1..=1000.
+    pub fn weights(&self) -> Result<HashMap<String, u32>, String> {
+        let mut weights = HashMap::new();
+        for pair in self.tenant_weights.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let parsed = pair
+                .split_once('=')
+                .and_then(|(tenant, weight)| Some((tenant.trim(), weight.trim().parse::<u32>().ok()?)))
+                .filter(|(tenant, weight)| !tenant.is_empty() && (1..=1000).contains(weight));
+            let Some((tenant, weight)) = parsed else {
+                return Err(format!(
+                    "SCHEDULER_TENANT_WEIGHTS must be `tenant=weight` pairs with weights 1 to 1000, got `{pair}`"
+                ));
+            };
+            weights.insert(tenant.to_owned(), weight);
+        }
+        Ok(weights)
+    }
+
     /// Checks values that parse but make no sense, naming the variable.
     pub fn validate(&self) -> Result<(), String> {
         if self.max_concurrency == 0 {
@@ -98,11 +130,28 @@ impl Config {
                 self.ollama_base
             ));
         }
+        self.weights()?;
         if let Some(path) = &self.config_file {
             return Err(format!(
                 "SCHEDULER_CONFIG ({path}) is not supported yet: unset it to serve one Ollama pool at OLLAMA_BASE"
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_weights_parse_and_bad_ones_name_the_variable() {
+        let mut config = Config::for_backend("http://x");
+        config.tenant_weights = "team-a=3, team-b = 1".to_owned();
+        assert_eq!(config.weights().unwrap(), HashMap::from([("team-a".to_owned(), 3), ("team-b".to_owned(), 1)]));
+        config.tenant_weights = "team-a=0".to_owned();
+        assert!(config.validate().unwrap_err().starts_with("SCHEDULER_TENANT_WEIGHTS"));
+        config.tenant_weights = "team-a".to_owned();
+        assert!(config.weights().is_err());
     }
 }

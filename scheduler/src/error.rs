@@ -23,6 +23,9 @@ pub enum SchedulerError {
         limit: usize,
         retry_after: Duration,
     },
+    /// A higher-ranked request took this waiter's place in a full queue.
+    #[error("displaced from the full queue of pool `{pool}` by a {by} request")]
+    Displaced { pool: String, by: &'static str, retry_after: Duration },
     /// Waited the maximum queue time without getting a slot.
     #[error("no slot in pool `{pool}` within {waited_ms} ms")]
     QueueTimeout {
@@ -47,6 +50,7 @@ impl SchedulerError {
         match self {
             Self::InvalidArgument(_) => "invalid_request",
             Self::QueueFull { .. } => "queue_full",
+            Self::Displaced { .. } => "displaced",
             Self::QueueTimeout { .. } => "queue_timeout",
             Self::DeadlineExceeded(_) => "deadline_exceeded",
             Self::ShuttingDown => "shutting_down",
@@ -57,7 +61,7 @@ impl SchedulerError {
     fn code(&self) -> Code {
         match self {
             Self::InvalidArgument(_) => Code::InvalidArgument,
-            Self::QueueFull { .. } => Code::ResourceExhausted,
+            Self::QueueFull { .. } | Self::Displaced { .. } => Code::ResourceExhausted,
             Self::QueueTimeout { .. } | Self::ShuttingDown => Code::Unavailable,
             Self::DeadlineExceeded(_) => Code::DeadlineExceeded,
             Self::Backend(err) => err.code(),
@@ -66,7 +70,9 @@ impl SchedulerError {
 
     fn retry_after(&self) -> Option<Duration> {
         match self {
-            Self::QueueFull { retry_after, .. } | Self::QueueTimeout { retry_after, .. } => {
+            Self::QueueFull { retry_after, .. }
+            | Self::Displaced { retry_after, .. }
+            | Self::QueueTimeout { retry_after, .. } => {
                 Some(*retry_after)
             }
             Self::ShuttingDown => Some(Duration::from_secs(1)),

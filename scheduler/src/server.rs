@@ -48,7 +48,10 @@ pub fn build_pools(config: &Config) -> Result<Pools, ServeError> {
     let limits = Limits {
         slots: config.max_concurrency,
         max_queue: config.max_queue,
+        max_queue_bytes: config.max_queue_bytes,
         max_wait: config.queue_timeout(),
+        aging: Duration::from_millis(config.priority_aging_ms),
+        weights: config.weights().map_err(ServeError::Config)?,
     };
     Ok(Pools::single(Pool {
         admission: Admission::new("default", limits),

@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
+use prost::Message as _;
 use llmgw_proto::v1::scheduler_server::Scheduler;
 use llmgw_proto::v1::{
     ChatEvent, ChatRequest, ListModelsRequest, ListModelsResponse, Model, Priority, Queued,
@@ -14,7 +15,7 @@ use llmgw_proto::v1::{
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
-use crate::admission::Entry;
+use crate::admission::{Ask, Class, Entry};
 use crate::error::SchedulerError;
 use crate::pool::{Pool, Pools};
 
@@ -67,6 +68,28 @@ fn validate(request: &ChatRequest) -> Result<(), SchedulerError> {
     Ok(())
 }
 
+/// Tenant used when the caller names none.
+pub const ANONYMOUS: &str = "anonymous";
+
+/// What admission needs to know about a request.
+fn ask_of(request: &ChatRequest) -> Ask {
+    let tenant = if request.tenant.is_empty() { ANONYMOUS } else { request.tenant.as_str() };
+    let class = match Priority::try_from(request.priority) {
+        Ok(Priority::Critical) => Class::Critical,
+        Ok(Priority::Batch) => Class::Batch,
+        Ok(Priority::Interactive | Priority::Unspecified) | Err(_) => Class::Interactive,
+    };
+    Ask { tenant: tenant.into(), class, bytes: request.encoded_len() }
+}
+
+fn priority_of(class: Class) -> Priority {
+    match class {
+        Class::Critical => Priority::Critical,
+        Class::Interactive => Priority::Interactive,
+        Class::Batch => Priority::Batch,
+    }
+}
+
 fn event(event: Event) -> ChatEvent {
     ChatEvent { event: Some(event) }
 }
@@ -91,10 +114,11 @@ impl Scheduler for SchedulerService {
         };
         validate(&request).map_err(refuse)?;
         let pool = self.pools.for_model(&request.model).clone();
-        let entry = pool.admission.enter().map_err(refuse)?;
+        let ask = ask_of(&request);
+        let entry = pool.admission.enter(ask.clone()).map_err(refuse)?;
         let deadline = (request.deadline_ms > 0)
             .then(|| received + Duration::from_millis(request.deadline_ms));
-        let stream = generation(pool, request, entry, deadline, span);
+        let stream = generation(pool, request, ask, entry, deadline, span);
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -136,6 +160,7 @@ async fn before<T>(
 fn generation(
     pool: Pool,
     request: ChatRequest,
+    ask: Ask,
     entry: Entry,
     deadline: Option<Instant>,
     span: tracing::Span,
@@ -152,6 +177,8 @@ fn generation(
                 yield Ok(event(Event::Queued(Queued {
                     position: ticket.position() as u32,
                     pool: pool.admission.pool().to_owned(),
+                    priority: priority_of(ask.class) as i32,
+                    tenant: ask.tenant.to_string(),
                 })));
                 match before(deadline, budget, ticket.wait()).await.and_then(|r| r) {
                     Ok(permit) => permit,
@@ -180,6 +207,8 @@ fn generation(
             queue_ms,
             pool: pool.admission.pool().to_owned(),
             model,
+            priority: priority_of(ask.class) as i32,
+            tenant: ask.tenant.to_string(),
         })));
         let mut events = std::pin::pin!(events);
         let mut completion_tokens = 0;

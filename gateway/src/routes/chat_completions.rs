@@ -6,6 +6,9 @@
 //! Dropping the response (client gone) drops the gRPC stream, which frees the slot upstream.
 
 use std::convert::Infallible;
+use std::time::Duration;
+
+use futures::StreamExt;
 
 use axum::Json;
 use axum::body::{Body, Bytes};
@@ -72,9 +75,11 @@ async fn handle(
         .await
         .map_err(ApiError::Scheduler)?
         .into_inner();
-    let opening = Opening::read(&mut events).await?;
+    let keepalive = Duration::from_millis(state.config.sse_keepalive_ms);
+    let commit_after = (stream && !keepalive.is_zero()).then_some(keepalive);
+    let opening = Opening::read(&mut events, commit_after).await?;
     let mut response = if stream {
-        stream_response(meta, include_usage, opening.first, events, received)
+        stream_response(meta, include_usage, opening.first, events, keepalive, received)
     } else {
         let mut aggregate = Aggregate::new(meta);
         if let Some(first) = opening.first {
@@ -112,20 +117,38 @@ struct Opening {
 }
 
 impl Opening {
-    async fn read(events: &mut Streaming<ChatEvent>) -> Result<Self, ApiError> {
+    /// Reads events up to the first content event. With `commit_after` (streams), gives up
+    /// waiting after that long so the caller can commit the SSE response and keep it alive.
+    async fn read(events: &mut Streaming<ChatEvent>, commit_after: Option<Duration>) -> Result<Self, ApiError> {
         let mut opening = Self::default();
-        while let Some(event) = events.message().await.map_err(ApiError::Scheduler)? {
+        let give_up_at = commit_after.map(|wait| Instant::now() + wait);
+        loop {
+            let next = match give_up_at {
+                Some(at) => match tokio::time::timeout_at(at, events.next()).await {
+                    Ok(next) => next,
+                    Err(_still_waiting) => return Ok(opening),
+                },
+                None => events.next().await,
+            };
+            let Some(event) = next.transpose().map_err(ApiError::Scheduler)? else { return Ok(opening) };
             match event.event {
                 Some(Event::Started(started)) => opening.started = Some(started),
                 Some(Event::Queued(_)) | None => {}
                 Some(content) => {
                     opening.first = Some(content);
-                    break;
+                    return Ok(opening);
                 }
             }
         }
-        Ok(opening)
     }
+}
+
+/// What the SSE body does next.
+enum Step {
+    Event(Event),
+    KeepAlive,
+    End,
+    Failed(tonic::Status),
 }
 
 fn stream_response(
@@ -133,36 +156,55 @@ fn stream_response(
     include_usage: bool,
     first: Option<Event>,
     mut events: Streaming<ChatEvent>,
+    keepalive: Duration,
     received: Instant,
 ) -> Response {
     let mut translator = SseTranslator::new(meta, include_usage);
     let frames = async_stream::stream! {
-        yield Ok::<Bytes, Infallible>(translator.role_frame());
-        if let Some(frame) = first.and_then(|event| translator.frame(event)) {
-            yield Ok(frame);
-        }
+        // No data chunk before the first real one: while the request still waits for a slot,
+        // only SSE comments go out, so proxies see traffic and clients see nothing.
+        let mut opened = false;
+        let mut pending_first = first;
         loop {
-            match events.message().await {
-                Ok(Some(ChatEvent { event: Some(event) })) => {
+            let step = if let Some(event) = pending_first.take() {
+                Step::Event(event)
+            } else if opened || keepalive.is_zero() {
+                next_step(events.next().await)
+            } else {
+                match tokio::time::timeout(keepalive, events.next()).await {
+                    Ok(next) => next_step(next),
+                    Err(_quiet) => Step::KeepAlive,
+                }
+            };
+            match step {
+                Step::KeepAlive => yield Ok::<Bytes, Infallible>(Bytes::from_static(KEEPALIVE_FRAME)),
+                Step::Event(Event::Queued(queued)) if !opened => {
+                    yield Ok(Bytes::from(format!(": queued position={}\n\n", queued.position)));
+                }
+                Step::Event(event) => {
+                    let content = matches!(event, Event::Delta(_) | Event::Finish(_) | Event::Usage(_));
+                    if content && !opened {
+                        opened = true;
+                        yield Ok(translator.role_frame());
+                    }
                     if let Some(frame) = translator.frame(event) {
                         yield Ok(frame);
                     }
                 }
-                Ok(Some(ChatEvent { event: None })) => {}
-                Ok(None) if translator.finished() => {
+                Step::End if translator.finished() => {
                     tracing::info!(status = 200, elapsed_ms = received.elapsed().as_millis() as u64, "chat stream completed");
                     yield Ok(Bytes::from_static(DONE_FRAME));
                     break;
                 }
-                Ok(None) => {
+                Step::End => {
                     let err = ApiError::backend_interrupted();
                     tracing::warn!(reason = err.reason(), "chat stream ended before finishing");
                     yield Ok(error_frame(&err));
                     break;
                 }
-                Err(status) => {
+                Step::Failed(status) => {
                     let err = ApiError::Scheduler(status);
-                    tracing::warn!(reason = err.reason(), error = %err, "chat stream failed mid-stream");
+                    tracing::warn!(reason = err.reason(), error = %err, "chat stream failed after the response was committed");
                     yield Ok(error_frame(&err));
                     break;
                 }
@@ -195,5 +237,17 @@ fn body_error(rejection: BytesRejection, limit: usize) -> ApiError {
 fn put(headers: &mut HeaderMap, name: &'static str, value: &str) {
     if let Ok(value) = HeaderValue::from_str(value) {
         headers.insert(HeaderName::from_static(name), value);
+    }
+}
+
+/// An SSE comment: ignored by clients, seen as traffic by proxies.
+const KEEPALIVE_FRAME: &[u8] = b": keep-alive\n\n";
+
+fn next_step(next: Option<Result<ChatEvent, tonic::Status>>) -> Step {
+    match next {
+        Some(Ok(ChatEvent { event: Some(event) })) => Step::Event(event),
+        Some(Ok(ChatEvent { event: None })) => Step::KeepAlive,
+        None => Step::End,
+        Some(Err(status)) => Step::Failed(status),
     }
 }
