@@ -90,7 +90,9 @@ impl ApiError {
         };
         let fixed = match scheduler_reason(status) {
             "queue_full" => "Too many requests are waiting for this model; retry later",
-            "displaced" => "A higher-priority request took this request's place in the queue; retry later",
+            "displaced" => {
+                "A higher-priority request took this request's place in the queue; retry later"
+            }
             "queue_timeout" => "No capacity became free in time; retry later",
             "deadline_exceeded" => "The request did not finish within its deadline",
             "backend_unavailable" => "The model backend is unreachable",

@@ -109,8 +109,15 @@ impl Admission {
         let queue = WaitQueue::new(limits.aging);
         Arc::new(Self {
             pool: pool.into(),
-            limits: Limits { slots: limits.slots.max(1), ..limits },
-            state: Mutex::new(State { running: 0, queue, next_id: 0 }),
+            limits: Limits {
+                slots: limits.slots.max(1),
+                ..limits
+            },
+            state: Mutex::new(State {
+                running: 0,
+                queue,
+                next_id: 0,
+            }),
             average_hold_us: AtomicU64::new(0),
         })
     }
@@ -138,7 +145,9 @@ impl Admission {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave the counts half-updated in a way that
         // matters more than refusing all further work would; keep serving.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Takes a free slot, joins the queue (possibly displacing a lower-ranked waiter), or
@@ -173,7 +182,15 @@ impl Admission {
         let id = state.next_id;
         let (sender, receiver) = oneshot::channel();
         let weight = self.limits.weights.get(&*ask.tenant).copied().unwrap_or(1);
-        let position = state.queue.push(id, Arc::clone(&ask.tenant), ask.class, weight, ask.bytes, now, sender);
+        let position = state.queue.push(
+            id,
+            Arc::clone(&ask.tenant),
+            ask.class,
+            weight,
+            ask.bytes,
+            now,
+            sender,
+        );
         Ok(Entry::Waiting(WaitTicket {
             admission: Arc::clone(self),
             id,
@@ -195,7 +212,9 @@ impl Admission {
     /// Gives free slots to waiters, best first. Called with the lock held.
     fn dispatch(&self, state: &mut State) {
         while state.running < self.limits.slots {
-            let Some(next) = state.queue.pop_next() else { break };
+            let Some(next) = state.queue.pop_next() else {
+                break;
+            };
             state.running += 1;
             if next.payload.send(Ok(next.enqueued.elapsed())).is_err() {
                 // The waiter vanished between leaving the queue and now: reuse the slot.
@@ -215,14 +234,21 @@ impl Admission {
     fn retry_after(&self, waiting: usize) -> Duration {
         let hold = Duration::from_micros(self.average_hold_us.load(Ordering::Relaxed));
         let drain = hold.mul_f64((waiting as f64 + 1.0) / self.limits.slots as f64);
-        drain.clamp(Duration::from_secs(1), self.limits.max_wait.max(Duration::from_secs(1)))
+        drain.clamp(
+            Duration::from_secs(1),
+            self.limits.max_wait.max(Duration::from_secs(1)),
+        )
     }
 
     fn record_hold(&self, held: Duration) {
         let sample = held.as_micros().min(u128::from(u64::MAX)) as u64;
         let old = self.average_hold_us.load(Ordering::Relaxed);
         // EWMA with weight 1/8: follows a changing service time within a few requests.
-        let new = if old == 0 { sample } else { old - old / 8 + sample / 8 };
+        let new = if old == 0 {
+            sample
+        } else {
+            old - old / 8 + sample / 8
+        };
         self.average_hold_us.store(new, Ordering::Relaxed);
     }
 }
@@ -257,7 +283,11 @@ impl WaitTicket {
             Ok(Err(_sender_gone)) => Err(SchedulerError::ShuttingDown),
             Err(_elapsed) => {
                 let mut state = admission.lock();
-                if state.queue.remove(self.id, self.ask.class, &self.ask.tenant).is_some() {
+                if state
+                    .queue
+                    .remove(self.id, self.ask.class, &self.ask.tenant)
+                    .is_some()
+                {
                     Err(SchedulerError::QueueTimeout {
                         pool: admission.pool.clone(),
                         waited_ms: self.entered.elapsed().as_millis() as u64,
@@ -280,9 +310,15 @@ impl WaitTicket {
 
 impl Drop for WaitTicket {
     fn drop(&mut self) {
-        let Some(mut receiver) = self.receiver.take() else { return };
+        let Some(mut receiver) = self.receiver.take() else {
+            return;
+        };
         let mut state = self.admission.lock();
-        if state.queue.remove(self.id, self.ask.class, &self.ask.tenant).is_some() {
+        if state
+            .queue
+            .remove(self.id, self.ask.class, &self.ask.tenant)
+            .is_some()
+        {
             return;
         }
         if let Ok(Ok(_granted)) = receiver.try_recv() {
@@ -302,7 +338,11 @@ pub struct SlotPermit {
 
 impl SlotPermit {
     fn new(admission: &Arc<Admission>, queued: Duration) -> Self {
-        Self { admission: Arc::clone(admission), queued, started: Instant::now() }
+        Self {
+            admission: Arc::clone(admission),
+            queued,
+            started: Instant::now(),
+        }
     }
 
     /// Time spent waiting before the slot was granted.

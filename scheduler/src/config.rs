@@ -101,10 +101,17 @@ impl Config {
     /// `SCHEDULER_TENANT_WEIGHTS` parsed: `tenant=weight` pairs, weights 1..=1000.
     pub fn weights(&self) -> Result<HashMap<String, u32>, String> {
         let mut weights = HashMap::new();
-        for pair in self.tenant_weights.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        for pair in self
+            .tenant_weights
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
             let parsed = pair
                 .split_once('=')
-                .and_then(|(tenant, weight)| Some((tenant.trim(), weight.trim().parse::<u32>().ok()?)))
+                .and_then(|(tenant, weight)| {
+                    Some((tenant.trim(), weight.trim().parse::<u32>().ok()?))
+                })
                 .filter(|(tenant, weight)| !tenant.is_empty() && (1..=1000).contains(weight));
             let Some((tenant, weight)) = parsed else {
                 return Err(format!(
@@ -148,9 +155,17 @@ mod tests {
     fn tenant_weights_parse_and_bad_ones_name_the_variable() {
         let mut config = Config::for_backend("http://x");
         config.tenant_weights = "team-a=3, team-b = 1".to_owned();
-        assert_eq!(config.weights().unwrap(), HashMap::from([("team-a".to_owned(), 3), ("team-b".to_owned(), 1)]));
+        assert_eq!(
+            config.weights().unwrap(),
+            HashMap::from([("team-a".to_owned(), 3), ("team-b".to_owned(), 1)])
+        );
         config.tenant_weights = "team-a=0".to_owned();
-        assert!(config.validate().unwrap_err().starts_with("SCHEDULER_TENANT_WEIGHTS"));
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .starts_with("SCHEDULER_TENANT_WEIGHTS")
+        );
         config.tenant_weights = "team-a".to_owned();
         assert!(config.weights().is_err());
     }

@@ -25,7 +25,11 @@ pub enum SchedulerError {
     },
     /// A higher-ranked request took this waiter's place in a full queue.
     #[error("displaced from the full queue of pool `{pool}` by a {by} request")]
-    Displaced { pool: String, by: &'static str, retry_after: Duration },
+    Displaced {
+        pool: String,
+        by: &'static str,
+        retry_after: Duration,
+    },
     /// Waited the maximum queue time without getting a slot.
     #[error("no slot in pool `{pool}` within {waited_ms} ms")]
     QueueTimeout {
@@ -72,9 +76,7 @@ impl SchedulerError {
         match self {
             Self::QueueFull { retry_after, .. }
             | Self::Displaced { retry_after, .. }
-            | Self::QueueTimeout { retry_after, .. } => {
-                Some(*retry_after)
-            }
+            | Self::QueueTimeout { retry_after, .. } => Some(*retry_after),
             Self::ShuttingDown => Some(Duration::from_secs(1)),
             Self::InvalidArgument(_) | Self::DeadlineExceeded(_) | Self::Backend(_) => None,
         }

@@ -6,12 +6,12 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use prost::Message as _;
 use llmgw_proto::v1::scheduler_server::Scheduler;
 use llmgw_proto::v1::{
     ChatEvent, ChatRequest, ListModelsRequest, ListModelsResponse, Model, Priority, Queued,
     Started, chat_event::Event,
 };
+use prost::Message as _;
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
@@ -73,13 +73,21 @@ pub const ANONYMOUS: &str = "anonymous";
 
 /// What admission needs to know about a request.
 fn ask_of(request: &ChatRequest) -> Ask {
-    let tenant = if request.tenant.is_empty() { ANONYMOUS } else { request.tenant.as_str() };
+    let tenant = if request.tenant.is_empty() {
+        ANONYMOUS
+    } else {
+        request.tenant.as_str()
+    };
     let class = match Priority::try_from(request.priority) {
         Ok(Priority::Critical) => Class::Critical,
         Ok(Priority::Batch) => Class::Batch,
         Ok(Priority::Interactive | Priority::Unspecified) | Err(_) => Class::Interactive,
     };
-    Ask { tenant: tenant.into(), class, bytes: request.encoded_len() }
+    Ask {
+        tenant: tenant.into(),
+        class,
+        bytes: request.encoded_len(),
+    }
 }
 
 fn priority_of(class: Class) -> Priority {

@@ -79,7 +79,15 @@ async fn handle(
     let commit_after = (stream && !keepalive.is_zero()).then_some(keepalive);
     let opening = Opening::read(&mut events, commit_after).await?;
     let mut response = if stream {
-        stream_response(meta, include_usage, opening.first, events, keepalive, received)
+        stream_response(
+            meta,
+            include_usage,
+            opening.first,
+            opening.queued_position,
+            events,
+            keepalive,
+            received,
+        )
     } else {
         let mut aggregate = Aggregate::new(meta);
         if let Some(first) = opening.first {
@@ -112,6 +120,8 @@ async fn handle(
 #[derive(Debug, Default)]
 struct Opening {
     started: Option<Started>,
+    /// Set if the request had to wait for a slot.
+    queued_position: Option<u32>,
     /// The first delta/finish/usage event, or `None` if the stream ended without one.
     first: Option<Event>,
 }
@@ -119,7 +129,10 @@ struct Opening {
 impl Opening {
     /// Reads events up to the first content event. With `commit_after` (streams), gives up
     /// waiting after that long so the caller can commit the SSE response and keep it alive.
-    async fn read(events: &mut Streaming<ChatEvent>, commit_after: Option<Duration>) -> Result<Self, ApiError> {
+    async fn read(
+        events: &mut Streaming<ChatEvent>,
+        commit_after: Option<Duration>,
+    ) -> Result<Self, ApiError> {
         let mut opening = Self::default();
         let give_up_at = commit_after.map(|wait| Instant::now() + wait);
         loop {
@@ -130,10 +143,13 @@ impl Opening {
                 },
                 None => events.next().await,
             };
-            let Some(event) = next.transpose().map_err(ApiError::Scheduler)? else { return Ok(opening) };
+            let Some(event) = next.transpose().map_err(ApiError::Scheduler)? else {
+                return Ok(opening);
+            };
             match event.event {
                 Some(Event::Started(started)) => opening.started = Some(started),
-                Some(Event::Queued(_)) | None => {}
+                Some(Event::Queued(queued)) => opening.queued_position = Some(queued.position),
+                None => {}
                 Some(content) => {
                     opening.first = Some(content);
                     return Ok(opening);
@@ -155,6 +171,7 @@ fn stream_response(
     meta: ResponseMeta,
     include_usage: bool,
     first: Option<Event>,
+    queued_position: Option<u32>,
     mut events: Streaming<ChatEvent>,
     keepalive: Duration,
     received: Instant,
@@ -164,6 +181,9 @@ fn stream_response(
         // No data chunk before the first real one: while the request still waits for a slot,
         // only SSE comments go out, so proxies see traffic and clients see nothing.
         let mut opened = false;
+        if let Some(position) = queued_position.filter(|_| first.is_none()) {
+            yield Ok(queued_comment(position));
+        }
         let mut pending_first = first;
         loop {
             let step = if let Some(event) = pending_first.take() {
@@ -179,7 +199,7 @@ fn stream_response(
             match step {
                 Step::KeepAlive => yield Ok::<Bytes, Infallible>(Bytes::from_static(KEEPALIVE_FRAME)),
                 Step::Event(Event::Queued(queued)) if !opened => {
-                    yield Ok(Bytes::from(format!(": queued position={}\n\n", queued.position)));
+                    yield Ok(queued_comment(queued.position));
                 }
                 Step::Event(event) => {
                     let content = matches!(event, Event::Delta(_) | Event::Finish(_) | Event::Usage(_));
@@ -242,6 +262,10 @@ fn put(headers: &mut HeaderMap, name: &'static str, value: &str) {
 
 /// An SSE comment: ignored by clients, seen as traffic by proxies.
 const KEEPALIVE_FRAME: &[u8] = b": keep-alive\n\n";
+
+fn queued_comment(position: u32) -> Bytes {
+    Bytes::from(format!(": queued position={position}\n\n"))
+}
 
 fn next_step(next: Option<Result<ChatEvent, tonic::Status>>) -> Step {
     match next {

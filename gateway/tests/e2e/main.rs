@@ -10,6 +10,8 @@ mod support;
 mod bad_input;
 mod cancellation;
 mod chat_content;
+mod keepalive;
+mod priority_and_fairness;
 mod queue_limits;
 mod scheduler_down;
 mod slot_holding;

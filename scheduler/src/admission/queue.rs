@@ -72,13 +72,21 @@ struct ClassQueue<T> {
 
 impl<T> Default for ClassQueue<T> {
     fn default() -> Self {
-        Self { tenants: HashMap::new(), clock: 0.0, len: 0 }
+        Self {
+            tenants: HashMap::new(),
+            clock: 0.0,
+            len: 0,
+        }
     }
 }
 
 impl<T> ClassQueue<T> {
     fn oldest(&self) -> Option<Instant> {
-        self.tenants.values().filter_map(|t| t.entries.front()).map(|e| e.enqueued).min()
+        self.tenants
+            .values()
+            .filter_map(|t| t.entries.front())
+            .map(|e| e.enqueued)
+            .min()
     }
 
     /// The tenant whose head entry has the smallest finish tag (ties: the older entry).
@@ -86,7 +94,11 @@ impl<T> ClassQueue<T> {
         self.tenants
             .iter()
             .filter_map(|(name, queue)| queue.entries.front().map(|head| (name, head)))
-            .min_by(|(_, a), (_, b)| a.finish.total_cmp(&b.finish).then(a.enqueued.cmp(&b.enqueued)))
+            .min_by(|(_, a), (_, b)| {
+                a.finish
+                    .total_cmp(&b.finish)
+                    .then(a.enqueued.cmp(&b.enqueued))
+            })
             .map(|(name, _)| Arc::clone(name))
     }
 }
@@ -103,7 +115,12 @@ pub struct WaitQueue<T> {
 impl<T> WaitQueue<T> {
     /// An empty queue where one class step is worth `aging` of waiting.
     pub fn new(aging: Duration) -> Self {
-        Self { classes: Default::default(), len: 0, bytes: 0, aging }
+        Self {
+            classes: Default::default(),
+            len: 0,
+            bytes: 0,
+            aging,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -125,16 +142,38 @@ impl<T> WaitQueue<T> {
 
     /// Appends a request; returns its 1-based position in service order at this moment.
     #[allow(clippy::too_many_arguments)]
-    pub fn push(&mut self, id: u64, tenant: Arc<str>, class: Class, weight: u32, bytes: usize, enqueued: Instant, payload: T) -> usize {
+    pub fn push(
+        &mut self,
+        id: u64,
+        tenant: Arc<str>,
+        class: Class,
+        weight: u32,
+        bytes: usize,
+        enqueued: Instant,
+        payload: T,
+    ) -> usize {
         let queue = &mut self.classes[class as usize];
-        let tenant_queue = queue
-            .tenants
-            .entry(Arc::clone(&tenant))
-            .or_insert_with(|| TenantQueue { entries: VecDeque::new(), last_finish: 0.0 });
+        let tenant_queue =
+            queue
+                .tenants
+                .entry(Arc::clone(&tenant))
+                .or_insert_with(|| TenantQueue {
+                    entries: VecDeque::new(),
+                    last_finish: 0.0,
+                });
         let start = queue.clock.max(tenant_queue.last_finish);
         let finish = start + 1.0 / f64::from(weight.max(1));
         tenant_queue.last_finish = finish;
-        tenant_queue.entries.push_back(Waiting { id, tenant, class, bytes, enqueued, start, finish, payload });
+        tenant_queue.entries.push_back(Waiting {
+            id,
+            tenant,
+            class,
+            bytes,
+            enqueued,
+            start,
+            finish,
+            payload,
+        });
         queue.len += 1;
         self.len += 1;
         self.bytes += bytes;
@@ -144,7 +183,11 @@ impl<T> WaitQueue<T> {
             .flat_map(|t| t.entries.iter())
             .filter(|e| e.finish < finish || (e.finish == finish && e.id < id))
             .count();
-        let ahead_in_better_classes: usize = Class::ALL.iter().take_while(|c| **c < class).map(|c| self.len_of(*c)).sum();
+        let ahead_in_better_classes: usize = Class::ALL
+            .iter()
+            .take_while(|c| **c < class)
+            .map(|c| self.len_of(*c))
+            .sum();
         ahead_in_better_classes + ahead_in_class + 1
     }
 
@@ -193,7 +236,12 @@ impl<T> WaitQueue<T> {
     /// newcomer's own class, the newest entry of the tenant holding the most places, if that
     /// tenant holds at least two more than the newcomer's tenant.
     pub fn displaceable(&self, class: Class, tenant: &str) -> Option<(u64, Class, Arc<str>)> {
-        let newest_of = |queue: &TenantQueue<T>| queue.entries.back().map(|e| (e.id, e.class, Arc::clone(&e.tenant)));
+        let newest_of = |queue: &TenantQueue<T>| {
+            queue
+                .entries
+                .back()
+                .map(|e| (e.id, e.class, Arc::clone(&e.tenant)))
+        };
         for lower in Class::ALL.iter().rev().filter(|c| **c > class) {
             let candidate = self.classes[*lower as usize]
                 .tenants
@@ -206,8 +254,13 @@ impl<T> WaitQueue<T> {
         }
         let own = &self.classes[class as usize];
         let newcomer_holds = own.tenants.get(tenant).map_or(0, |t| t.entries.len());
-        let (_, heaviest) = own.tenants.iter().max_by_key(|(name, t)| (t.entries.len(), std::cmp::Reverse(Arc::clone(name))))?;
-        (heaviest.entries.len() >= newcomer_holds + 2).then(|| newest_of(heaviest)).flatten()
+        let (_, heaviest) = own
+            .tenants
+            .iter()
+            .max_by_key(|(name, t)| (t.entries.len(), std::cmp::Reverse(Arc::clone(name))))?;
+        (heaviest.entries.len() >= newcomer_holds + 2)
+            .then(|| newest_of(heaviest))
+            .flatten()
     }
 }
 
@@ -225,18 +278,25 @@ mod tests {
 
     impl Fixture {
         fn new() -> Self {
-            Self { queue: WaitQueue::new(AGING), next_id: 0, now: Instant::now() }
+            Self {
+                queue: WaitQueue::new(AGING),
+                next_id: 0,
+                now: Instant::now(),
+            }
         }
 
         fn push(&mut self, tenant: &str, class: Class, weight: u32) -> u64 {
             self.next_id += 1;
             self.now += Duration::from_millis(1);
-            self.queue.push(self.next_id, tenant.into(), class, weight, 10, self.now, ());
+            self.queue
+                .push(self.next_id, tenant.into(), class, weight, 10, self.now, ());
             self.next_id
         }
 
         fn order(&mut self) -> Vec<(String, Class)> {
-            std::iter::from_fn(|| self.queue.pop_next()).map(|e| (e.tenant.to_string(), e.class)).collect()
+            std::iter::from_fn(|| self.queue.pop_next())
+                .map(|e| (e.tenant.to_string(), e.class))
+                .collect()
         }
     }
 
@@ -247,7 +307,9 @@ mod tests {
         let i1 = f.push("t", Class::Interactive, 1);
         let c = f.push("t", Class::Critical, 1);
         let i2 = f.push("t", Class::Interactive, 1);
-        let ids: Vec<u64> = std::iter::from_fn(|| f.queue.pop_next()).map(|e| e.id).collect();
+        let ids: Vec<u64> = std::iter::from_fn(|| f.queue.pop_next())
+            .map(|e| e.id)
+            .collect();
         assert_eq!(ids, vec![c, i1, i2, b]);
         assert_eq!((f.queue.len(), f.queue.bytes()), (0, 0));
     }
@@ -262,7 +324,10 @@ mod tests {
         f.push("light", Class::Interactive, 1);
         let order = f.order();
         let light_at = order.iter().position(|(t, _)| t == "light").unwrap();
-        assert!(light_at <= 1, "light tenant served within one release, was {light_at}");
+        assert!(
+            light_at <= 1,
+            "light tenant served within one release, was {light_at}"
+        );
     }
 
     #[test]
@@ -299,10 +364,17 @@ mod tests {
         f.push("a", Class::Interactive, 1);
         f.push("a", Class::Interactive, 1);
         f.next_id += 1;
-        let position = f.queue.push(f.next_id, "b".into(), Class::Interactive, 1, 10, f.now, ());
-        assert_eq!(position, 2, "b's first request goes right after a's first interactive one");
+        let position = f
+            .queue
+            .push(f.next_id, "b".into(), Class::Interactive, 1, 10, f.now, ());
+        assert_eq!(
+            position, 2,
+            "b's first request goes right after a's first interactive one"
+        );
         f.next_id += 1;
-        let critical = f.queue.push(f.next_id, "c".into(), Class::Critical, 1, 10, f.now, ());
+        let critical = f
+            .queue
+            .push(f.next_id, "c".into(), Class::Critical, 1, 10, f.now, ());
         assert_eq!(critical, 1);
     }
 
@@ -314,7 +386,10 @@ mod tests {
         f.push("z", Class::Interactive, 1);
         let (id, class, _) = f.queue.displaceable(Class::Interactive, "n").unwrap();
         assert_eq!((id, class), (new_batch, Class::Batch));
-        assert!(f.queue.displaceable(Class::Batch, "x").is_none(), "equal tenants: nobody gives way");
+        assert!(
+            f.queue.displaceable(Class::Batch, "x").is_none(),
+            "equal tenants: nobody gives way"
+        );
 
         let mut f = Fixture::new();
         f.push("flood", Class::Interactive, 1);
@@ -332,7 +407,14 @@ mod tests {
         let b = f.push("t", Class::Interactive, 1);
         assert!(f.queue.remove(a, Class::Interactive, "t").is_some());
         assert!(f.queue.remove(a, Class::Interactive, "t").is_none());
-        assert_eq!((f.queue.len(), f.queue.bytes(), f.queue.len_of(Class::Interactive)), (1, 10, 1));
+        assert_eq!(
+            (
+                f.queue.len(),
+                f.queue.bytes(),
+                f.queue.len_of(Class::Interactive)
+            ),
+            (1, 10, 1)
+        );
         assert_eq!(f.queue.pop_next().unwrap().id, b);
         assert!(f.queue.is_empty());
     }

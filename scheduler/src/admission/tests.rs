@@ -3,11 +3,18 @@
 use super::*;
 
 fn pool(slots: usize, max_queue: usize, max_wait_ms: u64) -> Arc<Admission> {
-    Admission::new("test", Limits::new(slots, max_queue, Duration::from_millis(max_wait_ms)))
+    Admission::new(
+        "test",
+        Limits::new(slots, max_queue, Duration::from_millis(max_wait_ms)),
+    )
 }
 
 fn ask(tenant: &str, class: Class) -> Ask {
-    Ask { tenant: tenant.into(), class, bytes: 100 }
+    Ask {
+        tenant: tenant.into(),
+        class,
+        bytes: 100,
+    }
 }
 
 fn admitted(entry: Entry) -> SlotPermit {
@@ -32,7 +39,10 @@ struct Recorder {
 
 impl Recorder {
     fn new() -> Self {
-        Self { order: Arc::default(), tasks: Vec::new() }
+        Self {
+            order: Arc::default(),
+            tasks: Vec::new(),
+        }
     }
 
     fn wait(&mut self, pool: &Arc<Admission>, name: &'static str, tenant: &str, class: Class) {
@@ -83,7 +93,10 @@ async fn classes_are_served_best_first() {
     recorder.wait(&pool, "interactive", "t", Class::Interactive);
     recorder.wait(&pool, "critical", "t", Class::Critical);
     drop(running);
-    assert_eq!(recorder.finish().await, vec!["critical", "interactive", "batch"]);
+    assert_eq!(
+        recorder.finish().await,
+        vec!["critical", "interactive", "batch"]
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -111,7 +124,10 @@ async fn a_light_tenant_is_not_stuck_behind_a_flooding_one() {
     recorder.wait(&pool, "light", "light", Class::Interactive);
     drop(running);
     let order = recorder.finish().await;
-    assert!(order.iter().position(|n| *n == "light").unwrap() <= 1, "{order:?}");
+    assert!(
+        order.iter().position(|n| *n == "light").unwrap() <= 1,
+        "{order:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -126,7 +142,10 @@ async fn a_higher_class_displaces_the_newest_lowest_waiter() {
     assert_eq!(refused.reason(), "displaced");
     assert_eq!(pool.waiting(), 2);
     // Same class, same tenant share: nobody gives way, the newcomer is refused.
-    assert_eq!(pool.enter(ask("t", Class::Batch)).unwrap_err().reason(), "queue_full");
+    assert_eq!(
+        pool.enter(ask("t", Class::Batch)).unwrap_err().reason(),
+        "queue_full"
+    );
     drop(old_batch);
     assert_eq!(pool.waiting(), 1);
 }
@@ -139,8 +158,16 @@ async fn the_byte_bound_refuses_like_the_count_bound() {
     let _running = admitted(pool.enter(ask("t", Class::Interactive)).unwrap());
     let _a = waiting(pool.enter(ask("t", Class::Interactive)).unwrap());
     let _b = waiting(pool.enter(ask("u", Class::Interactive)).unwrap());
-    assert_eq!(pool.enter(ask("v", Class::Interactive)).unwrap_err().reason(), "queue_full");
-    let huge = Ask { bytes: 1000, ..ask("w", Class::Critical) };
+    assert_eq!(
+        pool.enter(ask("v", Class::Interactive))
+            .unwrap_err()
+            .reason(),
+        "queue_full"
+    );
+    let huge = Ask {
+        bytes: 1000,
+        ..ask("w", Class::Critical)
+    };
     assert_eq!(pool.enter(huge).unwrap_err().reason(), "queue_full");
 }
 
@@ -242,7 +269,9 @@ async fn retry_after_follows_the_observed_hold_time() {
     }
     let _a = admitted(pool.enter(ask("t", Class::Interactive)).unwrap());
     let _b = admitted(pool.enter(ask("t", Class::Interactive)).unwrap());
-    let SchedulerError::QueueFull { retry_after, .. } = pool.enter(ask("t", Class::Interactive)).unwrap_err() else {
+    let SchedulerError::QueueFull { retry_after, .. } =
+        pool.enter(ask("t", Class::Interactive)).unwrap_err()
+    else {
         panic!()
     };
     // (0 waiting + 1) / 2 slots × 4 s hold = 2 s.
