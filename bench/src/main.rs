@@ -6,6 +6,8 @@
 use std::time::Duration;
 
 use clap::Parser;
+use llmgw_bench::request::{ChatCall, client};
+use llmgw_bench::stats::percentile_ms;
 use tokio::time::Instant;
 
 #[derive(Debug, Parser)]
@@ -46,53 +48,6 @@ impl Window {
     }
 }
 
-fn percentile(samples: &mut [Duration], p: f64) -> f64 {
-    if samples.is_empty() {
-        return f64::NAN;
-    }
-    samples.sort_unstable();
-    let index = ((samples.len() as f64 - 1.0) * p).round() as usize;
-    samples[index].as_secs_f64() * 1000.0
-}
-
-/// One request; returns (total latency, time to first content token).
-async fn one(
-    http: &reqwest::Client,
-    url: &str,
-    body: &serde_json::Value,
-    stream: bool,
-) -> Option<(Duration, Duration)> {
-    let start = Instant::now();
-    let mut response = http.post(url).json(body).send().await.ok()?;
-    if !response.status().is_success() {
-        return None;
-    }
-    if !stream {
-        response.bytes().await.ok()?;
-        let total = start.elapsed();
-        return Some((total, total));
-    }
-    let mut ttft = None;
-    let mut tail = Vec::new();
-    while let Some(chunk) = response.chunk().await.ok()? {
-        if ttft.is_none() {
-            tail.extend_from_slice(&chunk);
-            if has_content_token(&tail) {
-                ttft = Some(start.elapsed());
-            }
-        }
-    }
-    Some((start.elapsed(), ttft?))
-}
-
-/// A `"content":"x` with a non-empty value: a real token, not the empty role chunk.
-fn has_content_token(bytes: &[u8]) -> bool {
-    const KEY: &[u8] = b"\"content\":\"";
-    bytes
-        .windows(KEY.len() + 1)
-        .any(|w| w.starts_with(KEY) && w[KEY.len()] != b'"')
-}
-
 async fn run_window(
     http: &reqwest::Client,
     url: &str,
@@ -101,26 +56,24 @@ async fn run_window(
     seconds: f64,
     record: bool,
 ) -> Window {
-    let body = serde_json::json!({
-        "model": args.model,
-        "stream": args.stream,
-        "max_tokens": args.max_tokens,
-        "messages": [{"role": "user", "content": "Write one sentence about load testing."}],
-    });
+    let call = ChatCall::new(url, &args.model, args.stream, args.max_tokens);
     let until = Instant::now() + Duration::from_secs_f64(seconds);
     let start = Instant::now();
     let tasks = (0..workers).map(|_| {
-        let (http, url, body) = (http.clone(), url.to_owned(), body.clone());
-        let stream = args.stream;
+        let (http, call) = (http.clone(), call.clone());
         async move {
             let mut window = Window::default();
             while Instant::now() < until {
-                match one(&http, &url, &body, stream).await {
-                    Some((total, ttft)) => {
-                        window.latencies.push(total);
-                        window.ttfts.push(ttft);
+                let outcome = call.send(&http).await;
+                if outcome.ok() {
+                    window.latencies.push(outcome.total);
+                    window.ttfts.push(outcome.ttft);
+                } else {
+                    window.errors += 1;
+                    // A well-behaved client honours Retry-After instead of hammering refusals.
+                    if let Some(wait) = outcome.retry_after {
+                        tokio::time::sleep_until(until.min(Instant::now() + wait)).await;
                     }
-                    None => window.errors += 1,
                 }
             }
             window
@@ -148,10 +101,7 @@ async fn main() -> anyhow::Result<()> {
         .map(|t| t.split_once('=').map(|(l, u)| (l.to_owned(), u.to_owned())))
         .collect::<Option<_>>()
         .ok_or_else(|| anyhow::anyhow!("--target must be label=url"))?;
-    let http = reqwest::Client::builder()
-        .tcp_nodelay(true)
-        .pool_max_idle_per_host(1024)
-        .build()?;
+    let http = client();
     let metric = if args.stream { "ttft" } else { "latency" };
     println!(
         "| workers | target | requests | errors | rps | rps ratio | {metric} p50 ms | {metric} p90 ms | {metric} p99 ms | p99 ratio |"
@@ -161,16 +111,12 @@ async fn main() -> anyhow::Result<()> {
         let mut baseline: Option<(f64, f64)> = None;
         for (label, url) in &targets {
             run_window(&http, url, &args, workers, args.warmup, false).await;
-            let mut window = run_window(&http, url, &args, workers, args.seconds, true).await;
-            let samples = if args.stream {
-                &mut window.ttfts
-            } else {
-                &mut window.latencies
-            };
+            let window = run_window(&http, url, &args, workers, args.seconds, true).await;
+            let samples = if args.stream { &window.ttfts } else { &window.latencies };
             let (p50, p90, p99) = (
-                percentile(samples, 0.5),
-                percentile(samples, 0.9),
-                percentile(samples, 0.99),
+                percentile_ms(samples, 0.5),
+                percentile_ms(samples, 0.9),
+                percentile_ms(samples, 0.99),
             );
             let rps = window.rps();
             let (base_rps, base_p99) = *baseline.get_or_insert((rps, p99));
