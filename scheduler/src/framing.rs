@@ -1,5 +1,8 @@
-//! NDJSON framing: turns arbitrarily split byte chunks into complete lines, with a bound on
-//! line length so a backend that never sends a newline cannot grow memory without limit.
+//! Line framing: turns arbitrarily split byte chunks into complete lines, with a bound on line
+//! length so a backend that never sends a newline cannot grow memory without limit. NDJSON uses
+//! it directly (blank lines skipped); SSE builds on it (blank lines end events).
+
+pub mod sse;
 
 use bytes::{Bytes, BytesMut};
 
@@ -8,21 +11,23 @@ use bytes::{Bytes, BytesMut};
 #[error("line longer than {0} bytes")]
 pub struct LineTooLong(pub usize);
 
-/// Splits a byte stream into lines (without the `\n`, and without a trailing `\r`); empty lines
-/// are skipped.
+/// Splits a byte stream into lines (without the `\n`, and without a trailing `\r`).
 #[derive(Debug)]
 pub struct LineDecoder {
     buffer: BytesMut,
     max_line: usize,
+    keep_blank: bool,
 }
 
 impl LineDecoder {
-    /// A decoder refusing lines longer than `max_line` bytes.
+    /// A decoder refusing lines longer than `max_line` bytes; blank lines are skipped (NDJSON).
     pub fn new(max_line: usize) -> Self {
-        Self {
-            buffer: BytesMut::new(),
-            max_line,
-        }
+        Self { buffer: BytesMut::new(), max_line, keep_blank: false }
+    }
+
+    /// Like [`LineDecoder::new`] but blank lines are returned (empty) too: SSE needs them.
+    pub fn keeping_blank(max_line: usize) -> Self {
+        Self { keep_blank: true, ..Self::new(max_line) }
     }
 
     /// Feeds `chunk` and returns every line it completes.
@@ -34,7 +39,7 @@ impl LineDecoder {
         while let Some(offset) = self.buffer[search_start..].iter().position(|b| *b == b'\n') {
             let line = self.buffer.split_to(search_start + offset + 1).freeze();
             search_start = 0;
-            if let Some(line) = trim_line(line) {
+            if let Some(line) = trim_line(line, self.keep_blank) {
                 lines.push(line);
             }
         }
@@ -46,15 +51,22 @@ impl LineDecoder {
 
     /// The end of the input: whatever is left is the last line (a final object without `\n`).
     pub fn finish(&mut self) -> Option<Bytes> {
-        trim_line(std::mem::take(&mut self.buffer).freeze())
+        let rest = std::mem::take(&mut self.buffer).freeze();
+        if rest.is_empty() {
+            return None;
+        }
+        trim_line(rest, self.keep_blank)
     }
 }
 
-fn trim_line(mut line: Bytes) -> Option<Bytes> {
-    while line.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+fn trim_line(mut line: Bytes, keep_blank: bool) -> Option<Bytes> {
+    if line.last() == Some(&b'\n') {
         line.truncate(line.len() - 1);
     }
-    (!line.iter().all(u8::is_ascii_whitespace)).then_some(line)
+    if line.last() == Some(&b'\r') {
+        line.truncate(line.len() - 1);
+    }
+    (keep_blank || !line.iter().all(u8::is_ascii_whitespace)).then_some(line)
 }
 
 #[cfg(test)]

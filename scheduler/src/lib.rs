@@ -19,6 +19,7 @@ pub mod error;
 pub mod framing;
 pub mod health;
 pub mod pool;
+pub mod routing;
 pub mod server;
 pub mod service;
 

@@ -1,0 +1,355 @@
+//! `SCHEDULER_CONFIG`: models, backend pools and their endpoints, tenant routes, timeouts.
+//! Plain data with `deny_unknown_fields`; [`FileConfig::load`] parses and validates, and every
+//! error names the key (`pool[1].endpoint[0].url: …`).
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Defaults for every model.
+    #[serde(default)]
+    pub timeouts: TimeoutsConfig,
+    #[serde(default)]
+    pub retry: RetryConfig,
+    #[serde(default, rename = "pool")]
+    pub pools: Vec<PoolConfig>,
+    #[serde(default, rename = "model")]
+    pub models: Vec<ModelConfig>,
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RouteConfig>,
+    /// Fair-share weights by tenant.
+    #[serde(default)]
+    pub tenant_weights: BTreeMap<String, u32>,
+}
+
+/// Timeouts in milliseconds; unset fields inherit (model → file defaults → built-in).
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsConfig {
+    pub connect_ms: Option<u64>,
+    pub ttft_ms: Option<u64>,
+    pub idle_ms: Option<u64>,
+    pub total_ms: Option<u64>,
+}
+
+/// Tries before the first token.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Extra attempts (other endpoints, then fallback models) before the first token.
+    #[serde(default = "default_attempts")]
+    pub attempts: u32,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self { attempts: default_attempts() }
+    }
+}
+
+fn default_attempts() -> u32 {
+    2
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    pub name: String,
+    #[serde(rename = "endpoint")]
+    pub endpoints: Vec<EndpointConfig>,
+    #[serde(default = "default_max_queue")]
+    pub max_queue: usize,
+    #[serde(default = "default_max_queue_bytes")]
+    pub max_queue_bytes: usize,
+    #[serde(default = "default_queue_timeout_ms")]
+    pub queue_timeout_ms: u64,
+    #[serde(default = "default_aging_ms")]
+    pub priority_aging_ms: u64,
+    #[serde(default = "default_probe_interval_ms")]
+    pub probe_interval_ms: u64,
+    #[serde(default)]
+    pub breaker: BreakerConfig,
+}
+
+fn default_max_queue() -> usize {
+    256
+}
+fn default_max_queue_bytes() -> usize {
+    64 << 20
+}
+fn default_queue_timeout_ms() -> u64 {
+    30_000
+}
+fn default_aging_ms() -> u64 {
+    10_000
+}
+fn default_probe_interval_ms() -> u64 {
+    5_000
+}
+
+/// Backend wire protocol.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum EndpointKind {
+    /// Ollama's native API (`/api/chat`).
+    Ollama,
+    /// The OpenAI-compatible API (`/v1/chat/completions`): vLLM, TGI, llama.cpp, SGLang, OpenAI…
+    Openai,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Hash)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointConfig {
+    pub url: String,
+    pub kind: EndpointKind,
+    /// Generations it runs at once (Ollama's OLLAMA_NUM_PARALLEL, the engine's batch size).
+    pub slots: usize,
+    /// Environment variable holding the API key sent as a bearer token.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+}
+
+/// Three-state circuit breaker thresholds.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerConfig {
+    /// Consecutive failures that open the breaker.
+    #[serde(default = "default_failures")]
+    pub failures: u32,
+    /// How long it stays open before one trial request (half-open).
+    #[serde(default = "default_open_ms")]
+    pub open_ms: u64,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self { failures: default_failures(), open_ms: default_open_ms() }
+    }
+}
+
+fn default_failures() -> u32 {
+    3
+}
+fn default_open_ms() -> u64 {
+    10_000
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Public name clients use.
+    pub name: String,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// Version used when no weight split applies; defaults to the first version.
+    #[serde(default)]
+    pub default_version: Option<String>,
+    /// Public models tried, in order, when every endpoint of this one failed before the first
+    /// token.
+    #[serde(default)]
+    pub fallbacks: Vec<String>,
+    #[serde(default)]
+    pub timeouts: TimeoutsConfig,
+    #[serde(rename = "version")]
+    pub versions: Vec<VersionConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct VersionConfig {
+    pub name: String,
+    pub pool: String,
+    /// Model name the backend knows (e.g. `llama3.2:3b`).
+    pub upstream: String,
+    /// Share of unpinned traffic (canary splits); all zero = the default version only.
+    #[serde(default)]
+    pub weight: u32,
+}
+
+/// A tenant's route: pin it to a version and/or a pool, for one model or all.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub tenant: String,
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub version: Option<String>,
+    #[serde(default)]
+    pub pool: Option<String>,
+}
+
+/// The file could not be used; the message names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{path}: {key}: {message}")]
+    Invalid { path: String, key: String, message: String },
+}
+
+impl FileConfig {
+    /// Reads, parses and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
+        Self::parse(&text).map_err(|err| match err {
+            ConfigError::Parse { message, .. } => ConfigError::Parse { path: shown.clone(), message },
+            ConfigError::Invalid { key, message, .. } => ConfigError::Invalid { path: shown.clone(), key, message },
+            read @ ConfigError::Read { .. } => read,
+        })
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let config: Self =
+            toml::from_str(text).map_err(|err| ConfigError::Parse { path: String::new(), message: err.to_string() })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: String, message: String| Err(ConfigError::Invalid { path: String::new(), key, message });
+        if self.pools.is_empty() {
+            return invalid("pool".into(), "at least one [[pool]] is required".into());
+        }
+        let mut pools = HashSet::new();
+        for (p, pool) in self.pools.iter().enumerate() {
+            if pool.name.trim().is_empty() || !pools.insert(pool.name.as_str()) {
+                return invalid(format!("pool[{p}].name"), format!("must be non-empty and unique, got `{}`", pool.name));
+            }
+            if pool.endpoints.is_empty() {
+                return invalid(format!("pool[{p}].endpoint"), "at least one endpoint is required".into());
+            }
+            if pool.breaker.failures == 0 {
+                return invalid(format!("pool[{p}].breaker.failures"), "must be at least 1".into());
+            }
+            if pool.queue_timeout_ms == 0 {
+                return invalid(format!("pool[{p}].queue_timeout_ms"), "must be at least 1".into());
+            }
+            for (e, endpoint) in pool.endpoints.iter().enumerate() {
+                let key = format!("pool[{p}].endpoint[{e}]");
+                if !(endpoint.url.starts_with("http://") || endpoint.url.starts_with("https://")) {
+                    return invalid(format!("{key}.url"), format!("must be an http(s) URL, got `{}`", endpoint.url));
+                }
+                if endpoint.slots == 0 {
+                    return invalid(format!("{key}.slots"), "must be at least 1".into());
+                }
+                if let Some(var) = &endpoint.api_key_env
+                    && std::env::var(var).is_err()
+                {
+                    return invalid(format!("{key}.api_key_env"), format!("environment variable `{var}` is not set"));
+                }
+            }
+        }
+        let mut names = HashSet::new();
+        for (m, model) in self.models.iter().enumerate() {
+            for name in std::iter::once(&model.name).chain(&model.aliases) {
+                if name.trim().is_empty() || name.contains('@') || !names.insert(name.as_str()) {
+                    return invalid(
+                        format!("model[{m}]"),
+                        format!("name or alias `{name}` must be non-empty, without `@`, and unique"),
+                    );
+                }
+            }
+            if model.versions.is_empty() {
+                return invalid(format!("model[{m}].version"), "at least one version is required".into());
+            }
+            let mut versions = HashSet::new();
+            for (v, version) in model.versions.iter().enumerate() {
+                if !versions.insert(version.name.as_str()) {
+                    return invalid(format!("model[{m}].version[{v}].name"), format!("`{}` is repeated", version.name));
+                }
+                if !pools.contains(version.pool.as_str()) {
+                    return invalid(format!("model[{m}].version[{v}].pool"), format!("no pool named `{}`", version.pool));
+                }
+            }
+            if let Some(default) = &model.default_version
+                && !versions.contains(default.as_str())
+            {
+                return invalid(format!("model[{m}].default_version"), format!("no version named `{default}`"));
+            }
+        }
+        for (m, model) in self.models.iter().enumerate() {
+            for fallback in &model.fallbacks {
+                if !names.contains(fallback.as_str()) || fallback == &model.name {
+                    return invalid(format!("model[{m}].fallbacks"), format!("`{fallback}` is not another model"));
+                }
+            }
+        }
+        for (r, route) in self.routes.iter().enumerate() {
+            if let Some(model) = &route.model
+                && !names.contains(model.as_str())
+            {
+                return invalid(format!("route[{r}].model"), format!("no model named `{model}`"));
+            }
+            if let Some(pool) = &route.pool
+                && !pools.contains(pool.as_str())
+            {
+                return invalid(format!("route[{r}].pool"), format!("no pool named `{pool}`"));
+            }
+            if route.version.is_some() && route.model.is_none() {
+                return invalid(format!("route[{r}].version"), "a version pin needs `model`".into());
+            }
+        }
+        for (tenant, weight) in &self.tenant_weights {
+            if !(1..=1000).contains(weight) {
+                return invalid(format!("tenant_weights.{tenant}"), format!("must be 1 to 1000, got {weight}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [[pool]]
+        name = "gpu"
+        [[pool.endpoint]]
+        url = "http://localhost:11434"
+        kind = "ollama"
+        slots = 4
+
+        [[model]]
+        name = "llama3.2"
+        [[model.version]]
+        name = "stable"
+        pool = "gpu"
+        upstream = "llama3.2:3b"
+    "#;
+
+    fn error(text: &str) -> String {
+        FileConfig::parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_minimal_file_parses_with_defaults() {
+        let config = FileConfig::parse(MINIMAL).unwrap();
+        assert_eq!(config.pools[0].max_queue, 256);
+        assert_eq!(config.pools[0].breaker, BreakerConfig { failures: 3, open_ms: 10_000 });
+        assert_eq!(config.retry.attempts, 2);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        assert!(error(&format!("{MINIMAL}\nbogus = 1")).contains("unknown field `bogus`"));
+        assert!(error(&MINIMAL.replace("slots = 4", "slots = 0")).contains("pool[0].endpoint[0].slots: must be at least 1"));
+        assert!(error(&MINIMAL.replace("pool = \"gpu\"", "pool = \"cpu\"")).contains("model[0].version[0].pool: no pool named `cpu`"));
+        assert!(error(&MINIMAL.replace("kind = \"ollama\"", "kind = \"tgi\"")).contains("unknown variant `tgi`"));
+        assert!(error(&MINIMAL.replace("http://localhost", "localhost")).contains("pool[0].endpoint[0].url"));
+        let bad_route = format!("{MINIMAL}\n[[route]]\ntenant = \"a\"\npool = \"nope\"");
+        assert!(error(&bad_route).contains("route[0].pool: no pool named `nope`"));
+        let missing_key = MINIMAL.replace("slots = 4", "slots = 4\napi_key_env = \"LLMGW_TEST_SURELY_UNSET\"");
+        assert!(error(&missing_key).contains("`LLMGW_TEST_SURELY_UNSET` is not set"));
+    }
+}
