@@ -112,7 +112,11 @@ async fn main() -> anyhow::Result<()> {
         for (label, url) in &targets {
             run_window(&http, url, &args, workers, args.warmup, false).await;
             let window = run_window(&http, url, &args, workers, args.seconds, true).await;
-            let samples = if args.stream { &window.ttfts } else { &window.latencies };
+            let samples = if args.stream {
+                &window.ttfts
+            } else {
+                &window.latencies
+            };
             let (p50, p90, p99) = (
                 percentile_ms(samples, 0.5),
                 percentile_ms(samples, 0.9),

@@ -41,7 +41,12 @@ impl ChatCall {
             "max_tokens": max_tokens,
             "messages": [{"role": "user", "content": "Write one sentence about load testing."}],
         });
-        Self { url: url.to_owned(), body, stream, headers: Vec::new() }
+        Self {
+            url: url.to_owned(),
+            body,
+            stream,
+            headers: Vec::new(),
+        }
     }
 
     /// Adds a request header (tenant, priority).
@@ -53,12 +58,19 @@ impl ChatCall {
     /// Sends it and times it.
     pub async fn send(&self, http: &reqwest::Client) -> Outcome {
         let start = Instant::now();
-        let failed = |status| Outcome { status, ttft: start.elapsed(), total: start.elapsed(), retry_after: None };
+        let failed = |status| Outcome {
+            status,
+            ttft: start.elapsed(),
+            total: start.elapsed(),
+            retry_after: None,
+        };
         let mut request = http.post(&self.url).json(&self.body);
         for (name, value) in &self.headers {
             request = request.header(*name, value);
         }
-        let Ok(mut response) = request.send().await else { return failed(0) };
+        let Ok(mut response) = request.send().await else {
+            return failed(0);
+        };
         let status = response.status().as_u16();
         if status != 200 {
             let retry_after = response
@@ -67,14 +79,22 @@ impl ChatCall {
                 .and_then(|v| v.to_str().ok()?.parse().ok())
                 .map(Duration::from_secs);
             let _ = response.bytes().await;
-            return Outcome { retry_after, ..failed(status) };
+            return Outcome {
+                retry_after,
+                ..failed(status)
+            };
         }
         if !self.stream {
             if response.bytes().await.is_err() {
                 return failed(0);
             }
             let total = start.elapsed();
-            return Outcome { status, ttft: total, total, retry_after: None };
+            return Outcome {
+                status,
+                ttft: total,
+                total,
+                retry_after: None,
+            };
         }
         let mut ttft = None;
         let mut seen = Vec::new();
@@ -93,14 +113,21 @@ impl ChatCall {
             }
         }
         let total = start.elapsed();
-        Outcome { status, ttft: ttft.unwrap_or(total), total, retry_after: None }
+        Outcome {
+            status,
+            ttft: ttft.unwrap_or(total),
+            total,
+            retry_after: None,
+        }
     }
 }
 
 /// A `"content":"x` with a non-empty value: a real token, not the empty role chunk.
 fn has_content_token(bytes: &[u8]) -> bool {
     const KEY: &[u8] = b"\"content\":\"";
-    bytes.windows(KEY.len() + 1).any(|w| w.starts_with(KEY) && w[KEY.len()] != b'"')
+    bytes
+        .windows(KEY.len() + 1)
+        .any(|w| w.starts_with(KEY) && w[KEY.len()] != b'"')
 }
 
 /// An HTTP client for load generation: no Nagle, a deep idle pool.

@@ -95,6 +95,11 @@ impl ApiError {
             }
             "queue_timeout" => "No capacity became free in time; retry later",
             "deadline_exceeded" => "The request did not finish within its deadline",
+            "connect_timeout" => "The model backend did not answer in time",
+            "ttft_timeout" => "The model backend produced no first token in time",
+            "idle_timeout" => "The model backend stopped producing tokens",
+            "total_timeout" => "The generation exceeded the model's time limit",
+            "no_healthy_backend" => "No healthy backend can serve this model right now",
             "backend_unavailable" => "The model backend is unreachable",
             "backend_overloaded" => "The model backend is overloaded",
             "backend_error" => "The model backend returned an error",
@@ -142,27 +147,11 @@ impl ApiError {
 
 /// The scheduler's reason metadata; for transport failures (no metadata) a reason by code.
 fn scheduler_reason(status: &tonic::Status) -> &'static str {
-    const KNOWN: [&str; 14] = [
-        "invalid_request",
-        "queue_full",
-        "displaced",
-        "queue_timeout",
-        "deadline_exceeded",
-        "shutting_down",
-        "backend_unavailable",
-        "model_not_found",
-        "backend_rejected",
-        "backend_overloaded",
-        "backend_error",
-        "backend_bad_response",
-        "backend_interrupted",
-        "scheduler_unavailable",
-    ];
     let sent = status
         .metadata()
         .get("x-llmgw-reason")
         .and_then(|v| v.to_str().ok());
-    if let Some(known) = sent.and_then(|s| KNOWN.iter().find(|k| **k == s)) {
+    if let Some(known) = sent.and_then(|s| llmgw_proto::REASONS.iter().find(|k| **k == s)) {
         return known;
     }
     match status.code() {

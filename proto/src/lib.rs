@@ -16,3 +16,26 @@ pub mod v1 {
 /// Encoded `FileDescriptorSet` of every message and service above, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/scheduler_descriptor.bin"));
+
+/// Every `x-llmgw-reason` the scheduler sends in status metadata: the stable vocabulary the
+/// gateway passes to clients (header `x-llmgw-reason`, error `code`).
+pub const REASONS: &[&str] = &[
+    "invalid_request",
+    "model_not_found",
+    "queue_full",
+    "displaced",
+    "queue_timeout",
+    "deadline_exceeded",
+    "shutting_down",
+    "no_healthy_backend",
+    "connect_timeout",
+    "ttft_timeout",
+    "idle_timeout",
+    "total_timeout",
+    "backend_unavailable",
+    "backend_rejected",
+    "backend_overloaded",
+    "backend_error",
+    "backend_bad_response",
+    "backend_interrupted",
+];

@@ -79,6 +79,8 @@ type Grant = Result<Duration, SchedulerError>;
 
 #[derive(Debug)]
 struct State {
+    /// Slots of the endpoints that can serve now (health and breakers move it).
+    slots: usize,
     running: usize,
     queue: WaitQueue<oneshot::Sender<Grant>>,
     next_id: u64,
@@ -109,15 +111,13 @@ impl Admission {
         let queue = WaitQueue::new(limits.aging);
         Arc::new(Self {
             pool: pool.into(),
-            limits: Limits {
-                slots: limits.slots.max(1),
-                ..limits
-            },
             state: Mutex::new(State {
+                slots: limits.slots,
                 running: 0,
                 queue,
                 next_id: 0,
             }),
+            limits,
             average_hold_us: AtomicU64::new(0),
         })
     }
@@ -155,7 +155,7 @@ impl Admission {
     pub fn enter(self: &Arc<Self>, ask: Ask) -> Result<Entry, SchedulerError> {
         let now = Instant::now();
         let mut state = self.lock();
-        if state.running < self.limits.slots && state.queue.is_empty() {
+        if state.running < state.slots && state.queue.is_empty() {
             state.running += 1;
             return Ok(Entry::Admitted(SlotPermit::new(self, Duration::ZERO)));
         }
@@ -172,7 +172,7 @@ impl Admission {
                 let refusal = SchedulerError::Displaced {
                     pool: self.pool.clone(),
                     by: ask.class.name(),
-                    retry_after: self.retry_after(state.queue.len()),
+                    retry_after: self.retry_after(&state),
                 };
                 // A victim that already left cannot be told; its place is free either way.
                 let _ = victim.payload.send(Err(refusal));
@@ -205,13 +205,13 @@ impl Admission {
         SchedulerError::QueueFull {
             pool: self.pool.clone(),
             limit: self.limits.max_queue,
-            retry_after: self.retry_after(state.queue.len()),
+            retry_after: self.retry_after(state),
         }
     }
 
     /// Gives free slots to waiters, best first. Called with the lock held.
     fn dispatch(&self, state: &mut State) {
-        while state.running < self.limits.slots {
+        while state.running < state.slots {
             let Some(next) = state.queue.pop_next() else {
                 break;
             };
@@ -230,10 +230,24 @@ impl Admission {
         self.dispatch(&mut state);
     }
 
+    /// Slots the pool has now.
+    pub fn slots(&self) -> usize {
+        self.lock().slots
+    }
+
+    /// Changes the pool's capacity (endpoints came or went); extra slots go to waiters at once.
+    pub fn set_slots(&self, slots: usize) {
+        let mut state = self.lock();
+        if state.slots != slots {
+            state.slots = slots;
+            self.dispatch(&mut state);
+        }
+    }
+
     /// When a refused client should try again: the time the queue ahead of it needs to drain.
-    fn retry_after(&self, waiting: usize) -> Duration {
+    fn retry_after(&self, state: &State) -> Duration {
         let hold = Duration::from_micros(self.average_hold_us.load(Ordering::Relaxed));
-        let drain = hold.mul_f64((waiting as f64 + 1.0) / self.limits.slots as f64);
+        let drain = hold.mul_f64((state.queue.len() as f64 + 1.0) / state.slots.max(1) as f64);
         drain.clamp(
             Duration::from_secs(1),
             self.limits.max_wait.max(Duration::from_secs(1)),
@@ -291,7 +305,7 @@ impl WaitTicket {
                     Err(SchedulerError::QueueTimeout {
                         pool: admission.pool.clone(),
                         waited_ms: self.entered.elapsed().as_millis() as u64,
-                        retry_after: admission.retry_after(state.queue.len()),
+                        retry_after: admission.retry_after(&state),
                     })
                 } else {
                     // Granted (or displaced) in the same instant the wait expired: take it.

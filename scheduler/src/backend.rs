@@ -2,6 +2,10 @@
 
 pub mod ollama;
 mod ollama_wire;
+pub mod openai;
+mod openai_wire;
+
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
@@ -22,6 +26,59 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn list_models(&self) -> BoxFuture<'static, Result<Vec<String>, BackendError>>;
     /// Cheap liveness probe.
     fn probe(&self) -> BoxFuture<'static, Result<(), BackendError>>;
+    /// Models loaded in memory now (Ollama's `/api/ps`), to prefer endpoints that need no swap.
+    /// Engines that serve only what they loaded answer with their model list.
+    fn loaded_models(&self) -> BoxFuture<'static, Result<Vec<String>, BackendError>> {
+        self.list_models()
+    }
+}
+
+/// The HTTP client every backend uses: no Nagle (token lines are tiny), bounded connect time.
+pub(crate) fn http_client(connect_timeout: Duration) -> Result<reqwest::Client, BackendError> {
+    reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .connect_timeout(connect_timeout)
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|err| BackendError::Unreachable(format!("cannot build HTTP client: {err}")))
+}
+
+/// A failed send: nothing usable came back.
+pub(crate) fn transport_error(err: reqwest::Error) -> BackendError {
+    BackendError::Unreachable(error_chain(&err))
+}
+
+/// An error and its causes on one line.
+pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// A non-200 answer, classified. Bodies are `{"error": "..."}` (Ollama) or
+/// `{"error": {"message": "..."}}` (OpenAI); anything else is quoted, truncated.
+pub(crate) fn status_error(status: u16, body: &str, model: &str) -> BackendError {
+    let parsed: Option<serde_json::Value> = serde_json::from_str(body).ok();
+    let message = parsed
+        .as_ref()
+        .and_then(|v| v.get("error"))
+        .and_then(|e| {
+            e.as_str()
+                .map(str::to_owned)
+                .or_else(|| e.get("message")?.as_str().map(str::to_owned))
+        })
+        .unwrap_or_else(|| body.chars().take(200).collect());
+    match status {
+        404 => BackendError::ModelNotFound(model.to_owned()),
+        400 | 422 => BackendError::Rejected(message),
+        429 | 503 => BackendError::Overloaded(status),
+        _ => BackendError::Status { status, message },
+    }
 }
 
 /// How a backend failed, precise enough to pick the right status.
@@ -60,6 +117,17 @@ impl BackendError {
             // UNKNOWN is our "bad gateway": the backend's answer was wrong, not ours.
             Self::Status { .. } | Self::BadResponse(_) | Self::Interrupted(_) => Code::Unknown,
         }
+    }
+
+    /// Whether another endpoint might do better (before the first token). A request the
+    /// backend rejected as malformed would be rejected anywhere.
+    pub fn retryable(&self) -> bool {
+        !matches!(self, Self::Rejected(_))
+    }
+
+    /// Whether this counts against the endpoint's health (breaker).
+    pub fn is_endpoint_fault(&self) -> bool {
+        !matches!(self, Self::Rejected(_) | Self::ModelNotFound(_))
     }
 
     /// Stable reason word.

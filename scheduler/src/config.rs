@@ -29,7 +29,8 @@ pub struct Config {
     /// Base URL of the default Ollama backend.
     #[arg(long, env = "OLLAMA_BASE", default_value = "http://localhost:11434")]
     pub ollama_base: String,
-    /// TOML file with models and backend pools (routing issue; not read yet).
+    /// TOML file with models, backend pools and routes (see README). When set, it replaces
+    /// OLLAMA_BASE and the SCHEDULER_MAX_* pool settings; reloaded on SIGHUP and on change.
     #[arg(long = "config", env = "SCHEDULER_CONFIG")]
     pub config_file: Option<String>,
     /// Generations the default pool runs at once. Set it to the backend's real parallel slots
@@ -59,6 +60,15 @@ pub struct Config {
         default_value_t = 2_000
     )]
     pub backend_connect_timeout_ms: u64,
+    /// Default time to first token per attempt, in milliseconds (config file may override).
+    #[arg(long, env = "SCHEDULER_TTFT_TIMEOUT_MS", default_value_t = 120_000)]
+    pub ttft_timeout_ms: u64,
+    /// Default longest gap between tokens, in milliseconds.
+    #[arg(long, env = "SCHEDULER_IDLE_TIMEOUT_MS", default_value_t = 60_000)]
+    pub idle_timeout_ms: u64,
+    /// Default budget for a whole generation, in milliseconds.
+    #[arg(long, env = "SCHEDULER_TOTAL_TIMEOUT_MS", default_value_t = 600_000)]
+    pub total_timeout_ms: u64,
     /// Interval of the active backend health probe, in milliseconds.
     #[arg(long, env = "SCHEDULER_PROBE_INTERVAL_MS", default_value_t = 5_000)]
     pub probe_interval_ms: u64,
@@ -81,6 +91,9 @@ impl Config {
             tenant_weights: String::new(),
             queue_timeout_ms: 30_000,
             backend_connect_timeout_ms: 2_000,
+            ttft_timeout_ms: 120_000,
+            idle_timeout_ms: 60_000,
+            total_timeout_ms: 600_000,
             probe_interval_ms: 5_000,
             shutdown_grace_ms: 10_000,
         }
@@ -138,11 +151,6 @@ impl Config {
             ));
         }
         self.weights()?;
-        if let Some(path) = &self.config_file {
-            return Err(format!(
-                "SCHEDULER_CONFIG ({path}) is not supported yet: unset it to serve one Ollama pool at OLLAMA_BASE"
-            ));
-        }
         Ok(())
     }
 }

@@ -37,6 +37,15 @@ pub enum SchedulerError {
         waited_ms: u64,
         retry_after: Duration,
     },
+    /// No such public model or version.
+    #[error("{0}")]
+    UnknownModel(String),
+    /// Every endpoint of the pool is down or ejected.
+    #[error("no healthy endpoint in pool `{pool}`")]
+    NoHealthyBackend { pool: String },
+    /// A per-model timeout expired.
+    #[error("{kind} timeout of {ms} ms expired")]
+    Timeout { kind: TimeoutKind, ms: u64 },
     /// The request's own deadline passed.
     #[error("deadline of {0} ms passed")]
     DeadlineExceeded(u64),
@@ -57,6 +66,9 @@ impl SchedulerError {
             Self::Displaced { .. } => "displaced",
             Self::QueueTimeout { .. } => "queue_timeout",
             Self::DeadlineExceeded(_) => "deadline_exceeded",
+            Self::UnknownModel(_) => "model_not_found",
+            Self::NoHealthyBackend { .. } => "no_healthy_backend",
+            Self::Timeout { kind, .. } => kind.reason(),
             Self::ShuttingDown => "shutting_down",
             Self::Backend(err) => err.reason(),
         }
@@ -67,7 +79,9 @@ impl SchedulerError {
             Self::InvalidArgument(_) => Code::InvalidArgument,
             Self::QueueFull { .. } | Self::Displaced { .. } => Code::ResourceExhausted,
             Self::QueueTimeout { .. } | Self::ShuttingDown => Code::Unavailable,
-            Self::DeadlineExceeded(_) => Code::DeadlineExceeded,
+            Self::DeadlineExceeded(_) | Self::Timeout { .. } => Code::DeadlineExceeded,
+            Self::UnknownModel(_) => Code::NotFound,
+            Self::NoHealthyBackend { .. } => Code::Unavailable,
             Self::Backend(err) => err.code(),
         }
     }
@@ -77,9 +91,68 @@ impl SchedulerError {
             Self::QueueFull { retry_after, .. }
             | Self::Displaced { retry_after, .. }
             | Self::QueueTimeout { retry_after, .. } => Some(*retry_after),
-            Self::ShuttingDown => Some(Duration::from_secs(1)),
-            Self::InvalidArgument(_) | Self::DeadlineExceeded(_) | Self::Backend(_) => None,
+            Self::ShuttingDown | Self::NoHealthyBackend { .. } => Some(Duration::from_secs(1)),
+            Self::InvalidArgument(_)
+            | Self::DeadlineExceeded(_)
+            | Self::Backend(_)
+            | Self::UnknownModel(_)
+            | Self::Timeout { .. } => None,
         }
+    }
+}
+
+impl SchedulerError {
+    /// Whether another endpoint or a fallback model might succeed (before the first token).
+    pub fn retryable(&self) -> bool {
+        match self {
+            Self::Backend(err) => err.retryable(),
+            Self::Timeout { kind, .. } => {
+                matches!(kind, TimeoutKind::Connect | TimeoutKind::FirstToken)
+            }
+            Self::InvalidArgument(_)
+            | Self::QueueFull { .. }
+            | Self::Displaced { .. }
+            | Self::QueueTimeout { .. }
+            | Self::DeadlineExceeded(_)
+            | Self::ShuttingDown
+            | Self::UnknownModel(_)
+            | Self::NoHealthyBackend { .. } => false,
+        }
+    }
+}
+
+/// Which per-model timeout expired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeoutKind {
+    /// Connecting and getting the response head.
+    Connect,
+    /// From the request to the first token.
+    FirstToken,
+    /// Between two tokens.
+    Idle,
+    /// The whole generation.
+    Total,
+}
+
+impl TimeoutKind {
+    fn reason(self) -> &'static str {
+        match self {
+            Self::Connect => "connect_timeout",
+            Self::FirstToken => "ttft_timeout",
+            Self::Idle => "idle_timeout",
+            Self::Total => "total_timeout",
+        }
+    }
+}
+
+impl std::fmt::Display for TimeoutKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Connect => "connect",
+            Self::FirstToken => "first-token",
+            Self::Idle => "idle",
+            Self::Total => "total",
+        })
     }
 }
 
@@ -102,6 +175,69 @@ impl From<SchedulerError> for Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::BackendError;
+
+    #[test]
+    fn every_reason_is_in_the_shared_vocabulary() {
+        let retry = Duration::from_secs(1);
+        let errors = [
+            SchedulerError::InvalidArgument(String::new()),
+            SchedulerError::QueueFull {
+                pool: String::new(),
+                limit: 0,
+                retry_after: retry,
+            },
+            SchedulerError::Displaced {
+                pool: String::new(),
+                by: "critical",
+                retry_after: retry,
+            },
+            SchedulerError::QueueTimeout {
+                pool: String::new(),
+                waited_ms: 0,
+                retry_after: retry,
+            },
+            SchedulerError::UnknownModel(String::new()),
+            SchedulerError::NoHealthyBackend {
+                pool: String::new(),
+            },
+            SchedulerError::Timeout {
+                kind: TimeoutKind::Connect,
+                ms: 0,
+            },
+            SchedulerError::Timeout {
+                kind: TimeoutKind::FirstToken,
+                ms: 0,
+            },
+            SchedulerError::Timeout {
+                kind: TimeoutKind::Idle,
+                ms: 0,
+            },
+            SchedulerError::Timeout {
+                kind: TimeoutKind::Total,
+                ms: 0,
+            },
+            SchedulerError::DeadlineExceeded(0),
+            SchedulerError::ShuttingDown,
+            SchedulerError::Backend(BackendError::Unreachable(String::new())),
+            SchedulerError::Backend(BackendError::ModelNotFound(String::new())),
+            SchedulerError::Backend(BackendError::Rejected(String::new())),
+            SchedulerError::Backend(BackendError::Overloaded(503)),
+            SchedulerError::Backend(BackendError::Status {
+                status: 500,
+                message: String::new(),
+            }),
+            SchedulerError::Backend(BackendError::BadResponse(String::new())),
+            SchedulerError::Backend(BackendError::Interrupted(String::new())),
+        ];
+        for err in errors {
+            assert!(
+                llmgw_proto::REASONS.contains(&err.reason()),
+                "{} missing",
+                err.reason()
+            );
+        }
+    }
 
     #[test]
     fn refusals_carry_reason_and_retry_after() {

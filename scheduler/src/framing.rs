@@ -22,12 +22,19 @@ pub struct LineDecoder {
 impl LineDecoder {
     /// A decoder refusing lines longer than `max_line` bytes; blank lines are skipped (NDJSON).
     pub fn new(max_line: usize) -> Self {
-        Self { buffer: BytesMut::new(), max_line, keep_blank: false }
+        Self {
+            buffer: BytesMut::new(),
+            max_line,
+            keep_blank: false,
+        }
     }
 
     /// Like [`LineDecoder::new`] but blank lines are returned (empty) too: SSE needs them.
     pub fn keeping_blank(max_line: usize) -> Self {
-        Self { keep_blank: true, ..Self::new(max_line) }
+        Self {
+            keep_blank: true,
+            ..Self::new(max_line)
+        }
     }
 
     /// Feeds `chunk` and returns every line it completes.

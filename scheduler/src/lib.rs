@@ -14,14 +14,19 @@
 
 pub mod admission;
 pub mod backend;
+pub mod breaker;
 pub mod config;
+pub mod endpoint;
 pub mod error;
 pub mod framing;
+pub mod generation;
 pub mod health;
 pub mod pool;
+pub mod reload;
 pub mod routing;
 pub mod server;
 pub mod service;
+pub mod topology;
 
 pub use config::Config;
-pub use server::{ServeError, build_pools, serve, serve_pools};
+pub use server::{ServeError, load, serve, serve_topologies};

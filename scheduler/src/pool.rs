@@ -1,38 +1,133 @@
-//! A backend pool: one admission state in front of one backend. The routing issue grows this
-//! into several pools with several endpoints each; the service only ever asks for "the pool
-//! serving this model".
+//! A backend pool: one admission state in front of several endpoints, and the load balancer
+//! that picks an endpoint for each admitted request.
+//!
+//! Choice among endpoints that answer their probe and whose breaker lets a request through,
+//! skipping those already tried for this request: prefer one that has the model loaded
+//! (Ollama's `/api/ps`; avoids model-swap thrash), then the least loaded relative to its slots,
+//! then the fastest first token (moving average).
 
 use std::sync::Arc;
 
 use crate::admission::Admission;
-use crate::backend::Backend;
+use crate::endpoint::Endpoint;
 
-/// One pool of generation slots and the backend behind them.
-#[derive(Debug, Clone)]
+/// One pool of generation slots and the endpoints behind them.
+#[derive(Debug)]
 pub struct Pool {
+    pub name: String,
     pub admission: Arc<Admission>,
-    pub backend: Arc<dyn Backend>,
+    pub endpoints: Vec<Arc<Endpoint>>,
 }
 
-/// Every pool the scheduler serves.
-#[derive(Debug, Clone)]
-pub struct Pools {
-    default: Pool,
+impl Pool {
+    /// Slots of the endpoints that can serve now.
+    pub fn capacity(&self) -> usize {
+        self.endpoints
+            .iter()
+            .filter(|e| e.available())
+            .map(|e| e.config.slots)
+            .sum()
+    }
+
+    /// Re-reads capacity into admission after health or breaker changes.
+    pub fn refresh_capacity(&self) {
+        self.admission.set_slots(self.capacity());
+    }
+
+    /// The endpoint for the next attempt at `model`, skipping indexes in `tried`.
+    pub fn pick(&self, model: &str, tried: &[usize]) -> Option<(usize, Arc<Endpoint>)> {
+        let mut candidates: Vec<(usize, &Arc<Endpoint>)> = self
+            .endpoints
+            .iter()
+            .enumerate()
+            .filter(|(index, endpoint)| {
+                !tried.contains(index) && endpoint.probe_ok() && endpoint.breaker.counts()
+            })
+            .collect();
+        candidates.sort_by(|(_, a), (_, b)| {
+            (!a.has_loaded(model))
+                .cmp(&!b.has_loaded(model))
+                .then(a.load().total_cmp(&b.load()))
+                .then(a.ttft_estimate().cmp(&b.ttft_estimate()))
+        });
+        // The breaker has the last word (a half-open endpoint lets one trial through).
+        candidates
+            .into_iter()
+            .find(|(_, endpoint)| endpoint.breaker.allow())
+            .map(|(index, endpoint)| (index, Arc::clone(endpoint)))
+    }
 }
 
-impl Pools {
-    /// Just the default pool, serving any model name.
-    pub fn single(pool: Pool) -> Self {
-        Self { default: pool }
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::admission::Limits;
+    use crate::backend::ollama::OllamaBackend;
+    use crate::routing::config::{BreakerConfig, EndpointConfig, EndpointKind};
+
+    fn pool(slots: &[usize]) -> Pool {
+        let endpoints = slots
+            .iter()
+            .enumerate()
+            .map(|(i, slots)| {
+                let url = format!("http://127.0.0.1:{}", 1000 + i);
+                let backend = Arc::new(OllamaBackend::new(&url, Duration::from_secs(1)).unwrap());
+                let config = EndpointConfig {
+                    url,
+                    kind: EndpointKind::Ollama,
+                    slots: *slots,
+                    api_key_env: None,
+                };
+                Arc::new(Endpoint::new(
+                    config,
+                    backend,
+                    BreakerConfig {
+                        failures: 1,
+                        open_ms: 60_000,
+                    },
+                ))
+            })
+            .collect();
+        Pool {
+            name: "p".into(),
+            admission: Admission::new("p", Limits::new(8, 8, Duration::from_secs(1))),
+            endpoints,
+        }
     }
 
-    /// The pool that serves `model`.
-    pub fn for_model(&self, _model: &str) -> &Pool {
-        &self.default
+    #[tokio::test]
+    async fn least_loaded_relative_to_slots_then_loaded_model_first() {
+        let pool = pool(&[2, 8]);
+        let _a = pool.endpoints[0].begin();
+        let _b = pool.endpoints[1].begin();
+        let _c = pool.endpoints[1].begin();
+        // 1/2 vs 2/8: the bigger endpoint is less loaded.
+        assert_eq!(pool.pick("m", &[]).unwrap().0, 1);
+        pool.endpoints[0].set_probe(true, Some(vec!["m:latest".into()]));
+        assert_eq!(
+            pool.pick("m", &[]).unwrap().0,
+            0,
+            "model already loaded wins"
+        );
+        assert_eq!(
+            pool.pick("m", &[0]).unwrap().0,
+            1,
+            "tried endpoints are skipped"
+        );
+        assert!(pool.pick("m", &[0, 1]).is_none());
     }
 
-    /// All pools, for probes and listings.
-    pub fn all(&self) -> impl Iterator<Item = &Pool> {
-        std::iter::once(&self.default)
+    #[tokio::test]
+    async fn unhealthy_and_open_endpoints_leave_capacity_and_choice() {
+        let pool = pool(&[2, 8]);
+        assert_eq!(pool.capacity(), 10);
+        pool.endpoints[1].set_probe(false, None);
+        assert_eq!(pool.capacity(), 2);
+        assert_eq!(pool.pick("m", &[]).unwrap().0, 0);
+        pool.endpoints[0].breaker.on_failure();
+        assert_eq!(pool.capacity(), 0);
+        assert!(pool.pick("m", &[]).is_none());
     }
 }

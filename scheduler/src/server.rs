@@ -11,12 +11,10 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
-use crate::admission::{Admission, Limits};
-use crate::backend::ollama::OllamaBackend;
 use crate::config::Config;
-use crate::health;
-use crate::pool::{Pool, Pools};
 use crate::service::SchedulerService;
+use crate::topology::Topologies;
+use crate::{health, reload};
 
 /// Why the scheduler could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -36,43 +34,33 @@ pub async fn serve(
     config: Config,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
-    let pools = build_pools(&config)?;
-    serve_pools(listener, config, pools, shutdown).await
+    let topologies = load(&config)?;
+    serve_topologies(listener, config, topologies, shutdown).await
 }
 
-/// The pools `config` describes (today: one Ollama pool at `OLLAMA_BASE`).
-pub fn build_pools(config: &Config) -> Result<Pools, ServeError> {
+/// The topology `config` describes (reads `SCHEDULER_CONFIG` if set).
+pub fn load(config: &Config) -> Result<Arc<Topologies>, ServeError> {
     config.validate().map_err(ServeError::Config)?;
-    let backend = OllamaBackend::new(&config.ollama_base, config.backend_connect_timeout())
-        .map_err(|err| ServeError::Config(err.to_string()))?;
-    let limits = Limits {
-        slots: config.max_concurrency,
-        max_queue: config.max_queue,
-        max_queue_bytes: config.max_queue_bytes,
-        max_wait: config.queue_timeout(),
-        aging: Duration::from_millis(config.priority_aging_ms),
-        weights: config.weights().map_err(ServeError::Config)?,
-    };
-    Ok(Pools::single(Pool {
-        admission: Admission::new("default", limits),
-        backend: Arc::new(backend),
-    }))
+    Topologies::load(config)
+        .map(Arc::new)
+        .map_err(ServeError::Config)
 }
 
-/// [`serve`] with pools built by the caller, who may keep a clone to watch their admission
-/// state (tests, embedding).
-pub async fn serve_pools(
+/// [`serve`] with a topology built by the caller, who may keep it to watch admission state
+/// (tests, embedding) or reload it.
+pub async fn serve_topologies(
     listener: TcpListener,
     config: Config,
-    pools: Pools,
+    topologies: Arc<Topologies>,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     let (reporter, health_service) = tonic_health::server::health_reporter();
     // Not serving until the first probe says a backend answers.
     health::report(&reporter, ServingStatus::NotServing).await;
     let tasks = TaskTracker::new();
+    tasks.spawn(reload::watch(Arc::clone(&topologies), shutdown.clone()));
     tasks.spawn(health::run_probes(
-        pools.clone(),
+        Arc::clone(&topologies),
         reporter,
         config.probe_interval(),
         shutdown.clone(),
@@ -94,7 +82,7 @@ pub async fn serve_pools(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(SchedulerServer::new(SchedulerService::new(pools)));
+        .add_service(SchedulerServer::new(SchedulerService::new(topologies)));
     let grace = Duration::from_millis(config.shutdown_grace_ms);
     let drain_deadline = {
         let shutdown = shutdown.clone();

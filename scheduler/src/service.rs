@@ -3,31 +3,32 @@
 //! it is released when the stream ends, fails, or is dropped because the caller went away.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use llmgw_proto::v1::scheduler_server::Scheduler;
 use llmgw_proto::v1::{
-    ChatEvent, ChatRequest, ListModelsRequest, ListModelsResponse, Model, Priority, Queued,
-    Started, chat_event::Event,
+    ChatEvent, ChatRequest, ListModelsRequest, ListModelsResponse, Model, Priority,
 };
 use prost::Message as _;
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
-use crate::admission::{Ask, Class, Entry};
+use crate::admission::{Ask, Class};
 use crate::error::SchedulerError;
-use crate::pool::{Pool, Pools};
+use crate::generation::{self, Job};
+use crate::topology::Topologies;
 
 /// The gRPC service.
 #[derive(Debug, Clone)]
 pub struct SchedulerService {
-    pools: Pools,
+    topologies: Arc<Topologies>,
 }
 
 impl SchedulerService {
-    pub fn new(pools: Pools) -> Self {
-        Self { pools }
+    pub fn new(topologies: Arc<Topologies>) -> Self {
+        Self { topologies }
     }
 }
 
@@ -90,18 +91,6 @@ fn ask_of(request: &ChatRequest) -> Ask {
     }
 }
 
-fn priority_of(class: Class) -> Priority {
-    match class {
-        Class::Critical => Priority::Critical,
-        Class::Interactive => Priority::Interactive,
-        Class::Batch => Priority::Batch,
-    }
-}
-
-fn event(event: Event) -> ChatEvent {
-    ChatEvent { event: Some(event) }
-}
-
 #[tonic::async_trait]
 impl Scheduler for SchedulerService {
     type ChatStream = ChatStream;
@@ -121,12 +110,35 @@ impl Scheduler for SchedulerService {
             Status::from(err)
         };
         validate(&request).map_err(refuse)?;
-        let pool = self.pools.for_model(&request.model).clone();
+        let topology = self.topologies.current();
         let ask = ask_of(&request);
+        let route = topology
+            .routes
+            .resolve(&request.model, &ask.tenant, fastrand::u64(..))
+            .map_err(|unknown| refuse(SchedulerError::UnknownModel(unknown.0)))?;
+        let Some(pool) = topology.pool(&route.pool).cloned() else {
+            return Err(refuse(SchedulerError::NoHealthyBackend {
+                pool: route.pool,
+            }));
+        };
+        if pool.capacity() == 0 {
+            return Err(refuse(SchedulerError::NoHealthyBackend {
+                pool: route.pool,
+            }));
+        }
         let entry = pool.admission.enter(ask.clone()).map_err(refuse)?;
         let deadline = (request.deadline_ms > 0)
             .then(|| received + Duration::from_millis(request.deadline_ms));
-        let stream = generation(pool, request, ask, entry, deadline, span);
+        let stream = generation::run(Job {
+            topology,
+            route,
+            pool,
+            request,
+            ask,
+            entry,
+            deadline,
+            span,
+        });
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -134,113 +146,43 @@ impl Scheduler for SchedulerService {
         &self,
         _request: Request<ListModelsRequest>,
     ) -> Result<Response<ListModelsResponse>, Status> {
-        let mut models = Vec::new();
-        for pool in self.pools.all() {
-            let names = pool.backend.list_models().await.map_err(|err| {
-                tracing::warn!(backend = pool.backend.name(), error = %err, "list models failed");
-                Status::from(SchedulerError::from(err))
-            })?;
-            models.extend(names.into_iter().map(|id| Model {
-                id,
-                owned_by: "llm-gateway".to_owned(),
-                created: 0,
+        let topology = self.topologies.current();
+        let model = |id: String| Model {
+            id,
+            owned_by: "llm-gateway".to_owned(),
+            created: 0,
+        };
+        if let Some(public) = topology.routes.public_models() {
+            return Ok(Response::new(ListModelsResponse {
+                models: public.iter().cloned().map(model).collect(),
             }));
         }
-        Ok(Response::new(ListModelsResponse { models }))
-    }
-}
-
-/// Runs `future` unless `deadline` passes first.
-async fn before<T>(
-    deadline: Option<Instant>,
-    budget_ms: u64,
-    future: impl Future<Output = T>,
-) -> Result<T, SchedulerError> {
-    match deadline {
-        Some(deadline) => tokio::time::timeout_at(deadline, future)
-            .await
-            .map_err(|_| SchedulerError::DeadlineExceeded(budget_ms)),
-        None => Ok(future.await),
-    }
-}
-
-/// The event stream of one admitted (or queued) request.
-fn generation(
-    pool: Pool,
-    request: ChatRequest,
-    ask: Ask,
-    entry: Entry,
-    deadline: Option<Instant>,
-    span: tracing::Span,
-) -> impl Stream<Item = Result<ChatEvent, Status>> + Send {
-    let budget = request.deadline_ms;
-    async_stream::stream! {
-        let failed = |err: SchedulerError| {
-            tracing::warn!(parent: &span, reason = err.reason(), error = %err, "chat failed");
-            Status::from(err)
-        };
-        let permit = match entry {
-            Entry::Admitted(permit) => permit,
-            Entry::Waiting(ticket) => {
-                yield Ok(event(Event::Queued(Queued {
-                    position: ticket.position() as u32,
-                    pool: pool.admission.pool().to_owned(),
-                    priority: priority_of(ask.class) as i32,
-                    tenant: ask.tenant.to_string(),
-                })));
-                match before(deadline, budget, ticket.wait()).await.and_then(|r| r) {
-                    Ok(permit) => permit,
-                    Err(err) => {
-                        yield Err(failed(err));
-                        return;
-                    }
+        // No config file: whatever the backends serve.
+        let mut last_error = None;
+        for endpoint in topology
+            .pools
+            .values()
+            .flat_map(|pool| pool.endpoints.iter())
+        {
+            match endpoint.backend.list_models().await {
+                Ok(names) => {
+                    return Ok(Response::new(ListModelsResponse {
+                        models: names.into_iter().map(model).collect(),
+                    }));
                 }
-            }
-        };
-        let model = request.model.clone();
-        let events = match before(deadline, budget, pool.backend.chat(request)).await {
-            Ok(Ok(events)) => events,
-            Ok(Err(err)) => {
-                yield Err(failed(err.into()));
-                return;
-            }
-            Err(err) => {
-                yield Err(failed(err));
-                return;
-            }
-        };
-        let queue_ms = permit.queued().as_millis() as u64;
-        yield Ok(event(Event::Started(Started {
-            backend: pool.backend.name().to_owned(),
-            queue_ms,
-            pool: pool.admission.pool().to_owned(),
-            model,
-            priority: priority_of(ask.class) as i32,
-            tenant: ask.tenant.to_string(),
-        })));
-        let mut events = std::pin::pin!(events);
-        let mut completion_tokens = 0;
-        loop {
-            match before(deadline, budget, events.next()).await {
-                Ok(Some(Ok(next))) => {
-                    if let Event::Usage(usage) = &next {
-                        completion_tokens = usage.completion_tokens;
-                    }
-                    yield Ok(event(next));
-                }
-                Ok(Some(Err(err))) => {
-                    yield Err(failed(err.into()));
-                    return;
-                }
-                Ok(None) => break,
                 Err(err) => {
-                    yield Err(failed(err));
-                    return;
+                    tracing::warn!(endpoint = endpoint.name(), error = %err, "list models failed");
+                    last_error = Some(err);
                 }
             }
         }
-        drop(permit);
-        tracing::info!(parent: &span, queue_ms, completion_tokens, "chat finished");
+        let err = last_error.map_or(
+            SchedulerError::NoHealthyBackend {
+                pool: "any".to_owned(),
+            },
+            SchedulerError::from,
+        );
+        Err(Status::from(err))
     }
 }
 

@@ -45,7 +45,13 @@ type Timed = (Outcome, Instant);
 
 /// Sends `call` at `rate` per second for `seconds`; waits at most `grace` after the window for
 /// the stragglers, then drops them (their clients disconnect, as real ones would).
-async fn open_loop(http: &reqwest::Client, call: &ChatCall, rate: f64, seconds: f64, grace: Duration) -> Vec<Timed> {
+async fn open_loop(
+    http: &reqwest::Client,
+    call: &ChatCall,
+    rate: f64,
+    seconds: f64,
+    grace: Duration,
+) -> Vec<Timed> {
     let mut tasks = JoinSet::new();
     let start = Instant::now();
     let end = start + Duration::from_secs_f64(seconds);
@@ -72,7 +78,11 @@ async fn open_loop(http: &reqwest::Client, call: &ChatCall, rate: f64, seconds: 
 }
 
 fn ttfts(outcomes: &[Timed]) -> Vec<Duration> {
-    outcomes.iter().filter(|(o, _)| o.ok()).map(|(o, _)| o.ttft).collect()
+    outcomes
+        .iter()
+        .filter(|(o, _)| o.ok())
+        .map(|(o, _)| o.ttft)
+        .collect()
 }
 
 fn count(outcomes: &[Timed], status: u16) -> usize {
@@ -88,13 +98,24 @@ async fn sequential(http: &reqwest::Client, call: &ChatCall, n: usize) -> Vec<Ou
 }
 
 async fn sim_started(http: &reqwest::Client, direct: &str) -> anyhow::Result<u64> {
-    let stats: serde_json::Value = http.get(format!("{direct}/sim/stats")).send().await?.json().await?;
-    stats["started"].as_u64().ok_or_else(|| anyhow::anyhow!("/sim/stats has no `started`"))
+    let stats: serde_json::Value = http
+        .get(format!("{direct}/sim/stats"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    stats["started"]
+        .as_u64()
+        .ok_or_else(|| anyhow::anyhow!("/sim/stats has no `started`"))
 }
 
 /// Time from a streaming client's disconnect to the backend starting the queued request that
 /// inherits its slot, as the simulator sees it.
-async fn disconnect_to_reuse(http: &reqwest::Client, args: &Args, gateway_chat: &str) -> anyhow::Result<Duration> {
+async fn disconnect_to_reuse(
+    http: &reqwest::Client,
+    args: &Args,
+    gateway_chat: &str,
+) -> anyhow::Result<Duration> {
     let long = ChatCall::new(gateway_chat, &args.model, true, args.max_tokens);
     let mut holders = Vec::new();
     for _ in 0..args.slots {
@@ -118,7 +139,10 @@ async fn disconnect_to_reuse(http: &reqwest::Client, args: &Args, gateway_chat: 
         if sim_started(http, &args.direct).await? > before {
             break dropped_at.elapsed();
         }
-        anyhow::ensure!(dropped_at.elapsed() < Duration::from_secs(5), "slot never reused");
+        anyhow::ensure!(
+            dropped_at.elapsed() < Duration::from_secs(5),
+            "slot never reused"
+        );
     };
     drop(holders);
     let _ = waiter.await;
@@ -137,9 +161,17 @@ async fn main() -> anyhow::Result<()> {
     let mut rows = Vec::new();
 
     // Baselines, same run: idle TTFT through the gateway, service time and capacity direct.
-    let idle: Vec<Duration> = sequential(&http, &stream_gw, 10).await.iter().map(|o| o.ttft).collect();
+    let idle: Vec<Duration> = sequential(&http, &stream_gw, 10)
+        .await
+        .iter()
+        .map(|o| o.ttft)
+        .collect();
     let idle_ttft = percentile_ms(&idle, 0.5);
-    let service: Vec<Duration> = sequential(&http, &plain_direct, 5).await.iter().map(|o| o.total).collect();
+    let service: Vec<Duration> = sequential(&http, &plain_direct, 5)
+        .await
+        .iter()
+        .map(|o| o.total)
+        .collect();
     let service_ms = percentile_ms(&service, 0.5);
     let capacity = args.slots as f64 / (service_ms / 1000.0);
     println!(
@@ -149,23 +181,49 @@ async fn main() -> anyhow::Result<()> {
     // 1. Overload: 3x capacity through the gateway; steady-state throughput (after the first
     // two service times, while the pipeline fills) vs capacity, and refusal latency.
     let started = Instant::now();
-    let outcomes = open_loop(&http, &plain_gw, 3.0 * capacity, args.seconds, Duration::ZERO).await;
+    let outcomes = open_loop(
+        &http,
+        &plain_gw,
+        3.0 * capacity,
+        args.seconds,
+        Duration::ZERO,
+    )
+    .await;
     let warmup = Duration::from_secs_f64(2.0 * service_ms / 1000.0);
-    let (from, to) = (started + warmup, started + Duration::from_secs_f64(args.seconds));
-    let completed = outcomes.iter().filter(|(o, at)| o.ok() && *at >= from && *at <= to).count();
+    let (from, to) = (
+        started + warmup,
+        started + Duration::from_secs_f64(args.seconds),
+    );
+    let completed = outcomes
+        .iter()
+        .filter(|(o, at)| o.ok() && *at >= from && *at <= to)
+        .count();
     let throughput = completed as f64 / (to - from).as_secs_f64();
     let ratio = throughput / capacity;
     rows.push(Row {
         scenario: "3x overload: throughput vs capacity",
-        measured: format!("{throughput:.2} req/s = {:.1} % ({} ok, {} × 429)", ratio * 100.0, completed, count(&outcomes, 429)),
+        measured: format!(
+            "{throughput:.2} req/s = {:.1} % ({} ok, {} × 429)",
+            ratio * 100.0,
+            completed,
+            count(&outcomes, 429)
+        ),
         target: "≥ 99 %".into(),
         pass: ratio >= 0.99,
     });
-    let refusals: Vec<Duration> = outcomes.iter().filter(|(o, _)| o.status == 429).map(|(o, _)| o.total).collect();
+    let refusals: Vec<Duration> = outcomes
+        .iter()
+        .filter(|(o, _)| o.status == 429)
+        .map(|(o, _)| o.total)
+        .collect();
     let refusal_p99 = percentile_ms(&refusals, 0.99);
     rows.push(Row {
         scenario: "refusal latency (429) p50 / p99",
-        measured: format!("{:.2} / {refusal_p99:.2} ms ({} refusals)", percentile_ms(&refusals, 0.5), refusals.len()),
+        measured: format!(
+            "{:.2} / {refusal_p99:.2} ms ({} refusals)",
+            percentile_ms(&refusals, 0.5),
+            refusals.len()
+        ),
         target: "p99 ≤ 1 ms".into(),
         pass: refusal_p99 <= 1.0,
     });
@@ -175,7 +233,13 @@ async fn main() -> anyhow::Result<()> {
     let light = stream_gw.clone().header("x-tenant-id", "light");
     let grace = Duration::from_secs(10);
     let (heavy_out, light_out) = tokio::join!(
-        open_loop(&http, &heavy, 5.0 * capacity / 2.0, args.seconds, Duration::ZERO),
+        open_loop(
+            &http,
+            &heavy,
+            5.0 * capacity / 2.0,
+            args.seconds,
+            Duration::ZERO
+        ),
         open_loop(&http, &light, 1.0, args.seconds, grace),
     );
     let light_p99 = percentile_ms(&ttfts(&light_out), 0.99);
@@ -194,8 +258,14 @@ async fn main() -> anyhow::Result<()> {
     });
 
     // 3. Two classes: batch floods at 3x capacity, critical sends 1 req/s.
-    let bulk = plain_gw.clone().header("x-priority", "batch").header("x-tenant-id", "bulk");
-    let urgent = stream_gw.clone().header("x-priority", "critical").header("x-tenant-id", "ops");
+    let bulk = plain_gw
+        .clone()
+        .header("x-priority", "batch")
+        .header("x-tenant-id", "bulk");
+    let urgent = stream_gw
+        .clone()
+        .header("x-priority", "critical")
+        .header("x-tenant-id", "ops");
     let (bulk_out, urgent_out) = tokio::join!(
         open_loop(&http, &bulk, 3.0 * capacity, args.seconds, Duration::ZERO),
         open_loop(&http, &urgent, 1.0, args.seconds, grace),
@@ -223,7 +293,10 @@ async fn main() -> anyhow::Result<()> {
     let reuse_p99 = percentile_ms(&reuse, 0.99);
     rows.push(Row {
         scenario: "client disconnect → slot reused by the next waiter, p50 / max",
-        measured: format!("{:.2} / {reuse_p99:.2} ms (10 runs)", percentile_ms(&reuse, 0.5)),
+        measured: format!(
+            "{:.2} / {reuse_p99:.2} ms (10 runs)",
+            percentile_ms(&reuse, 0.5)
+        ),
         target: "≤ 5 ms".into(),
         pass: reuse_p99 <= 5.0,
     });
@@ -231,7 +304,10 @@ async fn main() -> anyhow::Result<()> {
     println!("\n| scenario | measured | target | verdict |\n|---|---|---|---|");
     for row in &rows {
         let verdict = if row.pass { "met" } else { "missed" };
-        println!("| {} | {} | {} | {verdict} |", row.scenario, row.measured, row.target);
+        println!(
+            "| {} | {} | {} | {verdict} |",
+            row.scenario, row.measured, row.target
+        );
     }
     Ok(())
 }

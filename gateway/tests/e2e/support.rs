@@ -5,8 +5,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use llm_sim::{SimConfig, SimHandle};
-use scheduler::pool::Pools;
+use scheduler::topology::Topologies;
 use serde_json::Value;
+use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -14,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 /// A running sim + scheduler + gateway.
 pub struct Stack {
     pub sim: Option<SimHandle>,
-    pub pools: Pools,
+    pub topologies: Arc<Topologies>,
     pub gateway: SocketAddr,
     pub http: reqwest::Client,
     shutdown: CancellationToken,
@@ -69,11 +70,11 @@ impl Stack {
         tune_scheduler(&mut scheduler_config);
         let scheduler_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let scheduler_addr = scheduler_listener.local_addr().unwrap();
-        let pools = scheduler::build_pools(&scheduler_config).unwrap();
-        tokio::spawn(scheduler::serve_pools(
+        let topologies = scheduler::load(&scheduler_config).unwrap();
+        tokio::spawn(scheduler::serve_topologies(
             scheduler_listener,
             scheduler_config,
-            pools.clone(),
+            Arc::clone(&topologies),
             shutdown.clone(),
         ));
 
@@ -93,7 +94,7 @@ impl Stack {
             .unwrap();
         let stack = Self {
             sim,
-            pools,
+            topologies,
             gateway,
             http,
             shutdown,
@@ -113,8 +114,13 @@ impl Stack {
     }
 
     /// Admission state of the default pool.
-    pub fn admission(&self) -> &scheduler::admission::Admission {
-        &self.pools.for_model("any").admission
+    pub fn admission(&self) -> Arc<scheduler::admission::Admission> {
+        self.pool("default").admission.clone()
+    }
+
+    /// A pool of the current topology.
+    pub fn pool(&self, name: &str) -> Arc<scheduler::pool::Pool> {
+        Arc::clone(self.topologies.current().pool(name).expect("pool exists"))
     }
 
     /// `POST /v1/chat/completions` with a JSON body.

@@ -4,7 +4,11 @@
 use llm_sim::{Fault, SimConfig, completion_text};
 use serde_json::{Value, json};
 
-use crate::support::{SseData, Stack, chat_body, quick_sim, sse_data, streamed_text};
+use std::time::Duration;
+
+use crate::support::{
+    SseData, Stack, chat_body, eventually_async, quick_sim, sse_data, streamed_text,
+};
 
 async fn status_reason_body(response: reqwest::Response) -> (u16, String, Value) {
     let status = response.status().as_u16();
@@ -28,20 +32,49 @@ async fn unknown_model_is_404_naming_the_model_param() {
 #[tokio::test]
 async fn backend_down_is_503_for_stream_and_non_stream_and_readyz_says_so() {
     let stack = Stack::start_with(None, |_| {}, |_| {}).await;
+    // Before the first probe has run, a request finds out by trying.
+    let (status, reason, _) =
+        status_reason_body(stack.chat(chat_body("llama3.2", "hi")).await).await;
+    assert_eq!(status, 503);
+    assert!(
+        ["backend_unavailable", "no_healthy_backend"].contains(&reason.as_str()),
+        "{reason}"
+    );
+    let (http, url) = (stack.http.clone(), stack.url("/readyz"));
+    eventually_async(
+        "probe marked the backend down",
+        Duration::from_secs(5),
+        || {
+            let (http, url) = (http.clone(), url.clone());
+            async move {
+                http.get(url)
+                    .send()
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap()
+                    .contains("NOT_SERVING")
+            }
+        },
+    )
+    .await;
+    // After it, the pool has no capacity and refuses at once.
     for stream in [false, true] {
         let mut body = chat_body("llama3.2", "hi");
         body["stream"] = json!(stream);
         let (status, reason, body) = status_reason_body(stack.chat(body).await).await;
         assert_eq!(
             (status, reason.as_str()),
-            (503, "backend_unavailable"),
+            (503, "no_healthy_backend"),
             "stream={stream}"
         );
-        assert_eq!(body["error"]["message"], "The model backend is unreachable");
+        assert_eq!(
+            body["error"]["message"],
+            "No healthy backend can serve this model right now"
+        );
         assert_eq!(body["error"]["type"], "server_error");
     }
-    let ready = stack.http.get(stack.url("/readyz")).send().await.unwrap();
-    assert_eq!(ready.status(), 503);
     assert_eq!(
         stack.admission().running(),
         0,

@@ -9,7 +9,9 @@ use llmgw_proto::v1::{ChatRequest, Delta, Finish, ToolCallDelta, Usage, chat_eve
 use serde_json::{Map, Value};
 
 use super::ollama_wire as wire;
-use super::{Backend, BackendError, EventStream};
+use super::{
+    Backend, BackendError, EventStream, error_chain, http_client, status_error, transport_error,
+};
 use crate::framing::LineDecoder;
 
 /// Longest NDJSON line accepted from Ollama (a non-streamed answer is one line).
@@ -26,13 +28,7 @@ pub struct OllamaBackend {
 impl OllamaBackend {
     /// A backend for the Ollama server at `base` (e.g. `http://localhost:11434`).
     pub fn new(base: &str, connect_timeout: Duration) -> Result<Self, BackendError> {
-        let http = reqwest::Client::builder()
-            // Token lines are tiny; Nagle would hold them back.
-            .tcp_nodelay(true)
-            .connect_timeout(connect_timeout)
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|err| BackendError::Unreachable(format!("cannot build HTTP client: {err}")))?;
+        let http = http_client(connect_timeout)?;
         let base = base.trim_end_matches('/').to_owned();
         Ok(Self {
             name: format!("ollama@{base}"),
@@ -58,7 +54,7 @@ impl Backend for OllamaBackend {
                 .json(&body)
                 .send()
                 .await
-                .map_err(unreachable)?;
+                .map_err(transport_error)?;
             let status = response.status().as_u16();
             if status != 200 {
                 let text = response.text().await.unwrap_or_default();
@@ -71,7 +67,7 @@ impl Backend for OllamaBackend {
     fn list_models(&self) -> BoxFuture<'static, Result<Vec<String>, BackendError>> {
         let request = self.http.get(format!("{}/api/tags", self.base));
         Box::pin(async move {
-            let response = request.send().await.map_err(unreachable)?;
+            let response = request.send().await.map_err(transport_error)?;
             let status = response.status().as_u16();
             if status != 200 {
                 return Err(status_error(
@@ -92,32 +88,20 @@ impl Backend for OllamaBackend {
         let models = self.list_models();
         Box::pin(async move { models.await.map(|_| ()) })
     }
-}
 
-fn unreachable(err: reqwest::Error) -> BackendError {
-    BackendError::Unreachable(error_chain(&err))
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
-fn status_error(status: u16, body: &str, model: &str) -> BackendError {
-    let message = serde_json::from_str::<wire::ErrorBody>(body)
-        .map(|b| b.error)
-        .unwrap_or_else(|_| body.chars().take(200).collect());
-    match status {
-        404 => BackendError::ModelNotFound(model.to_owned()),
-        400 => BackendError::Rejected(message),
-        429 | 503 => BackendError::Overloaded(status),
-        _ => BackendError::Status { status, message },
+    fn loaded_models(&self) -> BoxFuture<'static, Result<Vec<String>, BackendError>> {
+        let request = self.http.get(format!("{}/api/ps", self.base));
+        Box::pin(async move {
+            let response = request.send().await.map_err(transport_error)?;
+            if response.status() != 200 {
+                return Ok(Vec::new());
+            }
+            let loaded: wire::Tags = response
+                .json()
+                .await
+                .map_err(|err| BackendError::BadResponse(format!("/api/ps: {err}")))?;
+            Ok(loaded.models.into_iter().map(|m| m.name).collect())
+        })
     }
 }
 

@@ -62,11 +62,6 @@ pub(crate) struct ChunkMessage {
 }
 
 #[derive(Debug, Deserialize)]
-pub(crate) struct ErrorBody {
-    pub error: String,
-}
-
-#[derive(Debug, Deserialize)]
 pub(crate) struct Tags {
     #[serde(default)]
     pub models: Vec<TagModel>,

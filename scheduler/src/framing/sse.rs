@@ -26,19 +26,29 @@ pub struct SseDecoder {
 impl SseDecoder {
     /// A decoder refusing lines longer than `max_line` bytes.
     pub fn new(max_line: usize) -> Self {
-        Self { lines: LineDecoder::keeping_blank(max_line), event: None, data: None }
+        Self {
+            lines: LineDecoder::keeping_blank(max_line),
+            event: None,
+            data: None,
+        }
     }
 
     /// Feeds `chunk` and returns every event it completes.
     pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<SseEvent>, LineTooLong> {
         let lines = self.lines.push(chunk)?;
-        Ok(lines.into_iter().filter_map(|line| self.line(line)).collect())
+        Ok(lines
+            .into_iter()
+            .filter_map(|line| self.line(line))
+            .collect())
     }
 
     fn line(&mut self, line: Bytes) -> Option<SseEvent> {
         if line.is_empty() {
             let data = self.data.take()?;
-            return Some(SseEvent { event: self.event.take(), data });
+            return Some(SseEvent {
+                event: self.event.take(),
+                data,
+            });
         }
         let text = String::from_utf8_lossy(&line);
         let (field, value) = match text.split_once(':') {
@@ -79,7 +89,10 @@ mod tests {
     }
 
     fn data(text: &str) -> SseEvent {
-        SseEvent { event: None, data: text.to_owned() }
+        SseEvent {
+            event: None,
+            data: text.to_owned(),
+        }
     }
 
     #[test]
@@ -90,7 +103,10 @@ mod tests {
             events,
             vec![
                 data("{\"a\":1}"),
-                SseEvent { event: Some("error".into()), data: "line1\nline2".into() },
+                SseEvent {
+                    event: Some("error".into()),
+                    data: "line1\nline2".into()
+                },
                 data("[DONE]"),
             ]
         );

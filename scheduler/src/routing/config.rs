@@ -48,7 +48,9 @@ pub struct RetryConfig {
 
 impl Default for RetryConfig {
     fn default() -> Self {
-        Self { attempts: default_attempts() }
+        Self {
+            attempts: default_attempts(),
+        }
     }
 }
 
@@ -70,8 +72,6 @@ pub struct PoolConfig {
     pub queue_timeout_ms: u64,
     #[serde(default = "default_aging_ms")]
     pub priority_aging_ms: u64,
-    #[serde(default = "default_probe_interval_ms")]
-    pub probe_interval_ms: u64,
     #[serde(default)]
     pub breaker: BreakerConfig,
 }
@@ -87,9 +87,6 @@ fn default_queue_timeout_ms() -> u64 {
 }
 fn default_aging_ms() -> u64 {
     10_000
-}
-fn default_probe_interval_ms() -> u64 {
-    5_000
 }
 
 /// Backend wire protocol.
@@ -128,7 +125,10 @@ pub struct BreakerConfig {
 
 impl Default for BreakerConfig {
     fn default() -> Self {
-        Self { failures: default_failures(), open_ms: default_open_ms() }
+        Self {
+            failures: default_failures(),
+            open_ms: default_open_ms(),
+        }
     }
 }
 
@@ -188,56 +188,96 @@ pub struct RouteConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Parse { path: String, message: String },
     #[error("{path}: {key}: {message}")]
-    Invalid { path: String, key: String, message: String },
+    Invalid {
+        path: String,
+        key: String,
+        message: String,
+    },
 }
 
 impl FileConfig {
     /// Reads, parses and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
         Self::parse(&text).map_err(|err| match err {
-            ConfigError::Parse { message, .. } => ConfigError::Parse { path: shown.clone(), message },
-            ConfigError::Invalid { key, message, .. } => ConfigError::Invalid { path: shown.clone(), key, message },
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: shown.clone(),
+                message,
+            },
+            ConfigError::Invalid { key, message, .. } => ConfigError::Invalid {
+                path: shown.clone(),
+                key,
+                message,
+            },
             read @ ConfigError::Read { .. } => read,
         })
     }
 
     /// Parses and validates TOML text.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        let config: Self =
-            toml::from_str(text).map_err(|err| ConfigError::Parse { path: String::new(), message: err.to_string() })?;
+        let config: Self = toml::from_str(text).map_err(|err| ConfigError::Parse {
+            path: String::new(),
+            message: err.to_string(),
+        })?;
         config.validate()?;
         Ok(config)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key: String, message: String| Err(ConfigError::Invalid { path: String::new(), key, message });
+        let invalid = |key: String, message: String| {
+            Err(ConfigError::Invalid {
+                path: String::new(),
+                key,
+                message,
+            })
+        };
         if self.pools.is_empty() {
             return invalid("pool".into(), "at least one [[pool]] is required".into());
         }
         let mut pools = HashSet::new();
         for (p, pool) in self.pools.iter().enumerate() {
             if pool.name.trim().is_empty() || !pools.insert(pool.name.as_str()) {
-                return invalid(format!("pool[{p}].name"), format!("must be non-empty and unique, got `{}`", pool.name));
+                return invalid(
+                    format!("pool[{p}].name"),
+                    format!("must be non-empty and unique, got `{}`", pool.name),
+                );
             }
             if pool.endpoints.is_empty() {
-                return invalid(format!("pool[{p}].endpoint"), "at least one endpoint is required".into());
+                return invalid(
+                    format!("pool[{p}].endpoint"),
+                    "at least one endpoint is required".into(),
+                );
             }
             if pool.breaker.failures == 0 {
-                return invalid(format!("pool[{p}].breaker.failures"), "must be at least 1".into());
+                return invalid(
+                    format!("pool[{p}].breaker.failures"),
+                    "must be at least 1".into(),
+                );
             }
             if pool.queue_timeout_ms == 0 {
-                return invalid(format!("pool[{p}].queue_timeout_ms"), "must be at least 1".into());
+                return invalid(
+                    format!("pool[{p}].queue_timeout_ms"),
+                    "must be at least 1".into(),
+                );
             }
             for (e, endpoint) in pool.endpoints.iter().enumerate() {
                 let key = format!("pool[{p}].endpoint[{e}]");
                 if !(endpoint.url.starts_with("http://") || endpoint.url.starts_with("https://")) {
-                    return invalid(format!("{key}.url"), format!("must be an http(s) URL, got `{}`", endpoint.url));
+                    return invalid(
+                        format!("{key}.url"),
+                        format!("must be an http(s) URL, got `{}`", endpoint.url),
+                    );
                 }
                 if endpoint.slots == 0 {
                     return invalid(format!("{key}.slots"), "must be at least 1".into());
@@ -245,7 +285,10 @@ impl FileConfig {
                 if let Some(var) = &endpoint.api_key_env
                     && std::env::var(var).is_err()
                 {
-                    return invalid(format!("{key}.api_key_env"), format!("environment variable `{var}` is not set"));
+                    return invalid(
+                        format!("{key}.api_key_env"),
+                        format!("environment variable `{var}` is not set"),
+                    );
                 }
             }
         }
@@ -255,32 +298,49 @@ impl FileConfig {
                 if name.trim().is_empty() || name.contains('@') || !names.insert(name.as_str()) {
                     return invalid(
                         format!("model[{m}]"),
-                        format!("name or alias `{name}` must be non-empty, without `@`, and unique"),
+                        format!(
+                            "name or alias `{name}` must be non-empty, without `@`, and unique"
+                        ),
                     );
                 }
             }
             if model.versions.is_empty() {
-                return invalid(format!("model[{m}].version"), "at least one version is required".into());
+                return invalid(
+                    format!("model[{m}].version"),
+                    "at least one version is required".into(),
+                );
             }
             let mut versions = HashSet::new();
             for (v, version) in model.versions.iter().enumerate() {
                 if !versions.insert(version.name.as_str()) {
-                    return invalid(format!("model[{m}].version[{v}].name"), format!("`{}` is repeated", version.name));
+                    return invalid(
+                        format!("model[{m}].version[{v}].name"),
+                        format!("`{}` is repeated", version.name),
+                    );
                 }
                 if !pools.contains(version.pool.as_str()) {
-                    return invalid(format!("model[{m}].version[{v}].pool"), format!("no pool named `{}`", version.pool));
+                    return invalid(
+                        format!("model[{m}].version[{v}].pool"),
+                        format!("no pool named `{}`", version.pool),
+                    );
                 }
             }
             if let Some(default) = &model.default_version
                 && !versions.contains(default.as_str())
             {
-                return invalid(format!("model[{m}].default_version"), format!("no version named `{default}`"));
+                return invalid(
+                    format!("model[{m}].default_version"),
+                    format!("no version named `{default}`"),
+                );
             }
         }
         for (m, model) in self.models.iter().enumerate() {
             for fallback in &model.fallbacks {
                 if !names.contains(fallback.as_str()) || fallback == &model.name {
-                    return invalid(format!("model[{m}].fallbacks"), format!("`{fallback}` is not another model"));
+                    return invalid(
+                        format!("model[{m}].fallbacks"),
+                        format!("`{fallback}` is not another model"),
+                    );
                 }
             }
         }
@@ -288,20 +348,32 @@ impl FileConfig {
             if let Some(model) = &route.model
                 && !names.contains(model.as_str())
             {
-                return invalid(format!("route[{r}].model"), format!("no model named `{model}`"));
+                return invalid(
+                    format!("route[{r}].model"),
+                    format!("no model named `{model}`"),
+                );
             }
             if let Some(pool) = &route.pool
                 && !pools.contains(pool.as_str())
             {
-                return invalid(format!("route[{r}].pool"), format!("no pool named `{pool}`"));
+                return invalid(
+                    format!("route[{r}].pool"),
+                    format!("no pool named `{pool}`"),
+                );
             }
             if route.version.is_some() && route.model.is_none() {
-                return invalid(format!("route[{r}].version"), "a version pin needs `model`".into());
+                return invalid(
+                    format!("route[{r}].version"),
+                    "a version pin needs `model`".into(),
+                );
             }
         }
         for (tenant, weight) in &self.tenant_weights {
             if !(1..=1000).contains(weight) {
-                return invalid(format!("tenant_weights.{tenant}"), format!("must be 1 to 1000, got {weight}"));
+                return invalid(
+                    format!("tenant_weights.{tenant}"),
+                    format!("must be 1 to 1000, got {weight}"),
+                );
             }
         }
         Ok(())
@@ -336,20 +408,41 @@ mod tests {
     fn a_minimal_file_parses_with_defaults() {
         let config = FileConfig::parse(MINIMAL).unwrap();
         assert_eq!(config.pools[0].max_queue, 256);
-        assert_eq!(config.pools[0].breaker, BreakerConfig { failures: 3, open_ms: 10_000 });
+        assert_eq!(
+            config.pools[0].breaker,
+            BreakerConfig {
+                failures: 3,
+                open_ms: 10_000
+            }
+        );
         assert_eq!(config.retry.attempts, 2);
     }
 
     #[test]
     fn unknown_keys_and_bad_values_name_the_key() {
         assert!(error(&format!("{MINIMAL}\nbogus = 1")).contains("unknown field `bogus`"));
-        assert!(error(&MINIMAL.replace("slots = 4", "slots = 0")).contains("pool[0].endpoint[0].slots: must be at least 1"));
-        assert!(error(&MINIMAL.replace("pool = \"gpu\"", "pool = \"cpu\"")).contains("model[0].version[0].pool: no pool named `cpu`"));
-        assert!(error(&MINIMAL.replace("kind = \"ollama\"", "kind = \"tgi\"")).contains("unknown variant `tgi`"));
-        assert!(error(&MINIMAL.replace("http://localhost", "localhost")).contains("pool[0].endpoint[0].url"));
+        assert!(
+            error(&MINIMAL.replace("slots = 4", "slots = 0"))
+                .contains("pool[0].endpoint[0].slots: must be at least 1")
+        );
+        assert!(
+            error(&MINIMAL.replace("pool = \"gpu\"", "pool = \"cpu\""))
+                .contains("model[0].version[0].pool: no pool named `cpu`")
+        );
+        assert!(
+            error(&MINIMAL.replace("kind = \"ollama\"", "kind = \"tgi\""))
+                .contains("unknown variant `tgi`")
+        );
+        assert!(
+            error(&MINIMAL.replace("http://localhost", "localhost"))
+                .contains("pool[0].endpoint[0].url")
+        );
         let bad_route = format!("{MINIMAL}\n[[route]]\ntenant = \"a\"\npool = \"nope\"");
         assert!(error(&bad_route).contains("route[0].pool: no pool named `nope`"));
-        let missing_key = MINIMAL.replace("slots = 4", "slots = 4\napi_key_env = \"LLMGW_TEST_SURELY_UNSET\"");
+        let missing_key = MINIMAL.replace(
+            "slots = 4",
+            "slots = 4\napi_key_env = \"LLMGW_TEST_SURELY_UNSET\"",
+        );
         assert!(error(&missing_key).contains("`LLMGW_TEST_SURELY_UNSET` is not set"));
     }
 }

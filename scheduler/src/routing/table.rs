@@ -27,7 +27,8 @@ pub struct Timeouts {
 impl Timeouts {
     /// `config` over `defaults`, field by field.
     pub fn layered(config: &TimeoutsConfig, defaults: Timeouts) -> Self {
-        let ms = |value: Option<u64>, default: Duration| value.map_or(default, Duration::from_millis);
+        let ms =
+            |value: Option<u64>, default: Duration| value.map_or(default, Duration::from_millis);
         Self {
             connect: ms(config.connect_ms, defaults.connect),
             ttft: ms(config.ttft_ms, defaults.ttft),
@@ -72,7 +73,11 @@ enum Table {
     /// No config file: any model name goes unchanged to the one pool.
     Passthrough { pool: String, timeouts: Timeouts },
     /// From `SCHEDULER_CONFIG`.
-    Configured { by_name: HashMap<String, Arc<Model>>, public: Vec<String>, routes: Vec<RouteConfig> },
+    Configured {
+        by_name: HashMap<String, Arc<Model>>,
+        public: Vec<String>,
+        routes: Vec<RouteConfig>,
+    },
 }
 
 impl RouteTable {
@@ -90,12 +95,19 @@ impl RouteTable {
             }
         }
         let public = config.models.iter().map(|m| m.name.clone()).collect();
-        Self(Table::Configured { by_name, public, routes: config.routes.clone() })
+        Self(Table::Configured {
+            by_name,
+            public,
+            routes: config.routes.clone(),
+        })
     }
 
     /// No config file: every model name goes unchanged to `pool`.
     pub fn passthrough(pool: impl Into<String>, timeouts: Timeouts) -> Self {
-        Self(Table::Passthrough { pool: pool.into(), timeouts })
+        Self(Table::Passthrough {
+            pool: pool.into(),
+            timeouts,
+        })
     }
 
     /// Public model names, or `None` when models are whatever the backend has.
@@ -119,7 +131,9 @@ impl RouteTable {
                     fallbacks: Vec::new(),
                 });
             }
-            Table::Configured { by_name, routes, .. } => (by_name, routes),
+            Table::Configured {
+                by_name, routes, ..
+            } => (by_name, routes),
         };
         let (name, explicit_version) = match requested.split_once('@') {
             Some((name, version)) => (name, Some(version)),
@@ -130,15 +144,24 @@ impl RouteTable {
             .ok_or_else(|| UnknownModel(format!("model `{name}` is not served here")))?;
         let config = &model.config;
         let applies = |route: &&RouteConfig| {
-            route.tenant == tenant && route.model.as_ref().is_none_or(|m| by_name.get(m).is_some_and(|e| Arc::ptr_eq(e, model)))
+            route.tenant == tenant
+                && route
+                    .model
+                    .as_ref()
+                    .is_none_or(|m| by_name.get(m).is_some_and(|e| Arc::ptr_eq(e, model)))
         };
-        let pinned_version = routes.iter().filter(applies).find_map(|r| r.version.as_deref());
+        let pinned_version = routes
+            .iter()
+            .filter(applies)
+            .find_map(|r| r.version.as_deref());
         let version = match explicit_version.or(pinned_version) {
             Some(wanted) => config
                 .versions
                 .iter()
                 .find(|v| v.name == wanted)
-                .ok_or_else(|| UnknownModel(format!("model `{}` has no version `{wanted}`", config.name)))?,
+                .ok_or_else(|| {
+                    UnknownModel(format!("model `{}` has no version `{wanted}`", config.name))
+                })?,
             None => weighted(config, draw),
         };
         let pool = routes
@@ -264,28 +287,67 @@ mod tests {
     fn aliases_versions_and_defaults() {
         let table = table();
         let route = table.resolve("llama", "x", 0).unwrap();
-        assert_eq!((route.model.as_str(), route.version.as_str(), route.pool.as_str()), ("llama3.2", "stable", "ollama"));
+        assert_eq!(
+            (
+                route.model.as_str(),
+                route.version.as_str(),
+                route.pool.as_str()
+            ),
+            ("llama3.2", "stable", "ollama")
+        );
         assert_eq!(route.timeouts.ttft, Duration::from_secs(5), "model timeout");
         assert_eq!(route.timeouts.idle, Duration::from_secs(20), "file default");
-        assert_eq!(route.timeouts.total, Duration::from_secs(600), "built-in default");
+        assert_eq!(
+            route.timeouts.total,
+            Duration::from_secs(600),
+            "built-in default"
+        );
         assert_eq!(route.fallbacks, vec!["qwen".to_owned()]);
         let canary = table.resolve("llama3.2@canary", "x", 0).unwrap();
-        assert_eq!((canary.pool.as_str(), canary.upstream.as_str()), ("vllm", "meta-llama/Llama-3.2-3B-Instruct"));
+        assert_eq!(
+            (canary.pool.as_str(), canary.upstream.as_str()),
+            ("vllm", "meta-llama/Llama-3.2-3B-Instruct")
+        );
         assert_eq!(table.resolve("qwen", "x", 7).unwrap().version, "small");
-        assert!(table.resolve("llama3.2@nightly", "x", 0).unwrap_err().0.contains("no version `nightly`"));
-        assert!(table.resolve("gpt-5", "x", 0).unwrap_err().0.contains("`gpt-5` is not served"));
-        assert_eq!(table.public_models().unwrap(), ["llama3.2".to_owned(), "qwen".to_owned()]);
+        assert!(
+            table
+                .resolve("llama3.2@nightly", "x", 0)
+                .unwrap_err()
+                .0
+                .contains("no version `nightly`")
+        );
+        assert!(
+            table
+                .resolve("gpt-5", "x", 0)
+                .unwrap_err()
+                .0
+                .contains("`gpt-5` is not served")
+        );
+        assert_eq!(
+            table.public_models().unwrap(),
+            ["llama3.2".to_owned(), "qwen".to_owned()]
+        );
     }
 
     #[test]
     fn tenant_pins_pick_a_version_or_a_pool() {
         let table = table();
         for draw in 0..50 {
-            assert_eq!(table.resolve("llama3.2", "team-a", draw).unwrap().version, "canary");
+            assert_eq!(
+                table.resolve("llama3.2", "team-a", draw).unwrap().version,
+                "canary"
+            );
         }
         let pinned = table.resolve("qwen", "team-b", 0).unwrap();
-        assert_eq!((pinned.pool.as_str(), pinned.upstream.as_str()), ("dedicated", "qwen2.5:0.5b"));
-        assert_eq!(table.resolve("qwen", "team-a", 0).unwrap().pool, "ollama", "team-a's pin is for llama3.2 only");
+        assert_eq!(
+            (pinned.pool.as_str(), pinned.upstream.as_str()),
+            ("dedicated", "qwen2.5:0.5b")
+        );
+        assert_eq!(
+            table.resolve("qwen", "team-a", 0).unwrap().pool,
+            "ollama",
+            "team-a's pin is for llama3.2 only"
+        );
     }
 
     #[test]
@@ -293,7 +355,13 @@ mod tests {
         let table = table();
         let draws = 20_000;
         let canary = (0..draws)
-            .filter(|_| table.resolve("llama3.2", "anyone", fastrand::u64(..)).unwrap().version == "canary")
+            .filter(|_| {
+                table
+                    .resolve("llama3.2", "anyone", fastrand::u64(..))
+                    .unwrap()
+                    .version
+                    == "canary"
+            })
             .count();
         let share = canary as f64 / draws as f64;
         assert!((share - 0.10).abs() < 0.01, "canary share {share}");
@@ -303,7 +371,10 @@ mod tests {
     fn passthrough_sends_any_name_unchanged() {
         let table = RouteTable::passthrough("default", DEFAULTS);
         let route = table.resolve("whatever:7b", "t", 0).unwrap();
-        assert_eq!((route.pool.as_str(), route.upstream.as_str()), ("default", "whatever:7b"));
+        assert_eq!(
+            (route.pool.as_str(), route.upstream.as_str()),
+            ("default", "whatever:7b")
+        );
         assert!(table.public_models().is_none());
     }
 }

@@ -1,0 +1,430 @@
+//! OpenAI-compatible engines: `POST /v1/chat/completions` (SSE stream or one object),
+//! `GET /v1/models`. Streams ask for usage (`stream_options.include_usage`); when an engine
+//! does not report it, completion tokens are counted (one per content delta) and prompt tokens
+//! estimated (whitespace-separated words).
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use llmgw_proto::v1::{ChatRequest, Delta, Finish, ToolCallDelta, Usage, chat_event::Event};
+use serde_json::{Map, Value};
+
+use super::openai_wire as wire;
+use super::{Backend, BackendError, EventStream, http_client, status_error, transport_error};
+use crate::framing::sse::SseDecoder;
+
+/// Longest SSE line accepted (a non-streamed answer arrives as one body, not through SSE).
+const MAX_LINE_BYTES: usize = 16 << 20;
+
+/// One OpenAI-compatible server.
+#[derive(Debug, Clone)]
+pub struct OpenAiBackend {
+    name: String,
+    base: String,
+    api_key: Option<String>,
+    http: reqwest::Client,
+}
+
+impl OpenAiBackend {
+    /// A backend at `base` (e.g. `http://vllm:8000`; a trailing `/v1` is accepted).
+    pub fn new(
+        base: &str,
+        api_key: Option<String>,
+        connect_timeout: Duration,
+    ) -> Result<Self, BackendError> {
+        let base = base
+            .trim_end_matches('/')
+            .trim_end_matches("/v1")
+            .to_owned();
+        Ok(Self {
+            name: format!("openai@{base}"),
+            base,
+            api_key,
+            http: http_client(connect_timeout)?,
+        })
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let request = self.http.request(method, format!("{}{path}", self.base));
+        match &self.api_key {
+            Some(key) => request.bearer_auth(key),
+            None => request,
+        }
+    }
+}
+
+impl Backend for OpenAiBackend {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn chat(&self, request: ChatRequest) -> BoxFuture<'static, Result<EventStream, BackendError>> {
+        let prompt_words = request
+            .messages
+            .iter()
+            .map(|m| m.content.split_whitespace().count())
+            .sum::<usize>();
+        let stream = request.stream;
+        let model = request.model.clone();
+        let call = self
+            .request(reqwest::Method::POST, "/v1/chat/completions")
+            .json(&to_wire(request));
+        Box::pin(async move {
+            let response = call.send().await.map_err(transport_error)?;
+            let status = response.status().as_u16();
+            if status != 200 {
+                let text = response.text().await.unwrap_or_default();
+                return Err(status_error(status, &text, &model));
+            }
+            let mut state = DecodeState {
+                prompt_words: prompt_words as u32,
+                ..DecodeState::default()
+            };
+            if !stream {
+                let body = response.bytes().await.map_err(transport_error)?;
+                let events = state.on_data(&body).and_then(|mut events| {
+                    events.extend(state.finish()?);
+                    Ok(events)
+                });
+                return Ok(futures::stream::iter(match events {
+                    Ok(events) => events.into_iter().map(Ok).collect::<Vec<_>>(),
+                    Err(err) => vec![Err(err)],
+                })
+                .boxed());
+            }
+            Ok(decode_sse(response.bytes_stream(), state))
+        })
+    }
+
+    fn list_models(&self) -> BoxFuture<'static, Result<Vec<String>, BackendError>> {
+        let call = self.request(reqwest::Method::GET, "/v1/models");
+        Box::pin(async move {
+            let response = call.send().await.map_err(transport_error)?;
+            let status = response.status().as_u16();
+            if status != 200 {
+                return Err(status_error(
+                    status,
+                    &response.text().await.unwrap_or_default(),
+                    "",
+                ));
+            }
+            let list: wire::ModelList = response
+                .json()
+                .await
+                .map_err(|err| BackendError::BadResponse(format!("/v1/models: {err}")))?;
+            Ok(list.data.into_iter().map(|m| m.id).collect())
+        })
+    }
+
+    fn probe(&self) -> BoxFuture<'static, Result<(), BackendError>> {
+        let models = self.list_models();
+        Box::pin(async move { models.await.map(|_| ()) })
+    }
+}
+
+fn to_wire(request: ChatRequest) -> wire::ChatRequest {
+    let mut options: Map<String, Value> =
+        serde_json::from_str(&request.extra_json).unwrap_or_default();
+    if let Some(s) = request.sampling {
+        let mut put = |key: &str, value: Option<Value>| {
+            if let Some(value) = value {
+                options.insert(key.to_owned(), value);
+            }
+        };
+        put("temperature", s.temperature.map(Value::from));
+        put("top_p", s.top_p.map(Value::from));
+        put("max_tokens", s.max_tokens.map(Value::from));
+        put("seed", s.seed.map(Value::from));
+        put("presence_penalty", s.presence_penalty.map(Value::from));
+        put("frequency_penalty", s.frequency_penalty.map(Value::from));
+        put("stop", (!s.stop.is_empty()).then(|| Value::from(s.stop)));
+    }
+    let messages = request
+        .messages
+        .into_iter()
+        .map(|m| wire::Message {
+            role: m.role,
+            content: m.content,
+            name: (!m.name.is_empty()).then_some(m.name),
+            tool_calls: m
+                .tool_calls
+                .into_iter()
+                .map(|call| wire::ToolCall {
+                    id: call.id,
+                    kind: if call.r#type.is_empty() {
+                        "function".to_owned()
+                    } else {
+                        call.r#type
+                    },
+                    function: wire::FunctionCall {
+                        name: call.name,
+                        arguments: call.arguments_json,
+                    },
+                })
+                .collect(),
+            tool_call_id: (!m.tool_call_id.is_empty()).then_some(m.tool_call_id),
+        })
+        .collect();
+    let tools = request
+        .tools
+        .into_iter()
+        .map(|tool| {
+            let parameters = serde_json::from_str::<Value>(&tool.parameters_json).unwrap_or(Value::Object(Map::new()));
+            serde_json::json!({
+                "type": "function",
+                "function": { "name": tool.name, "description": tool.description, "parameters": parameters },
+            })
+        })
+        .collect();
+    wire::ChatRequest {
+        model: request.model,
+        messages,
+        stream: request.stream,
+        stream_options: request.stream.then_some(wire::StreamOptions {
+            include_usage: true,
+        }),
+        tools,
+        tool_choice: serde_json::from_str(&request.tool_choice_json).ok(),
+        options,
+    }
+}
+
+fn decode_sse<S, E>(body: S, mut state: DecodeState) -> EventStream
+where
+    S: futures::Stream<Item = Result<bytes::Bytes, E>> + Send + 'static,
+    E: std::error::Error + Send + 'static,
+{
+    Box::pin(async_stream::stream! {
+        let mut decoder = SseDecoder::new(MAX_LINE_BYTES);
+        let mut body = std::pin::pin!(body);
+        while let Some(chunk) = body.next().await {
+            let events = match chunk {
+                Ok(chunk) => match decoder.push(&chunk) {
+                    Ok(events) => events,
+                    Err(err) => {
+                        yield Err(BackendError::BadResponse(err.to_string()));
+                        return;
+                    }
+                },
+                Err(err) => {
+                    yield Err(BackendError::Interrupted(super::error_chain(&err)));
+                    return;
+                }
+            };
+            for event in events {
+                if event.data == "[DONE]" {
+                    match state.finish() {
+                        Ok(last) => for item in last { yield Ok(item) },
+                        Err(err) => yield Err(err),
+                    }
+                    return;
+                }
+                match state.on_data(event.data.as_bytes()) {
+                    Ok(items) => for item in items { yield Ok(item) },
+                    Err(err) => {
+                        yield Err(err);
+                        return;
+                    }
+                }
+            }
+        }
+        // No [DONE]: fine if the generation finished, an interruption otherwise.
+        match state.finish() {
+            Ok(last) => for item in last { yield Ok(item) },
+            Err(err) => yield Err(err),
+        }
+    })
+}
+
+/// Turns chunks into events, holding finish and usage back to the end so the order is always
+/// deltas, finish, usage.
+#[derive(Debug, Default)]
+struct DecodeState {
+    prompt_words: u32,
+    deltas: u32,
+    finish_reason: Option<String>,
+    usage: Option<wire::Usage>,
+    saw_tool_calls: bool,
+    finished: bool,
+}
+
+impl DecodeState {
+    fn on_data(&mut self, data: &[u8]) -> Result<Vec<Event>, BackendError> {
+        let chunk: wire::Chunk = serde_json::from_slice(data).map_err(|err| {
+            BackendError::BadResponse(format!("not an OpenAI chat chunk ({err})"))
+        })?;
+        if let Some(error) = chunk.error {
+            let message = error
+                .get("message")
+                .and_then(Value::as_str)
+                .map_or_else(|| error.to_string(), str::to_owned);
+            return Err(BackendError::Interrupted(message));
+        }
+        if chunk.usage.is_some() {
+            self.usage = chunk.usage;
+        }
+        let mut events = Vec::new();
+        for choice in chunk.choices {
+            let delta = choice.delta.unwrap_or_default();
+            let tool_calls: Vec<ToolCallDelta> = delta
+                .tool_calls
+                .unwrap_or_default()
+                .into_iter()
+                .map(|call| {
+                    let function = call.function.unwrap_or(wire::FunctionChunk {
+                        name: None,
+                        arguments: None,
+                    });
+                    ToolCallDelta {
+                        index: call.index.unwrap_or(0),
+                        id: call.id.unwrap_or_default(),
+                        r#type: call.kind.unwrap_or_else(|| "function".to_owned()),
+                        name: function.name.unwrap_or_default(),
+                        arguments: function.arguments.unwrap_or_default(),
+                    }
+                })
+                .collect();
+            let content = delta.content.unwrap_or_default();
+            if !content.is_empty() || !tool_calls.is_empty() {
+                self.saw_tool_calls |= !tool_calls.is_empty();
+                self.deltas += 1;
+                events.push(Event::Delta(Delta {
+                    content,
+                    tool_calls,
+                }));
+            }
+            if let Some(reason) = choice.finish_reason {
+                self.finish_reason = Some(reason);
+            }
+        }
+        Ok(events)
+    }
+
+    fn finish(&mut self) -> Result<Vec<Event>, BackendError> {
+        if self.finished {
+            return Ok(Vec::new());
+        }
+        let Some(reason) = self.finish_reason.take() else {
+            return Err(BackendError::Interrupted(
+                "stream ended before the generation finished".to_owned(),
+            ));
+        };
+        self.finished = true;
+        let reason = match reason.as_str() {
+            "length" => "length",
+            "tool_calls" | "function_call" => "tool_calls",
+            _ if self.saw_tool_calls => "tool_calls",
+            _ => "stop",
+        };
+        let usage = self.usage.unwrap_or(wire::Usage {
+            prompt_tokens: self.prompt_words,
+            completion_tokens: self.deltas,
+        });
+        Ok(vec![
+            Event::Finish(Finish {
+                reason: reason.to_owned(),
+            }),
+            Event::Usage(Usage {
+                prompt_tokens: usage.prompt_tokens,
+                completion_tokens: usage.completion_tokens,
+            }),
+        ])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn collect(body: &'static [&'static [u8]]) -> Vec<Result<Event, String>> {
+        let chunks = futures::stream::iter(
+            body.iter()
+                .map(|c| Ok::<_, std::io::Error>(bytes::Bytes::from_static(c))),
+        );
+        decode_sse(
+            chunks,
+            DecodeState {
+                prompt_words: 4,
+                ..Default::default()
+            },
+        )
+        .map(|r| r.map_err(|e| e.reason().to_owned()))
+        .collect()
+        .await
+    }
+
+    fn delta(text: &str) -> Result<Event, String> {
+        Ok(Event::Delta(Delta {
+            content: text.into(),
+            tool_calls: vec![],
+        }))
+    }
+
+    #[tokio::test]
+    async fn sse_chunks_become_deltas_then_finish_then_reported_usage() {
+        let events = collect(&[
+            b"data: {\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\ndata: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n",
+            b"\ndata: {\"choices\":[{\"delta\":{},\"finish_reason\":\"length\"}]}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":1}}\n\ndata: [DONE]\n\n",
+        ])
+        .await;
+        assert_eq!(
+            events,
+            vec![
+                delta("Hi"),
+                Ok(Event::Finish(Finish {
+                    reason: "length".into()
+                })),
+                Ok(Event::Usage(Usage {
+                    prompt_tokens: 9,
+                    completion_tokens: 1
+                })),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn usage_is_counted_when_the_engine_does_not_report_it() {
+        let events = collect(&[b"data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\ndata: {\"choices\":[{\"delta\":{\"content\":\" b\"},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n"]).await;
+        assert_eq!(
+            events.last(),
+            Some(&Ok(Event::Usage(Usage {
+                prompt_tokens: 4,
+                completion_tokens: 2
+            })))
+        );
+    }
+
+    #[tokio::test]
+    async fn garbage_cut_streams_and_error_events_fail_with_reasons() {
+        assert_eq!(
+            collect(&[b"data: <html>\n\n"]).await,
+            vec![Err("backend_bad_response".into())]
+        );
+        let cut = collect(&[b"data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n"]).await;
+        assert_eq!(cut, vec![delta("a"), Err("backend_interrupted".into())]);
+        let error = collect(&[b"data: {\"error\":{\"message\":\"out of memory\"}}\n\n"]).await;
+        assert_eq!(error, vec![Err("backend_interrupted".into())]);
+    }
+
+    #[tokio::test]
+    async fn streamed_tool_call_pieces_pass_through() {
+        let events = collect(&[b"data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_1\",\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"{\\\"a\\\"\"}}]}}]}\n\ndata: {\"choices\":[{\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\ndata: [DONE]\n\n"]).await;
+        let Ok(Event::Delta(delta)) = &events[0] else {
+            panic!("{events:?}")
+        };
+        assert_eq!(
+            (
+                delta.tool_calls[0].id.as_str(),
+                delta.tool_calls[0].name.as_str()
+            ),
+            ("call_1", "f")
+        );
+        assert_eq!(
+            events[1],
+            Ok(Event::Finish(Finish {
+                reason: "tool_calls".into()
+            }))
+        );
+    }
+}

@@ -1,0 +1,113 @@
+//! One backend endpoint inside a pool: its backend client, slots, in-flight count, breaker,
+//! probe result, loaded models and a latency average — everything load balancing looks at.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::backend::Backend;
+use crate::breaker::Breaker;
+use crate::routing::config::{BreakerConfig, EndpointConfig};
+
+/// One endpoint and its live state.
+#[derive(Debug)]
+pub struct Endpoint {
+    pub config: EndpointConfig,
+    pub backend: Arc<dyn Backend>,
+    pub breaker: Breaker,
+    outstanding: AtomicUsize,
+    probe_ok: AtomicBool,
+    loaded: Mutex<HashSet<String>>,
+    /// Moving average of time to first token, microseconds (0 = no sample).
+    ttft_us: AtomicU64,
+}
+
+impl Endpoint {
+    pub fn new(config: EndpointConfig, backend: Arc<dyn Backend>, breaker: BreakerConfig) -> Self {
+        Self {
+            config,
+            backend,
+            breaker: Breaker::new(breaker),
+            outstanding: AtomicUsize::new(0),
+            // Optimistic until the first probe says otherwise (it runs at start).
+            probe_ok: AtomicBool::new(true),
+            loaded: Mutex::new(HashSet::new()),
+            ttft_us: AtomicU64::new(0),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        self.backend.name()
+    }
+
+    /// Requests being served now.
+    pub fn outstanding(&self) -> usize {
+        self.outstanding.load(Ordering::Relaxed)
+    }
+
+    /// Answers its probe and its breaker is not open.
+    pub fn available(&self) -> bool {
+        self.probe_ok.load(Ordering::Relaxed) && self.breaker.counts()
+    }
+
+    pub fn probe_ok(&self) -> bool {
+        self.probe_ok.load(Ordering::Relaxed)
+    }
+
+    pub fn set_probe(&self, ok: bool, loaded: Option<Vec<String>>) {
+        self.probe_ok.store(ok, Ordering::Relaxed);
+        if let Some(loaded) = loaded {
+            *self.loaded.lock().unwrap_or_else(|p| p.into_inner()) = loaded.into_iter().collect();
+        }
+    }
+
+    /// Whether `model` is loaded here (or the endpoint never said).
+    pub fn has_loaded(&self, model: &str) -> bool {
+        let loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        let latest = format!("{model}:latest");
+        loaded.contains(model) || loaded.contains(&latest)
+    }
+
+    /// Load relative to slots, for least-loaded choice.
+    pub fn load(&self) -> f64 {
+        self.outstanding() as f64 / self.config.slots.max(1) as f64
+    }
+
+    pub fn ttft_estimate(&self) -> Duration {
+        Duration::from_micros(self.ttft_us.load(Ordering::Relaxed))
+    }
+
+    pub fn record_ttft(&self, ttft: Duration) {
+        let sample = ttft.as_micros().min(u128::from(u64::MAX)) as u64;
+        let old = self.ttft_us.load(Ordering::Relaxed);
+        let new = if old == 0 {
+            sample
+        } else {
+            old - old / 4 + sample / 4
+        };
+        self.ttft_us.store(new, Ordering::Relaxed);
+    }
+
+    /// Counts a request as in flight here until the guard drops.
+    pub fn begin(self: &Arc<Self>) -> InFlight {
+        self.outstanding.fetch_add(1, Ordering::Relaxed);
+        InFlight(Arc::clone(self))
+    }
+}
+
+/// A request in flight on an endpoint.
+#[derive(Debug)]
+pub struct InFlight(Arc<Endpoint>);
+
+impl InFlight {
+    pub fn endpoint(&self) -> &Arc<Endpoint> {
+        &self.0
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.outstanding.fetch_sub(1, Ordering::Relaxed);
+    }
+}
