@@ -10,7 +10,9 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
-use llmgw_proto::v1::{ChatEvent, ChatRequest, Priority, Queued, Started, chat_event::Event};
+use llmgw_proto::v1::{
+    ChatEvent, ChatRequest, Delta, Priority, Queued, Started, chat_event::Event,
+};
 use tokio::time::Instant;
 use tonic::Status;
 
@@ -169,6 +171,45 @@ fn blame(pool: &Pool, endpoint: &Endpoint, err: &SchedulerError, span: &tracing:
     }
 }
 
+/// Passes events on; for non-streamed requests, gathers the deltas into one, sent just before
+/// the finish.
+#[derive(Debug)]
+struct Relay {
+    gathered: Option<Delta>,
+}
+
+impl Relay {
+    fn new(stream: bool) -> Self {
+        Self {
+            gathered: (!stream).then(Delta::default),
+        }
+    }
+
+    fn push(&mut self, event: Event) -> Vec<Event> {
+        match (&mut self.gathered, event) {
+            (Some(gathered), Event::Delta(delta)) => {
+                gathered.content.push_str(&delta.content);
+                for piece in delta.tool_calls {
+                    match gathered
+                        .tool_calls
+                        .iter_mut()
+                        .find(|call| call.index == piece.index)
+                    {
+                        Some(call) => call.arguments.push_str(&piece.arguments),
+                        None => gathered.tool_calls.push(piece),
+                    }
+                }
+                Vec::new()
+            }
+            (gathered @ Some(_), finish @ Event::Finish(_)) => {
+                let whole = gathered.take().map(Event::Delta);
+                whole.into_iter().chain([finish]).collect()
+            }
+            (_, other) => vec![other],
+        }
+    }
+}
+
 /// The event stream of one request.
 pub fn run(job: Job) -> impl Stream<Item = Result<ChatEvent, Status>> + Send {
     async_stream::stream! {
@@ -233,7 +274,9 @@ pub fn run(job: Job) -> impl Stream<Item = Result<ChatEvent, Status>> + Send {
             attempts_left -= 1;
             tried.push(index);
             let in_flight = endpoint.begin();
-            let attempt = ChatRequest { model: route.upstream.clone(), ..request.clone() };
+            // Backends always stream: first-token and idle timeouts, and cancellation, then work
+            // the same for non-streamed requests, whose answer is assembled below.
+            let attempt = ChatRequest { model: route.upstream.clone(), stream: true, ..request.clone() };
             match first_token(&endpoint, attempt, &route.timeouts, &budget).await {
                 Ok((first, rest)) => {
                     endpoint.breaker.on_success();
@@ -265,7 +308,10 @@ pub fn run(job: Job) -> impl Stream<Item = Result<ChatEvent, Status>> + Send {
             priority: priority_of(ask.class) as i32,
             tenant: ask.tenant.to_string(),
         })));
-        yield Ok(event(first));
+        let mut relay = Relay::new(request.stream);
+        for out in relay.push(first) {
+            yield Ok(event(out));
+        }
         let idle = route.timeouts.idle;
         let mut completion_tokens = 0;
         loop {
@@ -275,7 +321,9 @@ pub fn run(job: Job) -> impl Stream<Item = Result<ChatEvent, Status>> + Send {
                     if let Event::Usage(usage) = &next {
                         completion_tokens = usage.completion_tokens;
                     }
-                    yield Ok(event(next));
+                    for out in relay.push(next) {
+                        yield Ok(event(out));
+                    }
                 }
                 Ok(Some(Err(err))) => {
                     let err = SchedulerError::from(err);

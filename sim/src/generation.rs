@@ -69,11 +69,11 @@ pub enum Step {
 pub fn run(
     plan: Plan,
     config: &SimConfig,
+    fault: Fault,
     mut slot: SlotGuard,
 ) -> impl Stream<Item = Step> + Send + 'static {
     let ttft = config.time_to_first_token();
     let tpot = config.time_per_token();
-    let fault = config.fault;
     async_stream::stream! {
         pause(ttft).await;
         if fault == Fault::Garbage {

@@ -45,7 +45,8 @@ pub async fn chat(State(sim): State<Sim>, body: Bytes) -> Response {
             ),
         );
     };
-    if let Fault::Status(code) = sim.config.fault {
+    let fault = sim.fault();
+    if let Fault::Status(code) = fault {
         let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         return error(status, "simulated upstream failure");
     }
@@ -69,7 +70,7 @@ pub async fn chat(State(sim): State<Sim>, body: Bytes) -> Response {
             "server busy, please try again.  maximum pending requests exceeded",
         );
     };
-    let steps = run(plan.clone(), &sim.config, slot);
+    let steps = run(plan.clone(), &sim.config, fault, slot);
     if request.stream.unwrap_or(true) {
         let lines = steps.map(move |step| frame_line(&plan, step));
         return crate::server::streaming_response("application/x-ndjson", lines);

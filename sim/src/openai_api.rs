@@ -49,7 +49,8 @@ pub async fn chat(State(sim): State<Sim>, body: Bytes) -> Response {
         let message = format!("The model `{}` does not exist", request.model);
         return error(StatusCode::NOT_FOUND, "invalid_request_error", message);
     };
-    if let Fault::Status(code) = sim.config.fault {
+    let fault = sim.fault();
+    if let Fault::Status(code) = fault {
         let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         return error(status, "server_error", "simulated upstream failure");
     }
@@ -68,7 +69,7 @@ pub async fn chat(State(sim): State<Sim>, body: Bytes) -> Response {
         );
     };
     let id = format!("chatcmpl-sim{}", sim.slots.stats().snapshot().requests);
-    let steps = run(plan.clone(), &sim.config, slot);
+    let steps = run(plan.clone(), &sim.config, fault, slot);
     if request.stream {
         let include_usage = request
             .stream_options

@@ -1,21 +1,21 @@
 //! The simulator's HTTP server: routes, shared state, and [`serve`] / [`spawn`] for tests.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::Json;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{StatusCode, header};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::serve::ListenerExt;
 use futures::Stream;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::SimConfig;
+use crate::config::{Fault, SimConfig};
 use crate::slots::{Slots, StatsSnapshot};
 use crate::{ollama_api, openai_api};
 
@@ -24,14 +24,24 @@ use crate::{ollama_api, openai_api};
 pub struct Sim {
     pub(crate) config: Arc<SimConfig>,
     pub(crate) slots: Slots,
+    fault: Arc<Mutex<Fault>>,
 }
 
-/// The router for `config`, with the slot state it closes over.
-pub fn router(config: SimConfig) -> (Router, Slots) {
+impl Sim {
+    /// The fault applied to requests arriving now.
+    pub(crate) fn fault(&self) -> Fault {
+        *self.fault.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The router for `config`, with the state it closes over.
+pub fn router(config: SimConfig) -> (Router, Sim) {
     let slots = Slots::new(config.slots, config.overflow, config.max_queue);
+    let fault = Arc::new(Mutex::new(config.fault));
     let sim = Sim {
         config: Arc::new(config),
-        slots: slots.clone(),
+        slots,
+        fault,
     };
     let router = Router::new()
         .route("/", get(|| async { "Ollama is running" }))
@@ -42,8 +52,20 @@ pub fn router(config: SimConfig) -> (Router, Slots) {
         .route("/v1/chat/completions", post(openai_api::chat))
         .route("/v1/models", get(openai_api::models))
         .route("/sim/stats", get(stats))
-        .with_state(sim);
-    (router, slots)
+        .route("/sim/fault", put(set_fault))
+        .with_state(sim.clone());
+    (router, sim)
+}
+
+/// `PUT /sim/fault` with a fault in the `SIM_FAULT` grammar: applies to requests from now on.
+async fn set_fault(State(sim): State<Sim>, body: String) -> (StatusCode, String) {
+    match body.trim().parse::<Fault>() {
+        Ok(fault) => {
+            *sim.fault.lock().unwrap_or_else(|p| p.into_inner()) = fault;
+            (StatusCode::OK, format!("{fault:?}"))
+        }
+        Err(err) => (StatusCode::BAD_REQUEST, err.to_string()),
+    }
 }
 
 async fn stats(State(sim): State<Sim>) -> Json<StatsSnapshot> {
@@ -56,7 +78,7 @@ pub async fn serve(
     config: SimConfig,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let (router, _slots) = router(config);
+    let (router, _sim) = router(config);
     // Nagle plus delayed ACKs would add ~40 ms to every small token write.
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
@@ -71,7 +93,7 @@ pub async fn serve(
 pub struct SimHandle {
     /// Where it listens.
     pub addr: SocketAddr,
-    slots: Slots,
+    sim: Sim,
     shutdown: CancellationToken,
 }
 
@@ -83,7 +105,12 @@ impl SimHandle {
 
     /// Current counters, read in-process (no HTTP round trip).
     pub fn stats(&self) -> StatsSnapshot {
-        self.slots.stats().snapshot()
+        self.sim.slots.stats().snapshot()
+    }
+
+    /// Changes the fault for requests arriving from now on.
+    pub fn set_fault(&self, fault: Fault) {
+        *self.sim.fault.lock().unwrap_or_else(|p| p.into_inner()) = fault;
     }
 }
 
@@ -97,7 +124,7 @@ impl Drop for SimHandle {
 pub async fn spawn(config: SimConfig) -> std::io::Result<SimHandle> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let (router, slots) = router(config);
+    let (router, sim) = router(config);
     let shutdown = CancellationToken::new();
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
@@ -112,7 +139,7 @@ pub async fn spawn(config: SimConfig) -> std::io::Result<SimHandle> {
     });
     Ok(SimHandle {
         addr,
-        slots,
+        sim,
         shutdown,
     })
 }

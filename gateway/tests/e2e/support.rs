@@ -14,7 +14,9 @@ use tokio_util::sync::CancellationToken;
 
 /// A running sim + scheduler + gateway.
 pub struct Stack {
-    pub sim: Option<SimHandle>,
+    pub sims: Vec<SimHandle>,
+    /// The scheduler's config file, for fleets (removed on drop).
+    pub config_path: Option<std::path::PathBuf>,
     pub topologies: Arc<Topologies>,
     pub gateway: SocketAddr,
     pub http: reqwest::Client,
@@ -24,7 +26,19 @@ pub struct Stack {
 impl Drop for Stack {
     fn drop(&mut self) {
         self.shutdown.cancel();
+        if let Some(path) = &self.config_path {
+            let _ = std::fs::remove_file(path);
+        }
     }
+}
+
+/// A fresh path for a scheduler config file.
+pub fn temp_config_path() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!(
+        "llmgw-test-{}-{:016x}.toml",
+        std::process::id(),
+        fastrand::u64(..)
+    ))
 }
 
 /// A loopback address nothing listens on.
@@ -56,16 +70,52 @@ impl Stack {
         tune_scheduler: impl FnOnce(&mut scheduler::Config),
         tune_gateway: impl FnOnce(&mut gateway::Config),
     ) -> Self {
-        let shutdown = CancellationToken::new();
-        let sim = match sim {
-            Some(config) => Some(llm_sim::spawn(config).await.unwrap()),
-            None => None,
+        let sims = match sim {
+            Some(config) => vec![llm_sim::spawn(config).await.unwrap()],
+            None => Vec::new(),
         };
-        let backend = match &sim {
+        let backend = match sims.first() {
             Some(sim) => sim.base_url(),
             None => format!("http://{}", closed_port().await),
         };
-        let mut scheduler_config = scheduler::Config::for_backend(backend);
+        let scheduler_config = scheduler::Config::for_backend(backend);
+        Self::launch(sims, None, scheduler_config, tune_scheduler, tune_gateway).await
+    }
+
+    /// Several sims behind a scheduler configured by the TOML `config` builds from their base
+    /// URLs; waits until ready.
+    pub async fn fleet(
+        sims: Vec<SimConfig>,
+        config: impl FnOnce(&[String]) -> String,
+        tune_scheduler: impl FnOnce(&mut scheduler::Config),
+    ) -> Self {
+        let mut handles = Vec::new();
+        for sim in sims {
+            handles.push(llm_sim::spawn(sim).await.unwrap());
+        }
+        let urls: Vec<String> = handles.iter().map(SimHandle::base_url).collect();
+        let path = temp_config_path();
+        std::fs::write(&path, config(&urls)).unwrap();
+        let mut scheduler_config = scheduler::Config::for_backend("http://unused");
+        scheduler_config.config_file = Some(path.display().to_string());
+        Self::launch(
+            handles,
+            Some(path),
+            scheduler_config,
+            tune_scheduler,
+            |_| {},
+        )
+        .await
+    }
+
+    async fn launch(
+        sims: Vec<SimHandle>,
+        config_path: Option<std::path::PathBuf>,
+        mut scheduler_config: scheduler::Config,
+        tune_scheduler: impl FnOnce(&mut scheduler::Config),
+        tune_gateway: impl FnOnce(&mut gateway::Config),
+    ) -> Self {
+        let shutdown = CancellationToken::new();
         scheduler_config.probe_interval_ms = 100;
         tune_scheduler(&mut scheduler_config);
         let scheduler_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -93,13 +143,14 @@ impl Stack {
             .build()
             .unwrap();
         let stack = Self {
-            sim,
+            sims,
+            config_path,
             topologies,
             gateway,
             http,
             shutdown,
         };
-        if stack.sim.is_some() {
+        if !stack.sims.is_empty() {
             stack.wait_ready().await;
         }
         stack
@@ -110,7 +161,7 @@ impl Stack {
     }
 
     pub fn sim(&self) -> &SimHandle {
-        self.sim.as_ref().expect("this stack has a sim")
+        self.sims.first().expect("this stack has a sim")
     }
 
     /// Admission state of the default pool.

@@ -1,0 +1,168 @@
+//! Several endpoints in one pool: failover when one is down, the breaker opening and closing,
+//! slower endpoints getting less traffic, and retries that stop at the first byte.
+
+use std::time::Duration;
+
+use llm_sim::{Fault, SimConfig, completion_text};
+use serde_json::json;
+
+use crate::support::{
+    SseData, Stack, chat_body, closed_port, eventually, quick_sim, sse_data, streamed_text,
+};
+
+fn pool_of(urls: &[String], breaker: &str) -> String {
+    let endpoints: String = urls
+        .iter()
+        .map(|url| format!("[[pool.endpoint]]\nurl = \"{url}\"\nkind = \"ollama\"\nslots = 4\n"))
+        .collect();
+    format!(
+        "[[pool]]\nname = \"gpus\"\n{breaker}\n{endpoints}\n[[model]]\nname = \"m\"\n[[model.version]]\nname = \"v1\"\npool = \"gpus\"\nupstream = \"llama3.2\"\n"
+    )
+}
+
+#[tokio::test]
+async fn a_dead_endpoint_is_skipped_and_every_request_succeeds() {
+    let dead = format!("http://{}", closed_port().await);
+    let stack = Stack::fleet(
+        vec![quick_sim()],
+        |urls| pool_of(&[dead.clone(), urls[0].clone()], ""),
+        |_| {},
+    )
+    .await;
+    for _ in 0..10 {
+        let response = stack.chat(chat_body("m", "failover")).await;
+        assert_eq!(response.status(), 200);
+    }
+    assert_eq!(stack.sims[0].stats().completed, 10);
+    let pool = stack.pool("gpus");
+    assert!(
+        !pool.endpoints[0].available(),
+        "the dead endpoint is out of the pool"
+    );
+    assert_eq!(pool.capacity(), 4);
+}
+
+#[tokio::test]
+async fn the_breaker_opens_on_failures_and_closes_after_a_good_trial() {
+    let flaky = SimConfig {
+        fault: Fault::Status(500),
+        ..quick_sim()
+    };
+    let breaker = "[pool.breaker]\nfailures = 2\nopen_ms = 300";
+    let stack = Stack::fleet(
+        vec![flaky, quick_sim()],
+        |urls| pool_of(urls, breaker),
+        |_| {},
+    )
+    .await;
+    let pool = stack.pool("gpus");
+    for _ in 0..4 {
+        assert_eq!(
+            stack.chat(chat_body("m", "x")).await.status(),
+            200,
+            "retried on the healthy endpoint"
+        );
+    }
+    assert_eq!(pool.endpoints[0].breaker.state_name(), "open");
+    assert_eq!(
+        stack.sims[0].stats().requests,
+        2,
+        "no more traffic once open"
+    );
+
+    stack.sims[0].set_fault(Fault::None);
+    eventually("breaker half-open", Duration::from_secs(3), || {
+        pool.endpoints[0].breaker.state_name() == "half_open"
+    })
+    .await;
+    // Both idle: the recovered endpoint (index 0) gets the trial.
+    assert_eq!(stack.chat(chat_body("m", "trial")).await.status(), 200);
+    assert_eq!(pool.endpoints[0].breaker.state_name(), "closed");
+    assert_eq!(stack.sims[0].stats().completed, 1);
+}
+
+#[tokio::test]
+async fn a_slow_endpoint_gets_less_traffic() {
+    let fast = SimConfig {
+        ttft_ms: 5,
+        tpot_ms: 2,
+        output_tokens: 8,
+        ..SimConfig::default()
+    };
+    let slow = SimConfig {
+        ttft_ms: 150,
+        tpot_ms: 20,
+        output_tokens: 8,
+        ..SimConfig::default()
+    };
+    let stack = Stack::fleet(vec![slow, fast], |urls| pool_of(urls, ""), |_| {}).await;
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let (http, url) = (stack.http.clone(), stack.url("/v1/chat/completions"));
+        workers.push(tokio::spawn(async move {
+            for _ in 0..10 {
+                let response = http
+                    .post(&url)
+                    .json(&chat_body("m", "spread"))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 200);
+            }
+        }));
+    }
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    let (slow, fast) = (
+        stack.sims[0].stats().requests,
+        stack.sims[1].stats().requests,
+    );
+    assert_eq!(slow + fast, 40);
+    assert!(fast >= 2 * slow, "fast {fast} vs slow {slow}");
+}
+
+#[tokio::test]
+async fn retries_happen_before_the_first_token_and_never_after() {
+    let failing = SimConfig {
+        fault: Fault::Status(503),
+        ..quick_sim()
+    };
+    let stack = Stack::fleet(vec![failing, quick_sim()], |urls| pool_of(urls, ""), |_| {}).await;
+    let response = stack.chat(chat_body("m", "retry me")).await;
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        completion_text("retry me", 0, 8)
+    );
+    assert_eq!(
+        (
+            stack.sims[0].stats().requests,
+            stack.sims[1].stats().requests
+        ),
+        (1, 1)
+    );
+
+    // Now the first endpoint fails after two tokens: the stream ends with an error, and the
+    // second endpoint never sees the request (no duplicated or spliced output).
+    stack.sims[0].set_fault(Fault::DropAfter(2));
+    let pool = stack.pool("gpus");
+    pool.endpoints[0].breaker.on_success();
+    let before = stack.sims[1].stats().requests;
+    let mut body = chat_body("m", "no splice");
+    body["stream"] = json!(true);
+    let response = stack.chat(body).await;
+    assert_eq!(response.status(), 200);
+    let events = sse_data(&response.text().await.unwrap());
+    assert_eq!(streamed_text(&events), completion_text("no splice", 0, 2));
+    let SseData::Json(last) = events.last().unwrap() else {
+        panic!()
+    };
+    assert_eq!(last["error"]["code"], "backend_interrupted");
+    assert_eq!(
+        stack.sims[1].stats().requests,
+        before,
+        "no retry after the first token"
+    );
+}
