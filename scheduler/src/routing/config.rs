@@ -203,14 +203,17 @@ pub enum ConfigError {
 }
 
 impl FileConfig {
-    /// Reads, parses and validates the file at `path`.
+    /// Reads, parses and validates the file at `path`, including that every `api_key_env`
+    /// is set in this process's environment.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let shown = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: shown.clone(),
             source,
         })?;
-        Self::parse(&text).map_err(|err| match err {
+        let checked =
+            Self::parse(&text).and_then(|config| config.check_environment().map(|()| config));
+        checked.map_err(|err| match err {
             ConfigError::Parse { message, .. } => ConfigError::Parse {
                 path: shown.clone(),
                 message,
@@ -232,6 +235,24 @@ impl FileConfig {
         })?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// Every endpoint's `api_key_env` names a variable that is set.
+    pub fn check_environment(&self) -> Result<(), ConfigError> {
+        for (p, pool) in self.pools.iter().enumerate() {
+            for (e, endpoint) in pool.endpoints.iter().enumerate() {
+                if let Some(var) = &endpoint.api_key_env
+                    && std::env::var(var).is_err()
+                {
+                    return Err(ConfigError::Invalid {
+                        path: String::new(),
+                        key: format!("pool[{p}].endpoint[{e}].api_key_env"),
+                        message: format!("environment variable `{var}` is not set"),
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -281,14 +302,6 @@ impl FileConfig {
                 }
                 if endpoint.slots == 0 {
                     return invalid(format!("{key}.slots"), "must be at least 1".into());
-                }
-                if let Some(var) = &endpoint.api_key_env
-                    && std::env::var(var).is_err()
-                {
-                    return invalid(
-                        format!("{key}.api_key_env"),
-                        format!("environment variable `{var}` is not set"),
-                    );
                 }
             }
         }
@@ -443,6 +456,16 @@ mod tests {
             "slots = 4",
             "slots = 4\napi_key_env = \"LLMGW_TEST_SURELY_UNSET\"",
         );
-        assert!(error(&missing_key).contains("`LLMGW_TEST_SURELY_UNSET` is not set"));
+        let parsed = FileConfig::parse(&missing_key).unwrap();
+        let err = parsed.check_environment().unwrap_err().to_string();
+        assert!(err.contains("pool[0].endpoint[0].api_key_env: environment variable `LLMGW_TEST_SURELY_UNSET` is not set"), "{err}");
+    }
+
+    #[test]
+    fn the_documented_example_is_valid() {
+        let example = include_str!("../../../deploy/scheduler.example.toml");
+        let config = FileConfig::parse(example).unwrap();
+        assert_eq!(config.pools.len(), 3);
+        assert!(config.models.iter().any(|m| m.name == "llama3.2"));
     }
 }
