@@ -20,8 +20,15 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// A label for logs and the `started` event, e.g. `ollama@http://host:11434`.
     fn name(&self) -> &str;
     /// Starts a generation. Resolves once the backend accepted the request (response head
-    /// received); dropping the returned stream closes the upstream request.
-    fn chat(&self, request: ChatRequest) -> BoxFuture<'static, Result<EventStream, BackendError>>;
+    /// received); dropping the returned stream closes the upstream request. `trace` holds the
+    /// W3C trace-context headers to send, so engines can continue the trace.
+    fn chat(
+        &self,
+        request: ChatRequest,
+        trace: http::HeaderMap,
+    ) -> BoxFuture<'static, Result<EventStream, BackendError>>;
+    /// `gen_ai.provider.name` of this protocol.
+    fn provider(&self) -> &'static str;
     /// Model names the backend serves.
     fn list_models(&self) -> BoxFuture<'static, Result<Vec<String>, BackendError>>;
     /// Cheap liveness probe.

@@ -13,8 +13,10 @@ use futures::{Stream, StreamExt};
 use llmgw_proto::v1::{
     ChatEvent, ChatRequest, Delta, Priority, Queued, Started, chat_event::Event,
 };
+use llmgw_telemetry::TraceContext;
 use tokio::time::Instant;
 use tonic::Status;
+use tracing::Instrument;
 
 use crate::admission::{Ask, Class, Entry, SlotPermit};
 use crate::backend::EventStream;
@@ -36,6 +38,8 @@ pub struct Job {
     /// The caller's own deadline (`deadline_ms`), if any.
     pub deadline: Option<Instant>,
     pub span: tracing::Span,
+    /// The caller's trace context, passed on when spans are not recorded.
+    pub incoming: TraceContext,
 }
 
 pub fn priority_of(class: Class) -> Priority {
@@ -119,18 +123,35 @@ async fn first_token(
     request: ChatRequest,
     timeouts: &Timeouts,
     budget: &Budget,
+    call_span: &tracing::Span,
+    incoming: &TraceContext,
 ) -> Result<(Event, EventStream), SchedulerError> {
     let start = Instant::now();
-    let (connect_by, connect_error) = budget.cap(
-        start + timeouts.connect,
-        TimeoutKind::Connect,
-        timeouts.connect.as_millis() as u64,
-    );
-    let mut events = match tokio::time::timeout_at(connect_by, endpoint.backend.chat(request)).await
-    {
-        Ok(started) => started?,
-        Err(_) => return Err(connect_error),
+    // The response head must come within the connect timeout, and within the first-token
+    // timeout if that is shorter.
+    let (connect_by, connect_error) = if timeouts.ttft < timeouts.connect {
+        budget.cap(
+            start + timeouts.ttft,
+            TimeoutKind::FirstToken,
+            timeouts.ttft.as_millis() as u64,
+        )
+    } else {
+        budget.cap(
+            start + timeouts.connect,
+            TimeoutKind::Connect,
+            timeouts.connect.as_millis() as u64,
+        )
     };
+    let mut trace = http::HeaderMap::new();
+    llmgw_telemetry::propagation::inject_http(
+        &llmgw_telemetry::propagation::outgoing(call_span, incoming),
+        &mut trace,
+    );
+    let mut events =
+        match tokio::time::timeout_at(connect_by, endpoint.backend.chat(request, trace)).await {
+            Ok(started) => started?,
+            Err(_) => return Err(connect_error),
+        };
     let (first_by, first_error) = budget.cap(
         start + timeouts.ttft,
         TimeoutKind::FirstToken,
@@ -140,7 +161,9 @@ async fn first_token(
         match tokio::time::timeout_at(first_by, events.next()).await {
             Ok(Some(Ok(Event::Queued(_) | Event::Started(_)))) => {}
             Ok(Some(Ok(content))) => {
-                endpoint.record_ttft(start.elapsed());
+                let ttft = start.elapsed();
+                endpoint.record_ttft(ttft);
+                tracing::info!(parent: call_span, ttft_ms = ttft.as_secs_f64() * 1000.0, "first token");
                 return Ok((content, events));
             }
             Ok(Some(Err(err))) => return Err(err.into()),
@@ -153,6 +176,40 @@ async fn first_token(
             Err(_) => return Err(first_error),
         }
     }
+}
+
+/// The client span of one backend call, with the OpenTelemetry GenAI attributes; usage and
+/// finish reasons are recorded as they arrive. No prompt or completion text.
+fn backend_span(
+    parent: &tracing::Span,
+    endpoint: &Endpoint,
+    route: &Route,
+    request: &ChatRequest,
+) -> tracing::Span {
+    let sampling = request.sampling.clone().unwrap_or_default();
+    let span = tracing::info_span!(parent: parent, "gen_ai.chat",
+        otel.name = format!("chat {}", route.upstream),
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        "gen_ai.operation.name" = "chat",
+        "gen_ai.provider.name" = endpoint.backend.provider(),
+        "gen_ai.request.model" = %route.upstream,
+        "gen_ai.request.max_tokens" = tracing::field::Empty,
+        "gen_ai.request.temperature" = tracing::field::Empty,
+        "gen_ai.response.model" = %route.upstream,
+        "gen_ai.response.finish_reasons" = tracing::field::Empty,
+        "gen_ai.usage.input_tokens" = tracing::field::Empty,
+        "gen_ai.usage.output_tokens" = tracing::field::Empty,
+        "server.address" = %endpoint.config.url,
+        "error.type" = tracing::field::Empty,
+    );
+    if let Some(max_tokens) = sampling.max_tokens {
+        span.record("gen_ai.request.max_tokens", i64::from(max_tokens));
+    }
+    if let Some(temperature) = sampling.temperature {
+        span.record("gen_ai.request.temperature", f64::from(temperature));
+    }
+    span
 }
 
 /// Counts a failure against the endpoint's breaker; shrinks the pool if it opened.
@@ -213,11 +270,14 @@ impl Relay {
 /// The event stream of one request.
 pub fn run(job: Job) -> impl Stream<Item = Result<ChatEvent, Status>> + Send {
     async_stream::stream! {
-        let Job { topology, mut route, mut pool, request, ask, entry, deadline, span } = job;
+        let Job { topology, mut route, mut pool, request, ask, entry, deadline, span, incoming } = job;
         let request_ms = request.deadline_ms;
         let fail = |err: SchedulerError| {
             tracing::warn!(parent: &span, reason = err.reason(), error = %err, "chat failed");
-            Status::from(err)
+            let status = Status::from(err);
+            span.record("rpc.grpc.status_code", status.code() as i32);
+            span.record("otel.status_code", "ERROR");
+            status
         };
         if let Entry::Waiting(ticket) = &entry {
             yield Ok(event(Event::Queued(Queued {
@@ -227,7 +287,32 @@ pub fn run(job: Job) -> impl Stream<Item = Result<ChatEvent, Status>> + Send {
                 tenant: ask.tenant.to_string(),
             })));
         }
-        let mut permit = match wait_for_slot(entry, deadline, request_ms).await {
+        let position = match &entry {
+            Entry::Waiting(ticket) => ticket.position(),
+            Entry::Admitted(_) => 0,
+        };
+        let wait_span = tracing::info_span!(parent: &span, "admission.wait",
+            otel.name = "admission.wait",
+            "llmgw.pool" = %pool.name,
+            "llmgw.priority" = ask.class.name(),
+            "llmgw.tenant" = %ask.tenant,
+            "llmgw.queue.position" = position as i64,
+            "llmgw.queue.wait_ms" = tracing::field::Empty,
+            "llmgw.admission.outcome" = tracing::field::Empty,
+        );
+        let waited = wait_for_slot(entry, deadline, request_ms).instrument(wait_span.clone()).await;
+        let outcome = match &waited {
+            Ok(_) if position == 0 => "admitted",
+            Ok(_) => "admitted_after_wait",
+            Err(err) => err.reason(),
+        };
+        let wait_ms = waited.as_ref().map_or(0.0, |p| p.queued().as_secs_f64() * 1000.0);
+        wait_span.record("llmgw.admission.outcome", outcome);
+        wait_span.record("llmgw.queue.wait_ms", wait_ms);
+        tracing::info!(parent: &wait_span, class = ask.class.name(), tenant = %ask.tenant, position, wait_ms, outcome,
+            "admission decision");
+        drop(wait_span);
+        let mut permit = match waited {
             Ok(permit) => permit,
             Err(err) => {
                 yield Err(fail(err));
@@ -273,16 +358,27 @@ pub fn run(job: Job) -> impl Stream<Item = Result<ChatEvent, Status>> + Send {
             };
             attempts_left -= 1;
             tried.push(index);
+            tracing::info!(parent: &span,
+                endpoint = endpoint.name(),
+                attempt = tried.len(),
+                model_loaded = endpoint.has_loaded(&route.upstream),
+                load = endpoint.load(),
+                ttft_estimate_ms = endpoint.ttft_estimate().as_secs_f64() * 1000.0,
+                why = "available; model loaded first, then least loaded per slot, then fastest first token",
+                "routing decision");
             let in_flight = endpoint.begin();
+            let call_span = backend_span(&span, &endpoint, &route, &request);
             // Backends always stream: first-token and idle timeouts, and cancellation, then work
             // the same for non-streamed requests, whose answer is assembled below.
             let attempt = ChatRequest { model: route.upstream.clone(), stream: true, ..request.clone() };
-            match first_token(&endpoint, attempt, &route.timeouts, &budget).await {
+            match first_token(&endpoint, attempt, &route.timeouts, &budget, &call_span, &incoming).instrument(call_span.clone()).await {
                 Ok((first, rest)) => {
                     endpoint.breaker.on_success();
-                    break Some((in_flight, first, rest));
+                    break Some((in_flight, first, rest, call_span));
                 }
                 Err(err) => {
+                    call_span.record("error.type", err.reason());
+                    call_span.record("otel.status_code", "ERROR");
                     blame(&pool, &endpoint, &err, &span);
                     if !err.retryable() {
                         yield Err(fail(err));
@@ -294,7 +390,7 @@ pub fn run(job: Job) -> impl Stream<Item = Result<ChatEvent, Status>> + Send {
                 }
             }
         };
-        let Some((in_flight, first, mut rest)) = committed else {
+        let Some((in_flight, first, mut rest, call_span)) = committed else {
             let err = last_error.unwrap_or(SchedulerError::NoHealthyBackend { pool: pool.name.clone() });
             yield Err(fail(err));
             return;
@@ -318,8 +414,16 @@ pub fn run(job: Job) -> impl Stream<Item = Result<ChatEvent, Status>> + Send {
             let (limit, expired) = budget.cap(Instant::now() + idle, TimeoutKind::Idle, idle.as_millis() as u64);
             match tokio::time::timeout_at(limit, rest.next()).await {
                 Ok(Some(Ok(next))) => {
-                    if let Event::Usage(usage) = &next {
-                        completion_tokens = usage.completion_tokens;
+                    match &next {
+                        Event::Usage(usage) => {
+                            completion_tokens = usage.completion_tokens;
+                            call_span.record("gen_ai.usage.input_tokens", i64::from(usage.prompt_tokens));
+                            call_span.record("gen_ai.usage.output_tokens", i64::from(usage.completion_tokens));
+                        }
+                        Event::Finish(finish) => {
+                            call_span.record("gen_ai.response.finish_reasons", format!("[\"{}\"]", finish.reason));
+                        }
+                        Event::Queued(_) | Event::Started(_) | Event::Delta(_) => {}
                     }
                     for out in relay.push(next) {
                         yield Ok(event(out));
@@ -327,20 +431,26 @@ pub fn run(job: Job) -> impl Stream<Item = Result<ChatEvent, Status>> + Send {
                 }
                 Ok(Some(Err(err))) => {
                     let err = SchedulerError::from(err);
+                    call_span.record("error.type", err.reason());
+                    call_span.record("otel.status_code", "ERROR");
                     blame(&pool, in_flight.endpoint(), &err, &span);
                     yield Err(fail(err));
                     return;
                 }
                 Ok(None) => break,
                 Err(_) => {
+                    call_span.record("error.type", expired.reason());
+                    call_span.record("otel.status_code", "ERROR");
                     blame(&pool, in_flight.endpoint(), &expired, &span);
                     yield Err(fail(expired));
                     return;
                 }
             }
         }
+        drop(call_span);
         drop(in_flight);
         drop(permit);
+        span.record("rpc.grpc.status_code", 0);
         tracing::info!(parent: &span, queue_ms, completion_tokens, "chat finished");
     }
 }

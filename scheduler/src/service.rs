@@ -19,6 +19,7 @@ use crate::admission::{Ask, Class};
 use crate::error::SchedulerError;
 use crate::generation::{self, Job};
 use crate::topology::Topologies;
+use llmgw_telemetry::propagation;
 
 /// The gRPC service.
 #[derive(Debug, Clone)]
@@ -97,17 +98,36 @@ impl Scheduler for SchedulerService {
 
     async fn chat(&self, request: Request<ChatRequest>) -> Result<Response<ChatStream>, Status> {
         let received = Instant::now();
+        // The caller's trace context becomes the parent before the span is ever entered.
+        let incoming = propagation::extract_grpc(request.metadata());
         let request = request.into_inner();
         let span = tracing::info_span!(
             "scheduler_chat",
+            otel.name = "llmgw.scheduler.v1.Scheduler/Chat",
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
+            "rpc.system" = "grpc",
+            "rpc.service" = "llmgw.scheduler.v1.Scheduler",
+            "rpc.method" = "Chat",
+            "rpc.grpc.status_code" = tracing::field::Empty,
             request_id = %request.request_id,
             model = %request.model,
             tenant = %request.tenant,
             stream = request.stream,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
         );
+        propagation::set_parent(&span, incoming.clone());
+        if let Some((trace_id, span_id)) = propagation::ids(&span) {
+            span.record("trace_id", trace_id);
+            span.record("span_id", span_id);
+        }
         let refuse = |err: SchedulerError| {
-            span.in_scope(|| tracing::info!(reason = err.reason(), error = %err, "chat refused"));
-            Status::from(err)
+            span.in_scope(|| tracing::info!(reason = err.reason(), error = %err, "admission decision: refused"));
+            let status = Status::from(err);
+            span.record("rpc.grpc.status_code", status.code() as i32);
+            span.record("otel.status_code", "ERROR");
+            status
         };
         validate(&request).map_err(refuse)?;
         let topology = self.topologies.current();
@@ -138,6 +158,7 @@ impl Scheduler for SchedulerService {
             entry,
             deadline,
             span,
+            incoming,
         });
         Ok(Response::new(Box::pin(stream)))
     }

@@ -30,8 +30,8 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 /// `POST /api/chat`.
-pub async fn chat(State(sim): State<Sim>, body: Bytes) -> Response {
-    sim.slots.stats().count_request();
+pub async fn chat(State(sim): State<Sim>, headers: axum::http::HeaderMap, body: Bytes) -> Response {
+    sim.slots.stats().count_request(&headers);
     let request: ChatRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
         Err(err) => return error(StatusCode::BAD_REQUEST, format!("invalid request: {err}")),

@@ -33,8 +33,8 @@ fn error(status: StatusCode, kind: &str, message: impl Into<String>) -> Response
 }
 
 /// `POST /v1/chat/completions`.
-pub async fn chat(State(sim): State<Sim>, body: Bytes) -> Response {
-    sim.slots.stats().count_request();
+pub async fn chat(State(sim): State<Sim>, headers: axum::http::HeaderMap, body: Bytes) -> Response {
+    sim.slots.stats().count_request(&headers);
     let request: ChatRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
         Err(err) => {

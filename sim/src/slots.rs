@@ -19,10 +19,11 @@ pub struct Stats {
     cancelled: AtomicU64,
     rejected: AtomicU64,
     requests: AtomicU64,
+    last_traceparent: std::sync::Mutex<Option<String>>,
 }
 
 /// A point-in-time copy of [`Stats`], as served by `GET /sim/stats`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct StatsSnapshot {
     /// Generations holding a slot now.
     pub active: u64,
@@ -38,6 +39,8 @@ pub struct StatsSnapshot {
     pub rejected: u64,
     /// Chat requests received, whatever became of them.
     pub requests: u64,
+    /// The W3C `traceparent` header of the last chat request, if it had one.
+    pub last_traceparent: Option<String>,
 }
 
 impl Stats {
@@ -51,10 +54,24 @@ impl Stats {
             cancelled: self.cancelled.load(Ordering::SeqCst),
             rejected: self.rejected.load(Ordering::SeqCst),
             requests: self.requests.load(Ordering::SeqCst),
+            last_traceparent: self
+                .last_traceparent
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
         }
     }
 
-    pub(crate) fn count_request(&self) {
+    /// Counts a chat request and remembers its trace context.
+    pub(crate) fn count_request(&self, headers: &axum::http::HeaderMap) {
+        let traceparent = headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        *self
+            .last_traceparent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = traceparent;
         self.requests.fetch_add(1, Ordering::SeqCst);
     }
 }

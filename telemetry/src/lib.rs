@@ -1,20 +1,38 @@
-//! Process-wide telemetry setup shared by the gateway and the scheduler.
+//! Process-wide telemetry shared by the gateway and the scheduler: logs, OpenTelemetry traces
+//! and W3C trace-context propagation.
 //!
 //! # Layout
 //! - [`logging`]: `RUST_LOG` filtering and `LOG_FORMAT` (`text` | `json`) output.
+//! - [`otel`]: the OTLP/gRPC trace exporter, configured only by the standard `OTEL_*`
+//!   variables; with `OTEL_EXPORTER_OTLP_ENDPOINT` unset there is no exporter and no cost.
+//! - [`propagation`]: `traceparent` in and out of HTTP headers and gRPC metadata, and the ids
+//!   of a span for logs and response headers.
 //!
-//! OpenTelemetry export and W3C trace-context propagation plug in here (the
-//! observability issue): [`init`] is the one place both binaries call, and the
-//! returned [`TelemetryGuard`] is what flushes exporters on shutdown.
+//! [`init`] is the one call both binaries make; the returned [`TelemetryGuard`] flushes the
+//! exporter when dropped, so `main` drops it last.
 
 pub mod logging;
+pub mod otel;
+pub mod propagation;
 
 pub use logging::{LogFormat, LogFormatError};
+/// A trace context (the remote parent, or what is sent downstream).
+pub use opentelemetry::Context as TraceContext;
 
-/// Keeps telemetry alive for the life of the process; drop it last.
+/// Keeps telemetry alive for the life of the process; dropping it flushes pending spans.
 #[derive(Debug)]
 pub struct TelemetryGuard {
-    _private: (),
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Some(provider) = self.provider.take()
+            && let Err(err) = provider.shutdown()
+        {
+            eprintln!("telemetry: flushing traces failed: {err}");
+        }
+    }
 }
 
 /// Errors while setting telemetry up.
@@ -24,12 +42,25 @@ pub enum TelemetryError {
     LogFormat(#[from] LogFormatError),
     #[error("a global tracing subscriber is already installed")]
     AlreadyInstalled,
+    #[error("cannot set up the OTLP exporter: {0}")]
+    Exporter(String),
 }
 
-/// Installs the global subscriber for `service_name`, reading `RUST_LOG` and `LOG_FORMAT`.
-pub fn init(service_name: &str) -> Result<TelemetryGuard, TelemetryError> {
+/// Installs logging and, if `OTEL_EXPORTER_OTLP_ENDPOINT` is set, trace export for
+/// `service_name` (overridden by `OTEL_SERVICE_NAME`). Call from inside the Tokio runtime.
+pub fn init(service_name: &'static str) -> Result<TelemetryGuard, TelemetryError> {
     let format = LogFormat::from_env()?;
-    logging::install(format)?;
-    tracing::debug!(service = service_name, ?format, "telemetry initialised");
-    Ok(TelemetryGuard { _private: () })
+    let provider = otel::provider(service_name)?;
+    let tracer = provider
+        .as_ref()
+        .map(|p| opentelemetry::trace::TracerProvider::tracer(p, service_name));
+    logging::install(format, tracer)?;
+    propagation::install();
+    tracing::debug!(
+        service = service_name,
+        ?format,
+        exporting = provider.is_some(),
+        "telemetry initialised"
+    );
+    Ok(TelemetryGuard { provider })
 }

@@ -3,6 +3,7 @@
 use std::str::FromStr;
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -41,20 +42,41 @@ impl LogFormat {
     }
 }
 
-pub(crate) fn install(format: LogFormat) -> Result<(), TelemetryError> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let registry = tracing_subscriber::registry().with(filter);
+/// Installs the subscriber: the log layer filtered by `RUST_LOG`, and the trace layer (when a
+/// tracer is given) with its own filter, so quieter logs do not remove spans from traces.
+pub(crate) fn install(
+    format: LogFormat,
+    tracer: Option<opentelemetry_sdk::trace::Tracer>,
+) -> Result<(), TelemetryError> {
+    let log_filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let trace_layer = tracer.map(|tracer| {
+        let spans = EnvFilter::new(
+            "info,h2=off,hyper=off,tonic=off,tower=off,reqwest=off,opentelemetry=off",
+        );
+        tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_filter(spans)
+    });
+    let registry = tracing_subscriber::registry().with(trace_layer);
     let installed = match format {
         LogFormat::Text => registry
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_filter(log_filter),
+            )
             .try_init(),
+        // Span fields are included, so `trace_id`/`span_id` recorded on request spans lead
+        // from a log line to its trace.
         LogFormat::Json => registry
             .with(
                 tracing_subscriber::fmt::layer()
                     .json()
                     .flatten_event(true)
                     .with_current_span(true)
-                    .with_writer(std::io::stderr),
+                    .with_span_list(false)
+                    .with_writer(std::io::stderr)
+                    .with_filter(log_filter),
             )
             .try_init(),
     };

@@ -39,11 +39,11 @@ def wait_for(url: str, deadline_s: float = 20.0) -> None:
 
 
 class Stack:
-    def __init__(self, tmp: Path):
+    def __init__(self, tmp: Path, extra_env: dict | None = None):
         self.sim_port, self.scheduler_port, self.gateway_port = free_port(), free_port(), free_port()
         self.processes = []
         self.tmp = tmp
-        env = {**os.environ, "RUST_LOG": "info", "LOG_FORMAT": "text"}
+        env = {**os.environ, "RUST_LOG": "info", "LOG_FORMAT": "text", **(extra_env or {})}
         self.spawn("llm-sim", [], {**env,
             "SIM_LISTEN": f"127.0.0.1:{self.sim_port}", "SIM_TTFT_MS": "5", "SIM_TPOT_MS": "2",
             "SIM_OUTPUT_TOKENS": str(SIM_OUTPUT_TOKENS)})

@@ -18,6 +18,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use llmgw_proto::v1::chat_event::Event;
 use llmgw_proto::v1::{ChatEvent, Started};
+use llmgw_telemetry::{TraceContext, propagation};
 use tokio::time::Instant;
 use tonic::Streaming;
 use tracing::Instrument;
@@ -37,12 +38,49 @@ pub async fn chat_completions(
         Ok(caller) => caller,
         Err(err) => return err.into_response(),
     };
-    let span = tracing::info_span!("chat_completions", request_id = %caller.request_id, tenant = %caller.tenant);
-    let mut response = match handle(&state, &caller, body).instrument(span).await {
+    // The caller's trace context becomes the parent before the span is ever entered.
+    let incoming = propagation::extract_http(&headers);
+    let span = tracing::info_span!(
+        "chat_completions",
+        otel.name = "POST /v1/chat/completions",
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        "http.request.method" = "POST",
+        "http.route" = "/v1/chat/completions",
+        "url.path" = "/v1/chat/completions",
+        "http.response.status_code" = tracing::field::Empty,
+        "gen_ai.request.model" = tracing::field::Empty,
+        "llmgw.tenant" = %caller.tenant,
+        "llmgw.priority" = priority_name(caller.priority),
+        request_id = %caller.request_id,
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+    );
+    propagation::set_parent(&span, incoming.clone());
+    let ids = propagation::ids(&span);
+    if let Some((trace_id, span_id)) = &ids {
+        span.record("trace_id", trace_id.as_str());
+        span.record("span_id", span_id.as_str());
+    }
+    let mut response = match handle(&state, &caller, body, &incoming)
+        .instrument(span.clone())
+        .await
+    {
         Ok(response) => response,
-        Err(err) => err.into_response(),
+        Err(err) => span.in_scope(|| err.into_response()),
     };
+    let status = response.status();
+    span.record("http.response.status_code", i64::from(status.as_u16()));
+    if status.is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
     let headers = response.headers_mut();
+    if let Some(trace_id) = ids
+        .map(|(trace_id, _)| trace_id)
+        .or_else(|| propagation::trace_id(&incoming))
+    {
+        put(headers, "x-trace-id", &trace_id);
+    }
     put(headers, "x-request-id", &caller.request_id);
     put(headers, "x-llmgw-tenant", &caller.tenant);
     put(headers, "x-llmgw-priority", priority_name(caller.priority));
@@ -53,6 +91,7 @@ async fn handle(
     state: &AppState,
     caller: &Caller,
     body: Result<Bytes, BytesRejection>,
+    incoming: &TraceContext,
 ) -> Result<Response, ApiError> {
     let received = Instant::now();
     let body = body.map_err(|rejection| body_error(rejection, state.config.max_body_bytes))?;
@@ -66,18 +105,43 @@ async fn handle(
     request.request_id = caller.request_id.clone();
     request.deadline_ms = state.config.request_timeout_ms;
     let meta = ResponseMeta::new(request.model.clone());
+    let server_span = tracing::Span::current();
+    server_span.record("gen_ai.request.model", request.model.as_str());
     tracing::debug!(model = %request.model, stream, messages = request.messages.len(), "chat request");
 
-    let mut events = state
+    let rpc_span = tracing::info_span!(
+        "scheduler_call",
+        otel.name = "llmgw.scheduler.v1.Scheduler/Chat",
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        "rpc.system" = "grpc",
+        "rpc.service" = "llmgw.scheduler.v1.Scheduler",
+        "rpc.method" = "Chat",
+        "rpc.grpc.status_code" = tracing::field::Empty,
+    );
+    let mut call = tonic::Request::new(request);
+    propagation::inject_grpc(
+        &propagation::outgoing(&rpc_span, incoming),
+        call.metadata_mut(),
+    );
+    let called = state
         .scheduler
         .scheduler()
-        .chat(request)
-        .await
-        .map_err(ApiError::Scheduler)?
+        .chat(call)
+        .instrument(rpc_span.clone())
+        .await;
+    let mut events = called
+        .map_err(|status| record_rpc_failure(&rpc_span, status))?
         .into_inner();
     let keepalive = Duration::from_millis(state.config.sse_keepalive_ms);
     let commit_after = (stream && !keepalive.is_zero()).then_some(keepalive);
-    let opening = Opening::read(&mut events, commit_after).await?;
+    let opening = Opening::read(&mut events, commit_after)
+        .await
+        .inspect_err(|err| {
+            if let ApiError::Scheduler(status) = err {
+                record_rpc_status(&rpc_span, status);
+            }
+        })?;
     let mut response = if stream {
         stream_response(
             meta,
@@ -87,17 +151,23 @@ async fn handle(
             events,
             keepalive,
             received,
+            (server_span, rpc_span),
         )
     } else {
         let mut aggregate = Aggregate::new(meta);
         if let Some(first) = opening.first {
             aggregate.push(first);
         }
-        while let Some(event) = events.message().await.map_err(ApiError::Scheduler)? {
+        while let Some(event) = events
+            .message()
+            .await
+            .map_err(|status| record_rpc_failure(&rpc_span, status))?
+        {
             if let Some(event) = event.event {
                 aggregate.push(event);
             }
         }
+        rpc_span.record("rpc.grpc.status_code", 0);
         let completion = aggregate.finish()?;
         tracing::info!(
             status = 200,
@@ -175,9 +245,12 @@ fn stream_response(
     mut events: Streaming<ChatEvent>,
     keepalive: Duration,
     received: Instant,
+    spans: (tracing::Span, tracing::Span),
 ) -> Response {
     let mut translator = SseTranslator::new(meta, include_usage);
     let frames = async_stream::stream! {
+        // The server and call spans end with the stream, not with the response head.
+        let (server_span, rpc_span) = spans;
         // No data chunk before the first real one: while the request still waits for a slot,
         // only SSE comments go out, so proxies see traffic and clients see nothing.
         let mut opened = false;
@@ -212,6 +285,7 @@ fn stream_response(
                     }
                 }
                 Step::End if translator.finished() => {
+                    rpc_span.record("rpc.grpc.status_code", 0);
                     tracing::info!(status = 200, elapsed_ms = received.elapsed().as_millis() as u64, "chat stream completed");
                     yield Ok(Bytes::from_static(DONE_FRAME));
                     break;
@@ -223,6 +297,8 @@ fn stream_response(
                     break;
                 }
                 Step::Failed(status) => {
+                    record_rpc_status(&rpc_span, &status);
+                    server_span.record("otel.status_code", "ERROR");
                     let err = ApiError::Scheduler(status);
                     tracing::warn!(reason = err.reason(), error = %err, "chat stream failed after the response was committed");
                     yield Ok(error_frame(&err));
@@ -274,4 +350,14 @@ fn next_step(next: Option<Result<ChatEvent, tonic::Status>>) -> Step {
         None => Step::End,
         Some(Err(status)) => Step::Failed(status),
     }
+}
+
+fn record_rpc_status(span: &tracing::Span, status: &tonic::Status) {
+    span.record("rpc.grpc.status_code", status.code() as i32);
+    span.record("otel.status_code", "ERROR");
+}
+
+fn record_rpc_failure(span: &tracing::Span, status: tonic::Status) -> ApiError {
+    record_rpc_status(span, &status);
+    ApiError::Scheduler(status)
 }

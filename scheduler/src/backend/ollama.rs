@@ -43,7 +43,15 @@ impl Backend for OllamaBackend {
         &self.name
     }
 
-    fn chat(&self, request: ChatRequest) -> BoxFuture<'static, Result<EventStream, BackendError>> {
+    fn provider(&self) -> &'static str {
+        "ollama"
+    }
+
+    fn chat(
+        &self,
+        request: ChatRequest,
+        trace: http::HeaderMap,
+    ) -> BoxFuture<'static, Result<EventStream, BackendError>> {
         let http = self.http.clone();
         let url = format!("{}/api/chat", self.base);
         Box::pin(async move {
@@ -51,6 +59,7 @@ impl Backend for OllamaBackend {
             let body = to_wire(request);
             let response = http
                 .post(url)
+                .headers(trace)
                 .json(&body)
                 .send()
                 .await

@@ -59,7 +59,15 @@ impl Backend for OpenAiBackend {
         &self.name
     }
 
-    fn chat(&self, request: ChatRequest) -> BoxFuture<'static, Result<EventStream, BackendError>> {
+    fn provider(&self) -> &'static str {
+        "openai"
+    }
+
+    fn chat(
+        &self,
+        request: ChatRequest,
+        trace: http::HeaderMap,
+    ) -> BoxFuture<'static, Result<EventStream, BackendError>> {
         let prompt_words = request
             .messages
             .iter()
@@ -69,6 +77,7 @@ impl Backend for OpenAiBackend {
         let model = request.model.clone();
         let call = self
             .request(reqwest::Method::POST, "/v1/chat/completions")
+            .headers(trace)
             .json(&to_wire(request));
         Box::pin(async move {
             let response = call.send().await.map_err(transport_error)?;
