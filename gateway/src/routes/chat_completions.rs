@@ -142,12 +142,12 @@ async fn handle(
                 record_rpc_status(&rpc_span, status);
             }
         })?;
+    let started = opening.started.clone();
     let mut response = if stream {
         stream_response(
             meta,
             include_usage,
-            opening.first,
-            opening.queued_position,
+            opening,
             events,
             keepalive,
             received,
@@ -178,7 +178,7 @@ async fn handle(
         );
         Json(completion).into_response()
     };
-    if let Some(started) = opening.started {
+    if let Some(started) = started {
         let headers = response.headers_mut();
         put(headers, "x-llmgw-queue-ms", &started.queue_ms.to_string());
         put(headers, "x-llmgw-backend", &started.backend);
@@ -240,8 +240,7 @@ enum Step {
 fn stream_response(
     meta: ResponseMeta,
     include_usage: bool,
-    first: Option<Event>,
-    queued_position: Option<u32>,
+    opening: Opening,
     mut events: Streaming<ChatEvent>,
     keepalive: Duration,
     received: Instant,
@@ -251,6 +250,7 @@ fn stream_response(
     let frames = async_stream::stream! {
         // The server and call spans end with the stream, not with the response head.
         let (server_span, rpc_span) = spans;
+        let Opening { first, queued_position, .. } = opening;
         // No data chunk before the first real one: while the request still waits for a slot,
         // only SSE comments go out, so proxies see traffic and clients see nothing.
         let mut opened = false;
