@@ -15,6 +15,7 @@
 pub mod caller;
 pub mod config;
 pub mod error;
+pub mod metrics;
 pub mod openai;
 pub mod routes;
 pub mod scheduler_client;

@@ -2,11 +2,13 @@
 
 pub mod chat_completions;
 pub mod health;
+pub mod metrics;
 pub mod models;
 
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::metrics::GatewayMetrics;
 use crate::scheduler_client::SchedulerClients;
 
 /// What every handler can reach.
@@ -14,4 +16,5 @@ use crate::scheduler_client::SchedulerClients;
 pub struct AppState {
     pub scheduler: SchedulerClients,
     pub config: Arc<Config>,
+    pub metrics: Arc<GatewayMetrics>,
 }

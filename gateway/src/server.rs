@@ -15,7 +15,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::routes::{AppState, chat_completions, health, models};
+use crate::metrics::GatewayMetrics;
+use crate::routes::{AppState, chat_completions, health, metrics, models};
 use crate::scheduler_client::SchedulerClients;
 
 /// Why the gateway could not start or stopped abnormally.
@@ -40,6 +41,7 @@ pub fn router(config: &Config) -> Result<Router, ServeError> {
     let state = AppState {
         scheduler,
         config: Arc::new(config.clone()),
+        metrics: Arc::new(GatewayMetrics::new()),
     };
     Ok(Router::new()
         .route(
@@ -49,6 +51,7 @@ pub fn router(config: &Config) -> Result<Router, ServeError> {
         .route("/v1/models", get(models::list_models))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::render))
         .fallback(not_found)
         // Layers, outermost last:
         // the body limit bounds memory per request before any parsing; over it is a 413.

@@ -26,6 +26,9 @@ pub struct Config {
     /// gRPC listen address.
     #[arg(long, env = "SCHEDULER_LISTEN", default_value = "0.0.0.0:50051")]
     pub listen: String,
+    /// Prometheus `/metrics` listen address (OpenMetrics text).
+    #[arg(long, env = "SCHEDULER_METRICS_LISTEN", default_value = "0.0.0.0:9464")]
+    pub metrics_listen: String,
     /// Base URL of the default Ollama backend.
     #[arg(long, env = "OLLAMA_BASE", default_value = "http://localhost:11434")]
     pub ollama_base: String,
@@ -82,6 +85,7 @@ impl Config {
     pub fn for_backend(ollama_base: impl Into<String>) -> Self {
         Self {
             listen: "127.0.0.1:0".to_owned(),
+            metrics_listen: "127.0.0.1:0".to_owned(),
             ollama_base: ollama_base.into(),
             config_file: None,
             max_concurrency: 4,

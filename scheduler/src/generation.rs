@@ -22,6 +22,7 @@ use crate::admission::{Ask, Class, Entry, SlotPermit};
 use crate::backend::EventStream;
 use crate::endpoint::Endpoint;
 use crate::error::{SchedulerError, TimeoutKind};
+use crate::metrics::SchedulerMetrics;
 use crate::pool::Pool;
 use crate::routing::table::{Route, Timeouts};
 use crate::topology::Topology;
@@ -40,6 +41,7 @@ pub struct Job {
     pub span: tracing::Span,
     /// The caller's trace context, passed on when spans are not recorded.
     pub incoming: TraceContext,
+    pub metrics: Arc<SchedulerMetrics>,
 }
 
 pub fn priority_of(class: Class) -> Priority {
@@ -270,7 +272,7 @@ impl Relay {
 /// The event stream of one request.
 pub fn run(job: Job) -> impl Stream<Item = Result<ChatEvent, Status>> + Send {
     async_stream::stream! {
-        let Job { topology, mut route, mut pool, request, ask, entry, deadline, span, incoming } = job;
+        let Job { topology, mut route, mut pool, request, ask, entry, deadline, span, incoming, metrics } = job;
         let request_ms = request.deadline_ms;
         let fail = |err: SchedulerError| {
             tracing::warn!(parent: &span, reason = err.reason(), error = %err, "chat failed");
@@ -307,6 +309,10 @@ pub fn run(job: Job) -> impl Stream<Item = Result<ChatEvent, Status>> + Send {
             Err(err) => err.reason(),
         };
         let wait_ms = waited.as_ref().map_or(0.0, |p| p.queued().as_secs_f64() * 1000.0);
+        metrics.admission(&pool.name, ask.class, outcome);
+        if let Ok(permit) = &waited {
+            metrics.queue_wait(&pool.name, ask.class, permit.queued().as_secs_f64());
+        }
         wait_span.record("llmgw.admission.outcome", outcome);
         wait_span.record("llmgw.queue.wait_ms", wait_ms);
         tracing::info!(parent: &wait_span, class = ask.class.name(), tenant = %ask.tenant, position, wait_ms, outcome,
@@ -368,17 +374,20 @@ pub fn run(job: Job) -> impl Stream<Item = Result<ChatEvent, Status>> + Send {
                 "routing decision");
             let in_flight = endpoint.begin();
             let call_span = backend_span(&span, &endpoint, &route, &request);
+            let attempt_started = Instant::now();
             // Backends always stream: first-token and idle timeouts, and cancellation, then work
             // the same for non-streamed requests, whose answer is assembled below.
             let attempt = ChatRequest { model: route.upstream.clone(), stream: true, ..request.clone() };
             match first_token(&endpoint, attempt, &route.timeouts, &budget, &call_span, &incoming).instrument(call_span.clone()).await {
                 Ok((first, rest)) => {
                     endpoint.breaker.on_success();
+                    metrics.first_token(&pool.name, &route.upstream, attempt_started.elapsed().as_secs_f64());
                     break Some((in_flight, first, rest, call_span));
                 }
                 Err(err) => {
                     call_span.record("error.type", err.reason());
                     call_span.record("otel.status_code", "ERROR");
+                    metrics.backend_error(&pool.name, endpoint.name(), err.reason());
                     blame(&pool, &endpoint, &err, &span);
                     if !err.retryable() {
                         yield Err(fail(err));
@@ -433,6 +442,7 @@ pub fn run(job: Job) -> impl Stream<Item = Result<ChatEvent, Status>> + Send {
                     let err = SchedulerError::from(err);
                     call_span.record("error.type", err.reason());
                     call_span.record("otel.status_code", "ERROR");
+                    metrics.backend_error(&pool.name, in_flight.endpoint().name(), err.reason());
                     blame(&pool, in_flight.endpoint(), &err, &span);
                     yield Err(fail(err));
                     return;
@@ -441,6 +451,7 @@ pub fn run(job: Job) -> impl Stream<Item = Result<ChatEvent, Status>> + Send {
                 Err(_) => {
                     call_span.record("error.type", expired.reason());
                     call_span.record("otel.status_code", "ERROR");
+                    metrics.backend_error(&pool.name, in_flight.endpoint().name(), expired.reason());
                     blame(&pool, in_flight.endpoint(), &expired, &span);
                     yield Err(fail(expired));
                     return;

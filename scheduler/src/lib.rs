@@ -21,6 +21,8 @@ pub mod error;
 pub mod framing;
 pub mod generation;
 pub mod health;
+pub mod metrics;
+pub mod metrics_server;
 pub mod pool;
 pub mod reload;
 pub mod routing;

@@ -14,7 +14,7 @@ use tonic_health::ServingStatus;
 use crate::config::Config;
 use crate::service::SchedulerService;
 use crate::topology::Topologies;
-use crate::{health, reload};
+use crate::{health, metrics_server, reload};
 
 /// Why the scheduler could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +58,19 @@ pub async fn serve_topologies(
     // Not serving until the first probe says a backend answers.
     health::report(&reporter, ServingStatus::NotServing).await;
     let tasks = TaskTracker::new();
+    let metrics_listener = TcpListener::bind(&config.metrics_listen)
+        .await
+        .map_err(|err| {
+            ServeError::Config(format!(
+                "SCHEDULER_METRICS_LISTEN {}: {err}",
+                config.metrics_listen
+            ))
+        })?;
+    tasks.spawn(metrics_server::serve(
+        metrics_listener,
+        Arc::clone(&topologies),
+        shutdown.clone(),
+    ));
     tasks.spawn(reload::watch(Arc::clone(&topologies), shutdown.clone()));
     tasks.spawn(health::run_probes(
         Arc::clone(&topologies),

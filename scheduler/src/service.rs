@@ -141,12 +141,17 @@ impl Scheduler for SchedulerService {
                 pool: route.pool,
             }));
         };
+        let metrics = Arc::clone(self.topologies.metrics());
         if pool.capacity() == 0 {
+            metrics.admission(&pool.name, ask.class, "no_healthy_backend");
             return Err(refuse(SchedulerError::NoHealthyBackend {
                 pool: route.pool,
             }));
         }
-        let entry = pool.admission.enter(ask.clone()).map_err(refuse)?;
+        let entry = pool.admission.enter(ask.clone()).map_err(|err| {
+            metrics.admission(&pool.name, ask.class, err.reason());
+            refuse(err)
+        })?;
         let deadline = (request.deadline_ms > 0)
             .then(|| received + Duration::from_millis(request.deadline_ms));
         let stream = generation::run(Job {
@@ -159,6 +164,7 @@ impl Scheduler for SchedulerService {
             deadline,
             span,
             incoming,
+            metrics,
         });
         Ok(Response::new(Box::pin(stream)))
     }

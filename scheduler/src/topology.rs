@@ -15,6 +15,7 @@ use crate::backend::ollama::OllamaBackend;
 use crate::backend::openai::OpenAiBackend;
 use crate::config::Config;
 use crate::endpoint::Endpoint;
+use crate::metrics::SchedulerMetrics;
 use crate::pool::Pool;
 use crate::routing::config::{BreakerConfig, EndpointConfig, EndpointKind, FileConfig, PoolConfig};
 use crate::routing::table::{RouteTable, Timeouts};
@@ -155,6 +156,7 @@ fn build_pool(
 pub struct Topologies {
     config: Config,
     current: RwLock<Arc<Topology>>,
+    metrics: Arc<SchedulerMetrics>,
 }
 
 impl Topologies {
@@ -165,6 +167,7 @@ impl Topologies {
         Ok(Self {
             config: config.clone(),
             current: RwLock::new(Arc::new(topology)),
+            metrics: Arc::new(SchedulerMetrics::new()),
         })
     }
 
@@ -192,6 +195,11 @@ impl Topologies {
         }
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
         Ok(())
+    }
+
+    /// The scheduler's metrics (they outlive reloads).
+    pub fn metrics(&self) -> &Arc<SchedulerMetrics> {
+        &self.metrics
     }
 
     /// The config file, if any (for change detection).

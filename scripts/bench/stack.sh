@@ -14,6 +14,7 @@ trap stop_stack EXIT INT TERM
 export RUST_LOG="${RUST_LOG:-warn}"
 SIM_LISTEN="127.0.0.1:$SIM_PORT" "$BIN/llm-sim" & STACK_PIDS+=($!)
 SCHEDULER_LISTEN="127.0.0.1:$SCHED_PORT" OLLAMA_BASE="$SIM_URL" SCHEDULER_PROBE_INTERVAL_MS=200 \
+  SCHEDULER_METRICS_LISTEN="127.0.0.1:${METRICS_PORT:-18464}" \
   "$BIN/scheduler" & STACK_PIDS+=($!)
 GATEWAY_LISTEN="127.0.0.1:$GW_PORT" SCHEDULER_URL="http://127.0.0.1:$SCHED_PORT" "$BIN/gateway" & STACK_PIDS+=($!)
 for _ in $(seq 1 100); do curl -fsS "$GW_URL/readyz" >/dev/null 2>&1 && break; sleep 0.1; done

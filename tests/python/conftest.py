@@ -41,6 +41,7 @@ def wait_for(url: str, deadline_s: float = 20.0) -> None:
 class Stack:
     def __init__(self, tmp: Path, extra_env: dict | None = None):
         self.sim_port, self.scheduler_port, self.gateway_port = free_port(), free_port(), free_port()
+        self.metrics_port = free_port()
         self.processes = []
         self.tmp = tmp
         env = {**os.environ, "RUST_LOG": "info", "LOG_FORMAT": "text", **(extra_env or {})}
@@ -49,6 +50,7 @@ class Stack:
             "SIM_OUTPUT_TOKENS": str(SIM_OUTPUT_TOKENS)})
         self.spawn("scheduler", [], {**env,
             "SCHEDULER_LISTEN": f"127.0.0.1:{self.scheduler_port}", "OLLAMA_BASE": self.sim_url,
+            "SCHEDULER_METRICS_LISTEN": f"127.0.0.1:{self.metrics_port}",
             "SCHEDULER_PROBE_INTERVAL_MS": "200"})
         self.spawn("gateway", [], {**env,
             "GATEWAY_LISTEN": f"127.0.0.1:{self.gateway_port}",
@@ -66,6 +68,10 @@ class Stack:
     @property
     def gateway_url(self) -> str:
         return f"http://127.0.0.1:{self.gateway_port}"
+
+    @property
+    def scheduler_metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     @property
     def scheduler_addr(self) -> str:

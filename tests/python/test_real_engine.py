@@ -60,6 +60,7 @@ def real(tmp_path_factory):
     wait_for(f"http://127.0.0.1:{engine_port}/v1/models", deadline_s=120)
     spawn("scheduler", [str(BIN_DIR / "scheduler")], {
         "SCHEDULER_LISTEN": f"127.0.0.1:{scheduler_port}", "SCHEDULER_CONFIG": str(config),
+        "SCHEDULER_METRICS_LISTEN": f"127.0.0.1:{free_port()}",
         "SCHEDULER_PROBE_INTERVAL_MS": "500"})
     spawn("gateway", [str(BIN_DIR / "gateway")], {
         "GATEWAY_LISTEN": f"127.0.0.1:{gateway_port}", "SCHEDULER_URL": f"http://127.0.0.1:{scheduler_port}"})

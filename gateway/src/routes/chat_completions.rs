@@ -6,6 +6,7 @@
 //! Dropping the response (client gone) drops the gRPC stream, which frees the slot upstream.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -26,6 +27,7 @@ use tracing::Instrument;
 use super::AppState;
 use crate::caller::{Caller, priority_name};
 use crate::error::ApiError;
+use crate::metrics::GatewayMetrics;
 use crate::translate::request::{ValidChat, parse};
 use crate::translate::response::{Aggregate, DONE_FRAME, ResponseMeta, SseTranslator, error_frame};
 
@@ -62,7 +64,14 @@ pub async fn chat_completions(
         span.record("trace_id", trace_id.as_str());
         span.record("span_id", span_id.as_str());
     }
-    let mut response = match handle(&state, &caller, body, &incoming)
+    let mut observation = Observation {
+        metrics: Arc::clone(&state.metrics),
+        model: "-".to_owned(),
+        tenant: caller.tenant.clone(),
+        received: Instant::now(),
+        streaming: false,
+    };
+    let mut response = match handle(&state, &caller, body, &incoming, &mut observation)
         .instrument(span.clone())
         .await
     {
@@ -70,6 +79,17 @@ pub async fn chat_completions(
         Err(err) => span.in_scope(|| err.into_response()),
     };
     let status = response.status();
+    observation
+        .metrics
+        .request(ROUTE, &observation.model, status.as_u16());
+    if !observation.streaming {
+        observation.metrics.duration(
+            ROUTE,
+            &observation.model,
+            status.as_u16(),
+            observation.received.elapsed().as_secs_f64(),
+        );
+    }
     span.record("http.response.status_code", i64::from(status.as_u16()));
     if status.is_server_error() {
         span.record("otel.status_code", "ERROR");
@@ -92,8 +112,9 @@ async fn handle(
     caller: &Caller,
     body: Result<Bytes, BytesRejection>,
     incoming: &TraceContext,
+    observation: &mut Observation,
 ) -> Result<Response, ApiError> {
-    let received = Instant::now();
+    let received = observation.received;
     let body = body.map_err(|rejection| body_error(rejection, state.config.max_body_bytes))?;
     let ValidChat {
         mut request,
@@ -104,7 +125,8 @@ async fn handle(
     request.priority = caller.priority as i32;
     request.request_id = caller.request_id.clone();
     request.deadline_ms = state.config.request_timeout_ms;
-    let meta = ResponseMeta::new(request.model.clone());
+    let model = request.model.clone();
+    let meta = ResponseMeta::new(model.clone());
     let server_span = tracing::Span::current();
     server_span.record("gen_ai.request.model", request.model.as_str());
     tracing::debug!(model = %request.model, stream, messages = request.messages.len(), "chat request");
@@ -143,6 +165,9 @@ async fn handle(
             }
         })?;
     let started = opening.started.clone();
+    // The scheduler accepted the model name: from here on it may label metrics.
+    observation.model = model.clone();
+    observation.streaming = stream;
     let mut response = if stream {
         stream_response(
             meta,
@@ -150,7 +175,7 @@ async fn handle(
             opening,
             events,
             keepalive,
-            received,
+            observation.clone(),
             (server_span, rpc_span),
         )
     } else {
@@ -169,6 +194,12 @@ async fn handle(
         }
         rpc_span.record("rpc.grpc.status_code", 0);
         let completion = aggregate.finish()?;
+        observation.metrics.tokens(
+            &observation.model,
+            &observation.tenant,
+            completion.usage.prompt_tokens,
+            completion.usage.completion_tokens,
+        );
         tracing::info!(
             status = 200,
             prompt_tokens = completion.usage.prompt_tokens,
@@ -243,7 +274,7 @@ fn stream_response(
     opening: Opening,
     mut events: Streaming<ChatEvent>,
     keepalive: Duration,
-    received: Instant,
+    observation: Observation,
     spans: (tracing::Span, tracing::Span),
 ) -> Response {
     let mut translator = SseTranslator::new(meta, include_usage);
@@ -251,6 +282,9 @@ fn stream_response(
         // The server and call spans end with the stream, not with the response head.
         let (server_span, rpc_span) = spans;
         let Opening { first, queued_position, .. } = opening;
+        let Observation { metrics, model, tenant, received, .. } = observation;
+        let mut first_token_at: Option<Duration> = None;
+        let mut output_tokens = 0;
         // No data chunk before the first real one: while the request still waits for a slot,
         // only SSE comments go out, so proxies see traffic and clients see nothing.
         let mut opened = false;
@@ -280,18 +314,34 @@ fn stream_response(
                         opened = true;
                         yield Ok(translator.role_frame());
                     }
+                    if first_token_at.is_none() && matches!(event, Event::Delta(_)) {
+                        let ttft = received.elapsed();
+                        first_token_at = Some(ttft);
+                        metrics.first_token(&model, ttft.as_secs_f64());
+                    }
+                    if let Event::Usage(usage) = &event {
+                        output_tokens = usage.completion_tokens;
+                        metrics.tokens(&model, &tenant, usage.prompt_tokens, usage.completion_tokens);
+                    }
                     if let Some(frame) = translator.frame(event) {
                         yield Ok(frame);
                     }
                 }
                 Step::End if translator.finished() => {
                     rpc_span.record("rpc.grpc.status_code", 0);
+                    let total = received.elapsed();
+                    metrics.duration(ROUTE, &model, 200, total.as_secs_f64());
+                    if let Some(ttft) = first_token_at.filter(|_| output_tokens > 1) {
+                        metrics.per_output_token(&model, (total - ttft).as_secs_f64() / f64::from(output_tokens - 1));
+                    }
                     tracing::info!(status = 200, elapsed_ms = received.elapsed().as_millis() as u64, "chat stream completed");
                     yield Ok(Bytes::from_static(DONE_FRAME));
                     break;
                 }
                 Step::End => {
                     let err = ApiError::backend_interrupted();
+                    metrics.stream_error(&model, err.reason());
+                    metrics.duration(ROUTE, &model, 200, received.elapsed().as_secs_f64());
                     tracing::warn!(reason = err.reason(), "chat stream ended before finishing");
                     yield Ok(error_frame(&err));
                     break;
@@ -300,6 +350,8 @@ fn stream_response(
                     record_rpc_status(&rpc_span, &status);
                     server_span.record("otel.status_code", "ERROR");
                     let err = ApiError::Scheduler(status);
+                    metrics.stream_error(&model, err.reason());
+                    metrics.duration(ROUTE, &model, 200, received.elapsed().as_secs_f64());
                     tracing::warn!(reason = err.reason(), error = %err, "chat stream failed after the response was committed");
                     yield Ok(error_frame(&err));
                     break;
@@ -360,4 +412,19 @@ fn record_rpc_status(span: &tracing::Span, status: &tonic::Status) {
 fn record_rpc_failure(span: &tracing::Span, status: tonic::Status) -> ApiError {
     record_rpc_status(span, &status);
     ApiError::Scheduler(status)
+}
+
+/// The route label of this endpoint.
+const ROUTE: &str = "/v1/chat/completions";
+
+/// What metrics need to know about one request, filled in as it goes.
+#[derive(Debug, Clone)]
+struct Observation {
+    metrics: Arc<GatewayMetrics>,
+    /// The requested model once the scheduler accepted it; `-` before.
+    model: String,
+    tenant: String,
+    received: Instant,
+    /// The response is a stream: its duration is recorded when the stream ends.
+    streaming: bool,
 }

@@ -11,6 +11,7 @@ mod bad_input;
 mod cancellation;
 mod chat_content;
 mod keepalive;
+mod metrics;
 mod priority_and_fairness;
 mod queue_limits;
 mod resilience;

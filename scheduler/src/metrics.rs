@@ -1,0 +1,266 @@
+//! The scheduler's Prometheus metrics (OpenMetrics text on `SCHEDULER_METRICS_LISTEN`):
+//! admission outcomes and queue waits by pool and class, backend errors by endpoint and
+//! reason, backend time to first token; queue depth, in-flight, slots and breaker states are
+//! read from the live topology at scrape time, so they are exact.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::admission::Class;
+use crate::topology::Topology;
+
+const WAIT_BUCKETS: [f64; 14] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+/// `gen_ai.server.time_to_first_token` buckets (seconds).
+const TTFT_BUCKETS: [f64; 16] = [
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AdmissionLabels {
+    pool: String,
+    priority: &'static str,
+    outcome: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClassLabels {
+    pool: String,
+    priority: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolLabels {
+    pool: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    pool: String,
+    endpoint: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    pool: String,
+    endpoint: String,
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModelLabels {
+    pool: String,
+    model: String,
+}
+
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn wait_histogram() -> Histogram {
+    Histogram::new(WAIT_BUCKETS)
+}
+fn ttft_histogram() -> Histogram {
+    Histogram::new(TTFT_BUCKETS)
+}
+
+/// Every metric the scheduler records.
+#[derive(Debug)]
+pub struct SchedulerMetrics {
+    registry: Registry,
+    admissions: Family<AdmissionLabels, Counter>,
+    queue_wait: Histograms<ClassLabels>,
+    backend_errors: Family<ErrorLabels, Counter>,
+    ttft: Histograms<ModelLabels>,
+    queue_depth: Family<ClassLabels, Gauge>,
+    in_flight: Family<PoolLabels, Gauge>,
+    slots: Family<PoolLabels, Gauge>,
+    endpoint_in_flight: Family<EndpointLabels, Gauge>,
+    endpoint_up: Family<EndpointLabels, Gauge>,
+    breaker_state: Family<EndpointLabels, Gauge>,
+}
+
+impl Default for SchedulerMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SchedulerMetrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let admissions = Family::default();
+        registry.register(
+            "llmgw_admission",
+            "Admission decisions by pool, priority class and outcome",
+            admissions.clone(),
+        );
+        let queue_wait =
+            Histograms::<ClassLabels>::new_with_constructor(wait_histogram as fn() -> Histogram);
+        registry.register_with_unit(
+            "llmgw_queue_wait",
+            "Time waited for a slot",
+            Unit::Seconds,
+            queue_wait.clone(),
+        );
+        let backend_errors = Family::default();
+        registry.register(
+            "llmgw_backend_errors",
+            "Failed backend attempts by endpoint and reason",
+            backend_errors.clone(),
+        );
+        let ttft =
+            Histograms::<ModelLabels>::new_with_constructor(ttft_histogram as fn() -> Histogram);
+        registry.register_with_unit(
+            "gen_ai_server_time_to_first_token",
+            "Backend time from request to first token, per successful attempt",
+            Unit::Seconds,
+            ttft.clone(),
+        );
+        let queue_depth = Family::default();
+        registry.register(
+            "llmgw_queue_depth",
+            "Requests waiting for a slot",
+            queue_depth.clone(),
+        );
+        let in_flight = Family::default();
+        registry.register(
+            "llmgw_in_flight",
+            "Slots held (generations running) per pool",
+            in_flight.clone(),
+        );
+        let slots = Family::default();
+        registry.register(
+            "llmgw_pool_slots",
+            "Slots of the pool's available endpoints",
+            slots.clone(),
+        );
+        let endpoint_in_flight = Family::default();
+        registry.register(
+            "llmgw_endpoint_in_flight",
+            "Requests in flight per endpoint",
+            endpoint_in_flight.clone(),
+        );
+        let endpoint_up = Family::default();
+        registry.register(
+            "llmgw_endpoint_up",
+            "1 if the endpoint answers its probe",
+            endpoint_up.clone(),
+        );
+        let breaker_state = Family::default();
+        registry.register(
+            "llmgw_breaker_state",
+            "Circuit breaker per endpoint: 0 closed, 1 half-open, 2 open",
+            breaker_state.clone(),
+        );
+        Self {
+            registry,
+            admissions,
+            queue_wait,
+            backend_errors,
+            ttft,
+            queue_depth,
+            in_flight,
+            slots,
+            endpoint_in_flight,
+            endpoint_up,
+            breaker_state,
+        }
+    }
+
+    /// One admission decision (`admitted`, `admitted_after_wait`, or the refusal's reason).
+    pub fn admission(&self, pool: &str, class: Class, outcome: &str) {
+        let labels = AdmissionLabels {
+            pool: pool.to_owned(),
+            priority: class.name(),
+            outcome: outcome.to_owned(),
+        };
+        self.admissions.get_or_create(&labels).inc();
+    }
+
+    /// Time a request waited before getting its slot.
+    pub fn queue_wait(&self, pool: &str, class: Class, seconds: f64) {
+        self.queue_wait
+            .get_or_create(&ClassLabels {
+                pool: pool.to_owned(),
+                priority: class.name(),
+            })
+            .observe(seconds);
+    }
+
+    /// A failed backend attempt.
+    pub fn backend_error(&self, pool: &str, endpoint: &str, reason: &'static str) {
+        let labels = ErrorLabels {
+            pool: pool.to_owned(),
+            endpoint: endpoint.to_owned(),
+            reason,
+        };
+        self.backend_errors.get_or_create(&labels).inc();
+    }
+
+    /// A backend's time to first token.
+    pub fn first_token(&self, pool: &str, model: &str, seconds: f64) {
+        self.ttft
+            .get_or_create(&ModelLabels {
+                pool: pool.to_owned(),
+                model: model.to_owned(),
+            })
+            .observe(seconds);
+    }
+
+    /// OpenMetrics text, with the live gauges read from `topology`.
+    pub fn render(&self, topology: &Topology) -> String {
+        self.queue_depth.clear();
+        self.in_flight.clear();
+        self.slots.clear();
+        self.endpoint_in_flight.clear();
+        self.endpoint_up.clear();
+        self.breaker_state.clear();
+        for pool in topology.pools.values() {
+            for class in Class::ALL {
+                let labels = ClassLabels {
+                    pool: pool.name.clone(),
+                    priority: class.name(),
+                };
+                self.queue_depth
+                    .get_or_create(&labels)
+                    .set(pool.admission.waiting_in(class) as i64);
+            }
+            let labels = PoolLabels {
+                pool: pool.name.clone(),
+            };
+            self.in_flight
+                .get_or_create(&labels)
+                .set(pool.admission.running() as i64);
+            self.slots
+                .get_or_create(&labels)
+                .set(pool.admission.slots() as i64);
+            for endpoint in &pool.endpoints {
+                let labels = EndpointLabels {
+                    pool: pool.name.clone(),
+                    endpoint: endpoint.name().to_owned(),
+                };
+                self.endpoint_in_flight
+                    .get_or_create(&labels)
+                    .set(endpoint.outstanding() as i64);
+                self.endpoint_up
+                    .get_or_create(&labels)
+                    .set(i64::from(endpoint.probe_ok()));
+                let state = match endpoint.breaker.state_name() {
+                    "closed" => 0,
+                    "half_open" => 1,
+                    _ => 2,
+                };
+                self.breaker_state.get_or_create(&labels).set(state);
+            }
+        }
+        let mut text = String::new();
+        if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
+            text.clear();
+        }
+        text
+    }
+}
