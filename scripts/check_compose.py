@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Static checks of docker-compose.yml beyond the compose JSON schema (no Docker engine here):
 every depends_on names a defined service, every build points at an existing Dockerfile stage,
-and every service with a healthcheck-conditioned dependant really has a healthcheck."""
+every service with a healthcheck-conditioned dependant really has a healthcheck, and every
+mounted repository path exists."""
 
 import re
 import sys
@@ -33,6 +34,10 @@ def main() -> int:
                 stages = re.findall(r"^FROM\s+\S+\s+AS\s+(\S+)", dockerfile.read_text(), re.MULTILINE | re.IGNORECASE)
                 if build["target"] not in stages:
                     problems.append(f"{name}: build target `{build['target']}` not among stages {stages}")
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0] if isinstance(volume, str) else volume.get("source", "")
+            if source.startswith("./") and not (ROOT / source).exists():
+                problems.append(f"{name}: mounted path {source} does not exist")
     for problem in problems:
         print(f"check_compose: {problem}", file=sys.stderr)
     if not problems:

@@ -44,3 +44,25 @@ def test_both_endpoints_parse_and_count_one_request(stack):
                  "gen_ai_server_time_to_first_token_seconds_count", pool="default") == 1
     assert sample(after_sched, "llmgw_pool_slots", "llmgw_pool_slots", pool="default") == 4
     assert sample(after_sched, "llmgw_in_flight", "llmgw_in_flight", pool="default") == 0
+
+
+def test_the_grafana_dashboard_only_uses_metrics_the_services_export(stack):
+    import json
+    import re
+
+    from conftest import ROOT
+
+    dashboard = json.loads((ROOT / "deploy/grafana/dashboards/llm-gateway.json").read_text())
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    assert len(exprs) >= 10
+    exported = set()
+    for url in (f"{stack.gateway_url}/metrics", stack.scheduler_metrics_url):
+        for family in text_string_to_metric_families(httpx.get(url, timeout=10).text):
+            exported.update(sample.name for sample in family.samples)
+            exported.add(family.name)
+    used = {name for expr in exprs for name in re.findall(r"\b((?:llmgw|gen_ai)_[a-z_]+)\b", expr)}
+    def family_of(name):
+        return re.sub(r"_(total|bucket|count|sum)$", "", name)
+
+    missing = {name for name in used if name not in exported and family_of(name) not in exported}
+    assert not missing, f"dashboard queries metrics nobody exports: {missing}"
