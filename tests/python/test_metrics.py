@@ -55,6 +55,14 @@ def test_the_grafana_dashboard_only_uses_metrics_the_services_export(stack):
     dashboard = json.loads((ROOT / "deploy/grafana/dashboards/llm-gateway.json").read_text())
     exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
     assert len(exprs) >= 10
+    # Families appear with their first sample: make one of each kind happen first.
+    chat = {"model": "llama3.2", "max_tokens": 2, "stream": True, "messages": [{"role": "user", "content": "x"}]}
+    assert httpx.post(f"{stack.gateway_url}/v1/chat/completions", json=chat, timeout=30).status_code == 200
+    httpx.put(f"{stack.sim_url}/sim/fault", content="status:500").raise_for_status()
+    try:
+        assert httpx.post(f"{stack.gateway_url}/v1/chat/completions", json=chat, timeout=30).status_code == 502
+    finally:
+        httpx.put(f"{stack.sim_url}/sim/fault", content="none").raise_for_status()
     exported = set()
     for url in (f"{stack.gateway_url}/metrics", stack.scheduler_metrics_url):
         text = httpx.get(url, timeout=10).text
