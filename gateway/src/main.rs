@@ -29,7 +29,7 @@ async fn main() -> anyhow::Result<()> {
     let on_signal = shutdown.clone();
     // Lives for the whole process; it only cancels the token.
     tokio::spawn(async move {
-        shutdown_signal().await;
+        llmgw_telemetry::shutdown_signal().await;
         tracing::info!("shutdown requested");
         on_signal.cancel();
     });
@@ -56,20 +56,4 @@ async fn healthcheck(listen: &str) -> anyhow::Result<()> {
     } else {
         anyhow::bail!("gateway /healthz did not answer 200")
     }
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        if let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }

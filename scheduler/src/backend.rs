@@ -31,8 +31,11 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn provider(&self) -> &'static str;
     /// Model names the backend serves.
     fn list_models(&self) -> BoxFuture<'static, Result<Vec<String>, BackendError>>;
-    /// Cheap liveness probe.
-    fn probe(&self) -> BoxFuture<'static, Result<(), BackendError>>;
+    /// Cheap liveness probe: by default, listing models.
+    fn probe(&self) -> BoxFuture<'static, Result<(), BackendError>> {
+        let models = self.list_models();
+        Box::pin(async move { models.await.map(|_| ()) })
+    }
     /// Models loaded in memory now (Ollama's `/api/ps`), to prefer endpoints that need no swap.
     /// Engines that serve only what they loaded answer with their model list.
     fn loaded_models(&self) -> BoxFuture<'static, Result<Vec<String>, BackendError>> {
@@ -149,4 +152,51 @@ impl BackendError {
             Self::Interrupted(_) => "backend_interrupted",
         }
     }
+}
+
+/// GETs `request` and decodes its JSON body; `what` names the endpoint in errors.
+pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
+    request: reqwest::RequestBuilder,
+    what: &str,
+) -> Result<T, BackendError> {
+    let response = request.send().await.map_err(transport_error)?;
+    let status = response.status().as_u16();
+    if status != 200 {
+        return Err(status_error(
+            status,
+            &response.text().await.unwrap_or_default(),
+            "",
+        ));
+    }
+    response
+        .json()
+        .await
+        .map_err(|err| BackendError::BadResponse(format!("{what}: {err}")))
+}
+
+/// Sampling parameters over the request's extra engine options, as one JSON object; the
+/// protocols differ only in the name of the output-length limit.
+pub(crate) fn sampling_options(
+    sampling: Option<llmgw_proto::v1::SamplingParams>,
+    extra_json: &str,
+    max_tokens_key: &str,
+) -> serde_json::Map<String, serde_json::Value> {
+    use serde_json::Value;
+    let mut options: serde_json::Map<String, Value> =
+        serde_json::from_str(extra_json).unwrap_or_default();
+    if let Some(s) = sampling {
+        let mut put = |key: &str, value: Option<Value>| {
+            if let Some(value) = value {
+                options.insert(key.to_owned(), value);
+            }
+        };
+        put("temperature", s.temperature.map(Value::from));
+        put("top_p", s.top_p.map(Value::from));
+        put(max_tokens_key, s.max_tokens.map(Value::from));
+        put("seed", s.seed.map(Value::from));
+        put("presence_penalty", s.presence_penalty.map(Value::from));
+        put("frequency_penalty", s.frequency_penalty.map(Value::from));
+        put("stop", (!s.stop.is_empty()).then(|| Value::from(s.stop)));
+    }
+    options
 }

@@ -7,6 +7,7 @@
 //!   variables; with `OTEL_EXPORTER_OTLP_ENDPOINT` unset there is no exporter and no cost.
 //! - [`propagation`]: `traceparent` in and out of HTTP headers and gRPC metadata, and the ids
 //!   of a span for logs and response headers.
+//! - [`signals`]: the stop signals every binary shuts down on.
 //!
 //! [`init`] is the one call both binaries make; the returned [`TelemetryGuard`] flushes the
 //! exporter when dropped, so `main` drops it last.
@@ -14,6 +15,9 @@
 pub mod logging;
 pub mod otel;
 pub mod propagation;
+pub mod signals;
+
+pub use signals::shutdown_signal;
 
 pub use logging::{LogFormat, LogFormatError};
 /// A trace context (the remote parent, or what is sent downstream).

@@ -189,3 +189,32 @@ async fn hot_reload_under_load_loses_nothing_and_bad_files_are_refused() {
         "the running config stays"
     );
 }
+
+#[tokio::test]
+async fn an_edited_config_file_is_picked_up_without_a_signal() {
+    let stack = Stack::fleet(vec![quick_sim(), quick_sim()], mixed_fleet, |_| {}).await;
+    let path = stack.config_path.clone().unwrap();
+    let edited = std::fs::read_to_string(&path).unwrap().replacen(
+        "name = \"chat\"",
+        "name = \"chat\"\n        fallbacks = []\n        default_version = \"next\"",
+        1,
+    );
+    std::fs::write(&path, edited).unwrap();
+    // The watcher checks the file every second; no SIGHUP, no reload() call.
+    let topologies = std::sync::Arc::clone(&stack.topologies);
+    crate::support::eventually("edited file applied", Duration::from_secs(5), || {
+        topologies
+            .current()
+            .routes
+            .resolve("chat", "anyone", 0)
+            .map(|r| r.version == "next")
+            .unwrap_or(false)
+    })
+    .await;
+    assert_eq!(content(&stack, "chat", "anyone", false).await.0, 200);
+    assert_eq!(
+        stack.sims[1].stats().requests,
+        1,
+        "the default version now lives on the OpenAI pool"
+    );
+}

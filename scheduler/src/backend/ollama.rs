@@ -10,7 +10,8 @@ use serde_json::{Map, Value};
 
 use super::ollama_wire as wire;
 use super::{
-    Backend, BackendError, EventStream, error_chain, http_client, status_error, transport_error,
+    Backend, BackendError, EventStream, error_chain, get_json, http_client, sampling_options,
+    status_error, transport_error,
 };
 use crate::framing::LineDecoder;
 
@@ -74,28 +75,11 @@ impl Backend for OllamaBackend {
     }
 
     fn list_models(&self) -> BoxFuture<'static, Result<Vec<String>, BackendError>> {
-        let request = self.http.get(format!("{}/api/tags", self.base));
+        let call = self.http.get(format!("{}/api/tags", self.base));
         Box::pin(async move {
-            let response = request.send().await.map_err(transport_error)?;
-            let status = response.status().as_u16();
-            if status != 200 {
-                return Err(status_error(
-                    status,
-                    &response.text().await.unwrap_or_default(),
-                    "",
-                ));
-            }
-            let tags: wire::Tags = response
-                .json()
-                .await
-                .map_err(|err| BackendError::BadResponse(format!("/api/tags: {err}")))?;
+            let tags: wire::Tags = get_json(call, "/api/tags").await?;
             Ok(tags.models.into_iter().map(|m| m.name).collect())
         })
-    }
-
-    fn probe(&self) -> BoxFuture<'static, Result<(), BackendError>> {
-        let models = self.list_models();
-        Box::pin(async move { models.await.map(|_| ()) })
     }
 
     fn loaded_models(&self) -> BoxFuture<'static, Result<Vec<String>, BackendError>> {
@@ -115,24 +99,7 @@ impl Backend for OllamaBackend {
 }
 
 fn to_wire(request: ChatRequest) -> wire::ChatRequest {
-    let mut options = Map::new();
-    if let Ok(extra) = serde_json::from_str::<Map<String, Value>>(&request.extra_json) {
-        options.extend(extra);
-    }
-    if let Some(s) = request.sampling {
-        let mut put = |key: &str, value: Option<Value>| {
-            if let Some(value) = value {
-                options.insert(key.to_owned(), value);
-            }
-        };
-        put("temperature", s.temperature.map(Value::from));
-        put("top_p", s.top_p.map(Value::from));
-        put("num_predict", s.max_tokens.map(Value::from));
-        put("seed", s.seed.map(Value::from));
-        put("presence_penalty", s.presence_penalty.map(Value::from));
-        put("frequency_penalty", s.frequency_penalty.map(Value::from));
-        put("stop", (!s.stop.is_empty()).then(|| Value::from(s.stop)));
-    }
+    let options = sampling_options(request.sampling, &request.extra_json, "num_predict");
     let messages = request
         .messages
         .into_iter()

@@ -11,7 +11,10 @@ use llmgw_proto::v1::{ChatRequest, Delta, Finish, ToolCallDelta, Usage, chat_eve
 use serde_json::{Map, Value};
 
 use super::openai_wire as wire;
-use super::{Backend, BackendError, EventStream, http_client, status_error, transport_error};
+use super::{
+    Backend, BackendError, EventStream, get_json, http_client, sampling_options, status_error,
+    transport_error,
+};
 use crate::framing::sse::SseDecoder;
 
 /// Longest SSE line accepted (a non-streamed answer arrives as one body, not through SSE).
@@ -109,46 +112,14 @@ impl Backend for OpenAiBackend {
     fn list_models(&self) -> BoxFuture<'static, Result<Vec<String>, BackendError>> {
         let call = self.request(reqwest::Method::GET, "/v1/models");
         Box::pin(async move {
-            let response = call.send().await.map_err(transport_error)?;
-            let status = response.status().as_u16();
-            if status != 200 {
-                return Err(status_error(
-                    status,
-                    &response.text().await.unwrap_or_default(),
-                    "",
-                ));
-            }
-            let list: wire::ModelList = response
-                .json()
-                .await
-                .map_err(|err| BackendError::BadResponse(format!("/v1/models: {err}")))?;
+            let list: wire::ModelList = get_json(call, "/v1/models").await?;
             Ok(list.data.into_iter().map(|m| m.id).collect())
         })
-    }
-
-    fn probe(&self) -> BoxFuture<'static, Result<(), BackendError>> {
-        let models = self.list_models();
-        Box::pin(async move { models.await.map(|_| ()) })
     }
 }
 
 fn to_wire(request: ChatRequest) -> wire::ChatRequest {
-    let mut options: Map<String, Value> =
-        serde_json::from_str(&request.extra_json).unwrap_or_default();
-    if let Some(s) = request.sampling {
-        let mut put = |key: &str, value: Option<Value>| {
-            if let Some(value) = value {
-                options.insert(key.to_owned(), value);
-            }
-        };
-        put("temperature", s.temperature.map(Value::from));
-        put("top_p", s.top_p.map(Value::from));
-        put("max_tokens", s.max_tokens.map(Value::from));
-        put("seed", s.seed.map(Value::from));
-        put("presence_penalty", s.presence_penalty.map(Value::from));
-        put("frequency_penalty", s.frequency_penalty.map(Value::from));
-        put("stop", (!s.stop.is_empty()).then(|| Value::from(s.stop)));
-    }
+    let options = sampling_options(request.sampling, &request.extra_json, "max_tokens");
     let messages = request
         .messages
         .into_iter()
