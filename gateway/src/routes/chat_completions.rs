@@ -308,6 +308,10 @@ fn stream_response(
                 Step::Event(Event::Queued(queued)) if !opened => {
                     yield Ok(queued_comment(queued.position));
                 }
+                // Headers are gone already: the queue time the header would carry goes here.
+                Step::Event(Event::Started(started)) if !opened => {
+                    yield Ok(Bytes::from(format!(": started queue_ms={}\n\n", started.queue_ms)));
+                }
                 Step::Event(event) => {
                     let content = matches!(event, Event::Delta(_) | Event::Finish(_) | Event::Usage(_));
                     if content && !opened {

@@ -67,6 +67,16 @@ async fn a_waiting_stream_gets_comments_then_its_tokens() {
         "{preamble:?}"
     );
     assert!(preamble.contains(": keep-alive\n\n"), "{preamble:?}");
+    let queue_ms: u64 = preamble
+        .split(": started queue_ms=")
+        .nth(1)
+        .and_then(|rest| rest.split('\n').next())
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or_else(|| panic!("no queue time comment in {preamble:?}"));
+    assert!(
+        queue_ms >= 50,
+        "it waited at least one keep-alive interval, got {queue_ms} ms"
+    );
     assert!(
         preamble.lines().all(|l| l.is_empty() || l.starts_with(':')),
         "only comments before data"
