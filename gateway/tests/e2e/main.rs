@@ -17,6 +17,7 @@ mod queue_limits;
 mod resilience;
 mod routing;
 mod scheduler_down;
+mod shutdown;
 mod slot_holding;
 mod timeouts;
 mod upstream_failures;

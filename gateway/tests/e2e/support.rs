@@ -156,6 +156,11 @@ impl Stack {
         stack
     }
 
+    /// Starts a graceful shutdown of gateway and scheduler (what SIGTERM does).
+    pub fn begin_shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.gateway)
     }
