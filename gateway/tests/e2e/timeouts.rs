@@ -128,6 +128,9 @@ async fn a_backend_that_accepts_but_never_answers_is_a_connect_timeout() {
             )
             .unwrap();
             s.config_file = Some(path.display().to_string());
+            // Probes time out after min(interval, 2 s): keep the first one pending well past
+            // the request, so the request itself meets the silent endpoint.
+            s.probe_interval_ms = 10_000;
         },
         |_| {},
     )
