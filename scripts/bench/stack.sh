@@ -17,6 +17,10 @@ SCHEDULER_LISTEN="127.0.0.1:$SCHED_PORT" OLLAMA_BASE="$SIM_URL" SCHEDULER_PROBE_
   SCHEDULER_METRICS_LISTEN="127.0.0.1:${METRICS_PORT:-18464}" \
   "$BIN/scheduler" & STACK_PIDS+=($!)
 GATEWAY_LISTEN="127.0.0.1:$GW_PORT" SCHEDULER_URL="http://127.0.0.1:$SCHED_PORT" "$BIN/gateway" & STACK_PIDS+=($!)
+# The zero-logic skeleton of the same two hops (bench/src/bin/skeleton.rs): the floor to compare with.
+SKEL_MID_PORT="${SKEL_MID_PORT:-19051}"; SKEL_PORT="${SKEL_PORT:-19080}"; SKEL_URL="http://127.0.0.1:$SKEL_PORT"
+"$BIN/skeleton" mid --listen "127.0.0.1:$SKEL_MID_PORT" --upstream "$SIM_URL" & STACK_PIDS+=($!)
+"$BIN/skeleton" edge --listen "127.0.0.1:$SKEL_PORT" --mid "http://127.0.0.1:$SKEL_MID_PORT" & STACK_PIDS+=($!)
 for _ in $(seq 1 100); do curl -fsS "$GW_URL/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
 curl -fsS "$GW_URL/readyz" >/dev/null || { echo "bench: stack did not become ready" >&2; exit 1; }
 echo "bench: $(nproc) cores, $(uname -r), $(rustc --version), commit $(git rev-parse --short HEAD 2>/dev/null || echo none)"
