@@ -148,9 +148,9 @@ impl Config {
         if self.queue_timeout_ms == 0 {
             return Err("SCHEDULER_QUEUE_TIMEOUT_MS must be at least 1".to_owned());
         }
-        if !self.ollama_base.starts_with("http://") {
+        if !(self.ollama_base.starts_with("http://") || self.ollama_base.starts_with("https://")) {
             return Err(format!(
-                "OLLAMA_BASE must be an http:// URL, got `{}`",
+                "OLLAMA_BASE must be an http:// or https:// URL, got `{}`",
                 self.ollama_base
             ));
         }
