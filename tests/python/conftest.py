@@ -39,7 +39,10 @@ def wait_for(url: str, deadline_s: float = 20.0) -> None:
 
 
 class Stack:
-    def __init__(self, tmp: Path, extra_env: dict | None = None):
+    """llm-sim + scheduler + gateway as processes. `scheduler_config`, if given, builds the
+    SCHEDULER_CONFIG file's text from the sim's base URL."""
+
+    def __init__(self, tmp: Path, extra_env: dict | None = None, scheduler_config=None):
         self.sim_port, self.scheduler_port, self.gateway_port = free_port(), free_port(), free_port()
         self.metrics_port = free_port()
         self.processes = []
@@ -48,10 +51,16 @@ class Stack:
         self.spawn("llm-sim", [], {**env,
             "SIM_LISTEN": f"127.0.0.1:{self.sim_port}", "SIM_TTFT_MS": "5", "SIM_TPOT_MS": "2",
             "SIM_OUTPUT_TOKENS": str(SIM_OUTPUT_TOKENS)})
-        self.spawn("scheduler", [], {**env,
+        scheduler_env = {**env,
             "SCHEDULER_LISTEN": f"127.0.0.1:{self.scheduler_port}", "OLLAMA_BASE": self.sim_url,
             "SCHEDULER_METRICS_LISTEN": f"127.0.0.1:{self.metrics_port}",
-            "SCHEDULER_PROBE_INTERVAL_MS": "200"})
+            "SCHEDULER_PROBE_INTERVAL_MS": "200"}
+        self.config_path = None
+        if scheduler_config is not None:
+            self.config_path = tmp / "scheduler.toml"
+            self.config_path.write_text(scheduler_config(self.sim_url))
+            scheduler_env["SCHEDULER_CONFIG"] = str(self.config_path)
+        self.spawn("scheduler", [], scheduler_env)
         self.spawn("gateway", [], {**env,
             "GATEWAY_LISTEN": f"127.0.0.1:{self.gateway_port}",
             "SCHEDULER_URL": f"http://127.0.0.1:{self.scheduler_port}"})
@@ -60,6 +69,10 @@ class Stack:
     def spawn(self, name: str, args: list, env: dict) -> None:
         log = open(self.tmp / f"{name}.log", "wb")
         self.processes.append(subprocess.Popen([str(BIN_DIR / name), *args], env=env, stdout=log, stderr=log))
+
+    @property
+    def scheduler_process(self):
+        return self.processes[1]
 
     @property
     def sim_url(self) -> str:
