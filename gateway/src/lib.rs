@@ -4,13 +4,14 @@
 //! # Layout
 //! - [`config`]: flags and environment (`GATEWAY_*`, `SCHEDULER_URL`).
 //! - [`server`]: [`serve`] and the router with its layer stack.
-//! - [`routes`]: one file per endpoint (chat completions, models, health).
+//! - [`routes`]: one file per endpoint (chat completions, models, health, metrics).
 //! - [`openai`]: OpenAI wire types (plain serde data).
 //! - [`translate`]: the only module that knows both OpenAI and proto types.
 //! - [`caller`]: tenant, priority and request id taken from the request headers.
 //! - [`scheduler_client`]: a small pool of HTTP/2 connections to the scheduler.
 //! - [`error`]: [`error::ApiError`] and its OpenAI error envelope.
 //! - [`status_table`]: the one gRPC code → HTTP status table.
+//! - [`metrics`]: the Prometheus metrics the routes record.
 
 pub mod caller;
 pub mod config;

@@ -3,13 +3,21 @@
 //!
 //! # Layout
 //! - [`config`]: flags and environment (`SCHEDULER_*`, `OLLAMA_BASE`).
-//! - [`server`]: [`serve`]: gRPC service, health, reflection, probes, shutdown.
-//! - [`service`]: the `llmgw.scheduler.v1.Scheduler` implementation (validation, the event stream).
-//! - [`admission`]: slots, the bounded wait queue and its refusals.
-//! - [`pool`]: a backend pool: its admission and its backend.
-//! - [`backend`]: the backend trait; [`backend::ollama`] speaks Ollama's native API.
-//! - [`framing`]: the NDJSON line decoder backends share.
-//! - [`health`]: active probes that drive gRPC health.
+//! - [`server`]: [`serve`]: gRPC service, health, reflection, probes, metrics, reload, shutdown.
+//! - [`service`]: the `llmgw.scheduler.v1.Scheduler` implementation: validation, routing,
+//!   admission entry, list models.
+//! - [`generation`]: one request's event stream: queue wait, attempts, retries and fallbacks
+//!   before the first token, idle and total timeouts, spans.
+//! - [`admission`]: who runs, waits or is refused (policy); `admission::queue`: service order.
+//! - [`routing`]: the `SCHEDULER_CONFIG` file and the routing table.
+//! - [`topology`]: routes plus pools, swapped atomically; [`reload`]: SIGHUP and file watching.
+//! - [`pool`]: endpoints behind one admission, and the load balancer; [`endpoint`]: one
+//!   endpoint's live state; [`breaker`]: its circuit breaker.
+//! - [`backend`]: the backend trait; [`backend::ollama`] and [`backend::openai`] speak the two
+//!   protocols.
+//! - [`framing`]: line framing (NDJSON) and [`framing::sse`], shared and property-tested.
+//! - [`health`]: active probes driving availability, capacity and gRPC health.
+//! - [`metrics`], [`metrics_server`]: Prometheus metrics on `SCHEDULER_METRICS_LISTEN`.
 //! - [`error`]: the crate's error enum and its gRPC status mapping.
 
 pub mod admission;
