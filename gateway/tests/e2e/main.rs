@@ -14,6 +14,7 @@ mod keepalive;
 mod metrics;
 mod priority_and_fairness;
 mod queue_limits;
+mod reflection;
 mod resilience;
 mod routing;
 mod scheduler_down;

@@ -166,3 +166,67 @@ async fn retries_happen_before_the_first_token_and_never_after() {
         "no retry after the first token"
     );
 }
+
+#[tokio::test]
+async fn a_model_whose_pool_fails_falls_back_to_another_model_in_another_pool() {
+    let broken = SimConfig {
+        fault: Fault::Status(503),
+        ..quick_sim()
+    };
+    let config = |urls: &[String]| {
+        format!(
+            r#"
+            [[pool]]
+            name = "primary"
+            [[pool.endpoint]]
+            url = "{}"
+            kind = "ollama"
+            slots = 2
+
+            [[pool]]
+            name = "spare"
+            [[pool.endpoint]]
+            url = "{}"
+            kind = "ollama"
+            slots = 2
+
+            [[model]]
+            name = "main"
+            fallbacks = ["backup"]
+            [[model.version]]
+            name = "v"
+            pool = "primary"
+            upstream = "llama3.2"
+
+            [[model]]
+            name = "backup"
+            [[model.version]]
+            name = "v"
+            pool = "spare"
+            upstream = "smollm2:135m"
+            "#,
+            urls[0], urls[1]
+        )
+    };
+    let stack = Stack::fleet(vec![broken, quick_sim()], config, |_| {}).await;
+    let response = stack.chat(chat_body("main", "fall back")).await;
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        completion_text("fall back", 0, 8)
+    );
+    assert_eq!(
+        (
+            stack.sims[0].stats().requests,
+            stack.sims[1].stats().requests
+        ),
+        (1, 1)
+    );
+    assert_eq!(
+        stack.pool("primary").admission.running(),
+        0,
+        "the primary slot was given back"
+    );
+    assert_eq!(stack.pool("spare").admission.running(), 0);
+}

@@ -19,6 +19,8 @@ pub struct Stack {
     pub config_path: Option<std::path::PathBuf>,
     pub topologies: Arc<Topologies>,
     pub gateway: SocketAddr,
+    /// The scheduler's gRPC address.
+    pub scheduler: SocketAddr,
     pub http: reqwest::Client,
     shutdown: CancellationToken,
 }
@@ -147,6 +149,7 @@ impl Stack {
             config_path,
             topologies,
             gateway,
+            scheduler: scheduler_addr,
             http,
             shutdown,
         };
