@@ -117,11 +117,7 @@ impl Scheduler for SchedulerService {
             trace_id = tracing::field::Empty,
             span_id = tracing::field::Empty,
         );
-        propagation::set_parent(&span, incoming.clone());
-        if let Some((trace_id, span_id)) = propagation::ids(&span) {
-            span.record("trace_id", trace_id);
-            span.record("span_id", span_id);
-        }
+        propagation::adopt(&span, incoming.clone());
         let refuse = |err: SchedulerError| {
             span.in_scope(|| tracing::info!(reason = err.reason(), error = %err, "admission decision: refused"));
             let status = Status::from(err);

@@ -82,6 +82,17 @@ pub fn set_parent(span: &tracing::Span, parent: Context) {
     let _ = span.set_parent(parent);
 }
 
+/// Makes `parent` the parent of a request span and records the span's own ids in its
+/// `trace_id` / `span_id` fields (declared `Empty`), so JSON log lines lead to the trace.
+/// Returns the trace id when traces are recorded.
+pub fn adopt(span: &tracing::Span, parent: Context) -> Option<String> {
+    set_parent(span, parent);
+    let (trace_id, span_id) = ids(span)?;
+    span.record("trace_id", trace_id.as_str());
+    span.record("span_id", span_id.as_str());
+    Some(trace_id)
+}
+
 /// The trace id of `context` as 32 hex digits, if it has a valid span.
 pub fn trace_id(context: &Context) -> Option<String> {
     let span = context.span();

@@ -58,12 +58,7 @@ pub async fn chat_completions(
         trace_id = tracing::field::Empty,
         span_id = tracing::field::Empty,
     );
-    propagation::set_parent(&span, incoming.clone());
-    let ids = propagation::ids(&span);
-    if let Some((trace_id, span_id)) = &ids {
-        span.record("trace_id", trace_id.as_str());
-        span.record("span_id", span_id.as_str());
-    }
+    let own_trace_id = propagation::adopt(&span, incoming.clone());
     let mut observation = Observation {
         metrics: Arc::clone(&state.metrics),
         model: "-".to_owned(),
@@ -95,10 +90,7 @@ pub async fn chat_completions(
         span.record("otel.status_code", "ERROR");
     }
     let headers = response.headers_mut();
-    if let Some(trace_id) = ids
-        .map(|(trace_id, _)| trace_id)
-        .or_else(|| propagation::trace_id(&incoming))
-    {
+    if let Some(trace_id) = own_trace_id.or_else(|| propagation::trace_id(&incoming)) {
         put(headers, "x-trace-id", &trace_id);
     }
     put(headers, "x-request-id", &caller.request_id);
