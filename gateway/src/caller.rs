@@ -18,8 +18,9 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// Reads and checks the headers; a bad value is a 400 naming the header.
-    pub fn from_headers(headers: &HeaderMap) -> Result<Self, ApiError> {
+    /// Reads and checks the headers; a bad value is a 400 naming the header. `request_id` is
+    /// the one the request-id layer settled on.
+    pub fn from_headers(headers: &HeaderMap, request_id: String) -> Result<Self, ApiError> {
         let tenant = match header(headers, "x-tenant-id")? {
             None => ANONYMOUS.to_owned(),
             Some(tenant) if valid_token(tenant) => tenant.to_owned(),
@@ -41,9 +42,6 @@ impl Caller {
                 )
             })?,
         };
-        let request_id = header(headers, "x-request-id")?
-            .filter(|id| valid_token(id))
-            .map_or_else(|| format!("req_{:016x}", fastrand::u64(..)), str::to_owned);
         Ok(Self {
             tenant,
             priority,
@@ -81,7 +79,8 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, Api
     }
 }
 
-fn valid_token(value: &str) -> bool {
+/// 1 to 64 letters, digits, `.`, `_` or `-`: tenant ids and request ids.
+pub fn valid_token(value: &str) -> bool {
     (1..=64).contains(&value.len())
         && value
             .bytes()
@@ -100,20 +99,18 @@ mod tests {
     }
 
     #[test]
-    fn defaults_to_anonymous_interactive_with_a_fresh_id() {
-        let caller = Caller::from_headers(&HeaderMap::new()).unwrap();
+    fn defaults_to_anonymous_interactive() {
+        let caller = Caller::from_headers(&HeaderMap::new(), "r".into()).unwrap();
         assert_eq!(caller.tenant, "anonymous");
         assert_eq!(caller.priority, Priority::Interactive);
-        assert!(caller.request_id.starts_with("req_"));
     }
 
     #[test]
     fn reads_tenant_priority_and_request_id() {
-        let caller = Caller::from_headers(&headers(&[
-            ("x-tenant-id", "team-a"),
-            ("x-priority", "Batch"),
-            ("x-request-id", "abc-123"),
-        ]))
+        let caller = Caller::from_headers(
+            &headers(&[("x-tenant-id", "team-a"), ("x-priority", "Batch")]),
+            "abc-123".into(),
+        )
         .unwrap();
         assert_eq!(
             caller,
@@ -127,12 +124,14 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_header() {
-        let err = Caller::from_headers(&headers(&[("x-priority", "urgent")])).unwrap_err();
+        let err =
+            Caller::from_headers(&headers(&[("x-priority", "urgent")]), String::new()).unwrap_err();
         assert_eq!(
             err.to_string(),
             "header `x-priority` must be critical, interactive or batch; got `urgent`"
         );
-        let err = Caller::from_headers(&headers(&[("x-tenant-id", "a b")])).unwrap_err();
+        let err =
+            Caller::from_headers(&headers(&[("x-tenant-id", "a b")]), String::new()).unwrap_err();
         assert!(err.to_string().contains("x-tenant-id"));
     }
 }

@@ -4,6 +4,7 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use llmgw_proto::{REASON_METADATA, Reason};
 use tonic::Code;
 
 use crate::openai::response::{ErrorBody, ErrorEnvelope};
@@ -43,8 +44,8 @@ impl ApiError {
         let mut status =
             tonic::Status::unknown("backend stream ended before the generation finished");
         status.metadata_mut().insert(
-            "x-llmgw-reason",
-            tonic::metadata::MetadataValue::from_static("backend_interrupted"),
+            REASON_METADATA,
+            tonic::metadata::MetadataValue::from_static(Reason::BackendInterrupted.as_str()),
         );
         Self::Scheduler(status)
     }
@@ -59,12 +60,12 @@ impl ApiError {
         }
     }
 
-    /// Stable snake_case reason (the `x-llmgw-reason` header and the error `code`).
-    pub fn reason(&self) -> &'static str {
+    /// Stable reason (the `x-llmgw-reason` header and the error `code`).
+    pub fn reason(&self) -> Reason {
         match self {
-            Self::InvalidRequest { .. } => "invalid_request",
-            Self::BodyTooLarge { .. } => "body_too_large",
-            Self::RouteNotFound(_) => "route_not_found",
+            Self::InvalidRequest { .. } => Reason::InvalidRequest,
+            Self::BodyTooLarge { .. } => Reason::BodyTooLarge,
+            Self::RouteNotFound(_) => Reason::RouteNotFound,
             Self::Scheduler(status) => scheduler_reason(status),
         }
     }
@@ -88,30 +89,10 @@ impl ApiError {
         let Self::Scheduler(status) = self else {
             return self.to_string();
         };
-        let fixed = match scheduler_reason(status) {
-            "queue_full" => "Too many requests are waiting for this model; retry later",
-            "displaced" => {
-                "A higher-priority request took this request's place in the queue; retry later"
-            }
-            "queue_timeout" => "No capacity became free in time; retry later",
-            "deadline_exceeded" => "The request did not finish within its deadline",
-            "connect_timeout" => "The model backend did not answer in time",
-            "ttft_timeout" => "The model backend produced no first token in time",
-            "idle_timeout" => "The model backend stopped producing tokens",
-            "total_timeout" => "The generation exceeded the model's time limit",
-            "no_healthy_backend" => "No healthy backend can serve this model right now",
-            "backend_unavailable" => "The model backend is unreachable",
-            "backend_overloaded" => "The model backend is overloaded",
-            "backend_error" => "The model backend returned an error",
-            "backend_bad_response" => "The model backend sent an invalid response",
-            "backend_interrupted" => "The model backend's stream was interrupted",
-            "scheduler_unavailable" => "The scheduler is unavailable",
-            "shutting_down" => "The scheduler is shutting down; retry shortly",
-            _ if status.code() == Code::NotFound => "The model does not exist",
-            _ if self.status().is_client_error() => return status.message().to_owned(),
-            _ => "The scheduler failed to serve the request",
-        };
-        fixed.to_owned()
+        match scheduler_message(scheduler_reason(status)) {
+            Said::Fixed(message) => message.to_owned(),
+            Said::Theirs => status.message().to_owned(),
+        }
     }
 
     fn param(&self) -> Option<String> {
@@ -139,28 +120,78 @@ impl ApiError {
                 message: self.client_message(),
                 kind,
                 param: self.param(),
-                code: Some(self.reason()),
+                code: Some(self.reason().as_str()),
             },
         }
     }
 }
 
+/// What the client is told about a scheduler-side reason.
+enum Said {
+    /// A fixed sentence that says what failed without internals.
+    Fixed(&'static str),
+    /// The scheduler's own message: the client's mistake, naming the field.
+    Theirs,
+}
+
+/// The message table: every reason has an entry, so a new reason forces a decision here.
+fn scheduler_message(reason: Reason) -> Said {
+    Said::Fixed(match reason {
+        Reason::InvalidRequest
+        | Reason::BodyTooLarge
+        | Reason::RouteNotFound
+        | Reason::BackendRejected
+        | Reason::OptionNotAllowed => return Said::Theirs,
+        Reason::ModelNotFound => "The model does not exist",
+        Reason::InvalidApiKey | Reason::Unauthenticated => {
+            "The gateway's scheduler token was refused"
+        }
+        Reason::ModelNotAllowed => "This key may not use this model",
+        Reason::PriorityNotAllowed => "This key may not ask for this priority",
+        Reason::RateLimited => "A rate limit was reached; retry later",
+        Reason::BudgetExhausted => "The token budget is spent",
+        Reason::LimitsUnavailable => "Rate limits cannot be checked right now; retry shortly",
+        Reason::QueueFull => "Too many requests are waiting for this model; retry later",
+        Reason::Displaced => {
+            "A higher-priority request took this request's place in the queue; retry later"
+        }
+        Reason::QueueTimeout => "No capacity became free in time; retry later",
+        Reason::DeadlineExceeded => "The request did not finish within its deadline",
+        Reason::ConnectTimeout => "The model backend did not answer in time",
+        Reason::TtftTimeout => "The model backend produced no first token in time",
+        Reason::IdleTimeout => "The model backend stopped producing tokens",
+        Reason::TotalTimeout => "The generation exceeded the model's time limit",
+        Reason::NoHealthyBackend => "No healthy backend can serve this model right now",
+        Reason::BackendUnavailable => "The model backend is unreachable",
+        Reason::BackendOverloaded => "The model backend is overloaded",
+        Reason::BackendError => "The model backend returned an error",
+        Reason::BackendBadResponse => "The model backend sent an invalid response",
+        Reason::BackendInterrupted => "The model backend's stream was interrupted",
+        Reason::SchedulerUnavailable => "The scheduler is unavailable",
+        Reason::ShuttingDown => "The scheduler is shutting down; retry shortly",
+        Reason::SchedulerError => "The scheduler failed to serve the request",
+        Reason::Cancelled => "The request was cancelled",
+    })
+}
+
 /// The scheduler's reason metadata; for transport failures (no metadata) a reason by code.
-fn scheduler_reason(status: &tonic::Status) -> &'static str {
+fn scheduler_reason(status: &tonic::Status) -> Reason {
     let sent = status
         .metadata()
-        .get("x-llmgw-reason")
-        .and_then(|v| v.to_str().ok());
-    if let Some(known) = sent.and_then(|s| llmgw_proto::REASONS.iter().find(|k| **k == s)) {
+        .get(REASON_METADATA)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|word| word.parse::<Reason>().ok());
+    if let Some(known) = sent {
         return known;
     }
     match status.code() {
-        Code::Unavailable => "scheduler_unavailable",
-        Code::DeadlineExceeded => "deadline_exceeded",
-        Code::NotFound => "model_not_found",
-        Code::InvalidArgument => "invalid_request",
-        Code::Cancelled => "cancelled",
-        _ => "scheduler_error",
+        Code::Unavailable => Reason::SchedulerUnavailable,
+        Code::DeadlineExceeded => Reason::DeadlineExceeded,
+        Code::NotFound => Reason::ModelNotFound,
+        Code::InvalidArgument => Reason::InvalidRequest,
+        Code::Cancelled => Reason::Cancelled,
+        Code::Unauthenticated => Reason::Unauthenticated,
+        _ => Reason::SchedulerError,
     }
 }
 
@@ -168,15 +199,19 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         if status.is_server_error() {
-            tracing::warn!(status = status.as_u16(), reason = self.reason(), error = %self, "request failed");
+            tracing::warn!(status = status.as_u16(), reason = self.reason().as_str(), error = %self, "request failed");
         } else {
-            tracing::info!(status = status.as_u16(), reason = self.reason(), error = %self, "request refused");
+            tracing::info!(
+                status = status.as_u16(),
+                reason = self.reason().as_str(),
+                "request refused"
+            );
         }
         let retry_after = self.retry_after();
         let reason = self.reason();
         let mut response = (status, Json(self.envelope())).into_response();
         let headers = response.headers_mut();
-        headers.insert("x-llmgw-reason", HeaderValue::from_static(reason));
+        headers.insert(REASON_METADATA, HeaderValue::from_static(reason.as_str()));
         if let Some(retry_after) = retry_after {
             headers.insert(header::RETRY_AFTER, retry_after);
         }
@@ -214,5 +249,18 @@ mod tests {
         assert_eq!(envelope.error.message, "The scheduler is unavailable");
         assert_eq!(envelope.error.code, Some("scheduler_unavailable"));
         assert_eq!(envelope.error.kind, "server_error");
+    }
+
+    #[test]
+    fn every_reason_the_scheduler_sends_survives_the_trip() {
+        for reason in Reason::ALL {
+            let mut status = tonic::Status::unavailable("x");
+            status
+                .metadata_mut()
+                .insert(REASON_METADATA, MetadataValue::from_static(reason.as_str()));
+            let error = ApiError::Scheduler(status);
+            assert_eq!(error.reason(), *reason);
+            assert!(!error.envelope().error.message.is_empty());
+        }
     }
 }

@@ -4,6 +4,8 @@
 //! # Layout
 //! - [`config`]: flags and environment (`GATEWAY_*`, `SCHEDULER_URL`).
 //! - [`server`]: [`serve`] and the router with its layer stack.
+//! - [`layers`]: request-wide concerns, one layer each (request id, server span, request
+//!   metric, caller).
 //! - [`routes`]: one file per endpoint (chat completions, models, health, metrics).
 //! - [`openai`]: OpenAI wire types (plain serde data).
 //! - [`translate`]: the only module that knows both OpenAI and proto types.
@@ -16,6 +18,7 @@
 pub mod caller;
 pub mod config;
 pub mod error;
+pub mod layers;
 pub mod metrics;
 pub mod openai;
 pub mod routes;

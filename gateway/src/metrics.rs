@@ -32,7 +32,7 @@ const TOKEN_BUCKETS: [f64; 14] = [
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    route: &'static str,
+    route: String,
     model: String,
     status: u16,
 }
@@ -162,10 +162,10 @@ impl GatewayMetrics {
     }
 
     /// One finished request (for streams: the committed status) and its duration.
-    pub fn request(&self, route: &'static str, model: &str, status: u16) {
+    pub fn request(&self, route: &str, model: &str, status: u16) {
         self.requests
             .get_or_create(&RequestLabels {
-                route,
+                route: route.to_owned(),
                 model: model.to_owned(),
                 status,
             })
@@ -173,10 +173,10 @@ impl GatewayMetrics {
     }
 
     /// How long a request took, to the last byte.
-    pub fn duration(&self, route: &'static str, model: &str, status: u16, seconds: f64) {
+    pub fn duration(&self, route: &str, model: &str, status: u16, seconds: f64) {
         self.duration
             .get_or_create(&RequestLabels {
-                route,
+                route: route.to_owned(),
                 model: model.to_owned(),
                 status,
             })

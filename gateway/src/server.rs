@@ -7,6 +7,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::Uri;
+use axum::middleware;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
@@ -15,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::layers;
 use crate::metrics::GatewayMetrics;
 use crate::routes::{AppState, chat_completions, health, metrics, models};
 use crate::scheduler_client::SchedulerClients;
@@ -38,10 +40,11 @@ pub fn router(config: &Config) -> Result<Router, ServeError> {
         config.scheduler_connections,
         config.scheduler_connect_timeout(),
     )?;
+    let metrics = Arc::new(GatewayMetrics::new());
     let state = AppState {
         scheduler,
         config: Arc::new(config.clone()),
-        metrics: Arc::new(GatewayMetrics::new()),
+        metrics: Arc::clone(&metrics),
     };
     Ok(Router::new()
         .route(
@@ -53,9 +56,18 @@ pub fn router(config: &Config) -> Result<Router, ServeError> {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::render))
         .fallback(not_found)
-        // Layers, outermost last:
+        // Layers, innermost first (each `.layer` wraps everything above it):
         // the body limit bounds memory per request before any parsing; over it is a 413.
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        // the caller (tenant, priority) as an extension; a bad header is a 400 that still
+        // passes through every layer below, so it is counted, traced and has its request id.
+        .layer(middleware::from_fn(layers::caller))
+        // every response counted by matched route and status, whole responses timed.
+        .layer(middleware::from_fn_with_state(metrics, layers::observe))
+        // the server span, child of the caller's trace context, around all of the above.
+        .layer(middleware::from_fn(layers::server_span))
+        // outermost, so the span and every response (even a 500 from a layer) carry it.
+        .layer(middleware::from_fn(layers::request_id))
         .with_state(state))
 }
 

@@ -140,16 +140,17 @@ impl BackendError {
         !matches!(self, Self::Rejected(_) | Self::ModelNotFound(_))
     }
 
-    /// Stable reason word.
-    pub fn reason(&self) -> &'static str {
+    /// Stable reason.
+    pub fn reason(&self) -> llmgw_proto::Reason {
+        use llmgw_proto::Reason;
         match self {
-            Self::Unreachable(_) => "backend_unavailable",
-            Self::ModelNotFound(_) => "model_not_found",
-            Self::Rejected(_) => "backend_rejected",
-            Self::Overloaded(_) => "backend_overloaded",
-            Self::Status { .. } => "backend_error",
-            Self::BadResponse(_) => "backend_bad_response",
-            Self::Interrupted(_) => "backend_interrupted",
+            Self::Unreachable(_) => Reason::BackendUnavailable,
+            Self::ModelNotFound(_) => Reason::ModelNotFound,
+            Self::Rejected(_) => Reason::BackendRejected,
+            Self::Overloaded(_) => Reason::BackendOverloaded,
+            Self::Status { .. } => Reason::BackendError,
+            Self::BadResponse(_) => Reason::BackendBadResponse,
+            Self::Interrupted(_) => Reason::BackendInterrupted,
         }
     }
 }

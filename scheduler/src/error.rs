@@ -1,12 +1,13 @@
 //! The scheduler's errors and the one place they become gRPC statuses.
 //!
-//! Every status carries `x-llmgw-reason` metadata (a stable snake_case word the gateway passes
-//! on), and refusals carry `retry-after` (seconds) so clients can back off honestly.
+//! Every status carries `x-llmgw-reason` metadata (a [`Reason`] the gateway passes on), and refusals carry `retry-after` (seconds) so clients can back off honestly.
 
 use std::time::Duration;
 
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
+
+use llmgw_proto::{REASON_METADATA, Reason};
 
 use crate::backend::BackendError;
 
@@ -16,6 +17,9 @@ pub enum SchedulerError {
     /// The request itself is wrong; the message names the field.
     #[error("{0}")]
     InvalidArgument(String),
+    /// The call lacks the scheduler's bearer token (`SCHEDULER_AUTH_TOKEN`).
+    #[error("missing or wrong `authorization` bearer token")]
+    Unauthenticated,
     /// The queue is full; try again after the hint.
     #[error("queue of pool `{pool}` is full ({limit} waiting)")]
     QueueFull {
@@ -58,18 +62,19 @@ pub enum SchedulerError {
 }
 
 impl SchedulerError {
-    /// The stable reason word sent as `x-llmgw-reason`.
-    pub fn reason(&self) -> &'static str {
+    /// The stable reason sent as `x-llmgw-reason`.
+    pub fn reason(&self) -> Reason {
         match self {
-            Self::InvalidArgument(_) => "invalid_request",
-            Self::QueueFull { .. } => "queue_full",
-            Self::Displaced { .. } => "displaced",
-            Self::QueueTimeout { .. } => "queue_timeout",
-            Self::DeadlineExceeded(_) => "deadline_exceeded",
-            Self::UnknownModel(_) => "model_not_found",
-            Self::NoHealthyBackend { .. } => "no_healthy_backend",
+            Self::InvalidArgument(_) => Reason::InvalidRequest,
+            Self::Unauthenticated => Reason::Unauthenticated,
+            Self::QueueFull { .. } => Reason::QueueFull,
+            Self::Displaced { .. } => Reason::Displaced,
+            Self::QueueTimeout { .. } => Reason::QueueTimeout,
+            Self::DeadlineExceeded(_) => Reason::DeadlineExceeded,
+            Self::UnknownModel(_) => Reason::ModelNotFound,
+            Self::NoHealthyBackend { .. } => Reason::NoHealthyBackend,
             Self::Timeout { kind, .. } => kind.reason(),
-            Self::ShuttingDown => "shutting_down",
+            Self::ShuttingDown => Reason::ShuttingDown,
             Self::Backend(err) => err.reason(),
         }
     }
@@ -77,6 +82,7 @@ impl SchedulerError {
     fn code(&self) -> Code {
         match self {
             Self::InvalidArgument(_) => Code::InvalidArgument,
+            Self::Unauthenticated => Code::Unauthenticated,
             Self::QueueFull { .. } | Self::Displaced { .. } => Code::ResourceExhausted,
             Self::QueueTimeout { .. } | Self::ShuttingDown => Code::Unavailable,
             Self::DeadlineExceeded(_) | Self::Timeout { .. } => Code::DeadlineExceeded,
@@ -93,6 +99,7 @@ impl SchedulerError {
             | Self::QueueTimeout { retry_after, .. } => Some(*retry_after),
             Self::ShuttingDown | Self::NoHealthyBackend { .. } => Some(Duration::from_secs(1)),
             Self::InvalidArgument(_)
+            | Self::Unauthenticated
             | Self::DeadlineExceeded(_)
             | Self::Backend(_)
             | Self::UnknownModel(_)
@@ -110,6 +117,7 @@ impl SchedulerError {
                 matches!(kind, TimeoutKind::Connect | TimeoutKind::FirstToken)
             }
             Self::InvalidArgument(_)
+            | Self::Unauthenticated
             | Self::QueueFull { .. }
             | Self::Displaced { .. }
             | Self::QueueTimeout { .. }
@@ -135,12 +143,12 @@ pub enum TimeoutKind {
 }
 
 impl TimeoutKind {
-    fn reason(self) -> &'static str {
+    fn reason(self) -> Reason {
         match self {
-            Self::Connect => "connect_timeout",
-            Self::FirstToken => "ttft_timeout",
-            Self::Idle => "idle_timeout",
-            Self::Total => "total_timeout",
+            Self::Connect => Reason::ConnectTimeout,
+            Self::FirstToken => Reason::TtftTimeout,
+            Self::Idle => Reason::IdleTimeout,
+            Self::Total => Reason::TotalTimeout,
         }
     }
 }
@@ -160,7 +168,10 @@ impl From<SchedulerError> for Status {
     fn from(err: SchedulerError) -> Self {
         let mut status = Status::new(err.code(), err.to_string());
         let metadata = status.metadata_mut();
-        metadata.insert("x-llmgw-reason", MetadataValue::from_static(err.reason()));
+        metadata.insert(
+            REASON_METADATA,
+            MetadataValue::from_static(err.reason().as_str()),
+        );
         if let Some(retry_after) = err.retry_after() {
             // Whole seconds, rounded up, at least 1: what HTTP's Retry-After can say.
             let seconds = retry_after.as_millis().div_ceil(1000).max(1);
@@ -175,69 +186,6 @@ impl From<SchedulerError> for Status {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::BackendError;
-
-    #[test]
-    fn every_reason_is_in_the_shared_vocabulary() {
-        let retry = Duration::from_secs(1);
-        let errors = [
-            SchedulerError::InvalidArgument(String::new()),
-            SchedulerError::QueueFull {
-                pool: String::new(),
-                limit: 0,
-                retry_after: retry,
-            },
-            SchedulerError::Displaced {
-                pool: String::new(),
-                by: "critical",
-                retry_after: retry,
-            },
-            SchedulerError::QueueTimeout {
-                pool: String::new(),
-                waited_ms: 0,
-                retry_after: retry,
-            },
-            SchedulerError::UnknownModel(String::new()),
-            SchedulerError::NoHealthyBackend {
-                pool: String::new(),
-            },
-            SchedulerError::Timeout {
-                kind: TimeoutKind::Connect,
-                ms: 0,
-            },
-            SchedulerError::Timeout {
-                kind: TimeoutKind::FirstToken,
-                ms: 0,
-            },
-            SchedulerError::Timeout {
-                kind: TimeoutKind::Idle,
-                ms: 0,
-            },
-            SchedulerError::Timeout {
-                kind: TimeoutKind::Total,
-                ms: 0,
-            },
-            SchedulerError::DeadlineExceeded(0),
-            SchedulerError::ShuttingDown,
-            SchedulerError::Backend(BackendError::Unreachable(String::new())),
-            SchedulerError::Backend(BackendError::ModelNotFound(String::new())),
-            SchedulerError::Backend(BackendError::Rejected(String::new())),
-            SchedulerError::Backend(BackendError::Overloaded(503)),
-            SchedulerError::Backend(BackendError::Status {
-                status: 500,
-                message: String::new(),
-            }),
-            SchedulerError::Backend(BackendError::BadResponse(String::new())),
-            SchedulerError::Backend(BackendError::Interrupted(String::new())),
-        ];
-        for err in errors {
-            assert!(
-                llmgw_proto::REASONS.contains(&err.reason()),
-                "{} missing",
-                err.reason()
-            );
-        }
-    }
 
     #[test]
     fn refusals_carry_reason_and_retry_after() {

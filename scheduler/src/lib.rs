@@ -6,8 +6,9 @@
 //! - [`server`]: [`serve`]: gRPC service, health, reflection, probes, metrics, reload, shutdown.
 //! - [`service`]: the `llmgw.scheduler.v1.Scheduler` implementation: validation, routing,
 //!   admission entry, list models.
-//! - [`generation`]: one request's event stream: queue wait, attempts, retries and fallbacks
-//!   before the first token, idle and total timeouts, spans.
+//! - [`admissible`]: the request validated once at the door ([`admissible::Admissible`]).
+//! - [`generation`]: one request's event stream in named phases: `admit` (the one door into a
+//!   pool), `attempt` until the first token, fall back, `relay`; `budget` and `context`.
 //! - [`admission`]: who runs, waits or is refused (policy); `admission::queue`: service order.
 //! - [`routing`]: the `SCHEDULER_CONFIG` file and the routing table.
 //! - [`topology`]: routes plus pools, swapped atomically; [`reload`]: SIGHUP and file watching.
@@ -20,6 +21,7 @@
 //! - [`metrics`], [`metrics_server`]: Prometheus metrics on `SCHEDULER_METRICS_LISTEN`.
 //! - [`error`]: the crate's error enum and its gRPC status mapping.
 
+pub mod admissible;
 pub mod admission;
 pub mod backend;
 pub mod breaker;

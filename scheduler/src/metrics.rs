@@ -192,11 +192,11 @@ impl SchedulerMetrics {
     }
 
     /// A failed backend attempt.
-    pub fn backend_error(&self, pool: &str, endpoint: &str, reason: &'static str) {
+    pub fn backend_error(&self, pool: &str, endpoint: &str, reason: llmgw_proto::Reason) {
         let labels = ErrorLabels {
             pool: pool.to_owned(),
             endpoint: endpoint.to_owned(),
-            reason,
+            reason: reason.as_str(),
         };
         self.backend_errors.get_or_create(&labels).inc();
     }

@@ -4,19 +4,17 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::Stream;
 use llmgw_proto::v1::scheduler_server::Scheduler;
-use llmgw_proto::v1::{
-    ChatEvent, ChatRequest, ListModelsRequest, ListModelsResponse, Model, Priority,
-};
-use prost::Message as _;
+use llmgw_proto::v1::{ChatEvent, ChatRequest, ListModelsRequest, ListModelsResponse, Model};
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
-use crate::admission::{Ask, Class};
+use crate::admissible::{Admissible, validate};
 use crate::error::SchedulerError;
+use crate::generation::admit::admit;
+use crate::generation::context::Context;
 use crate::generation::{self, Job};
 use crate::topology::Topologies;
 use llmgw_telemetry::propagation;
@@ -34,63 +32,6 @@ impl SchedulerService {
 }
 
 type ChatStream = Pin<Box<dyn Stream<Item = Result<ChatEvent, Status>> + Send>>;
-
-const ROLES: [&str; 4] = ["system", "user", "assistant", "tool"];
-
-/// Checks what the scheduler itself relies on; the gateway validates the OpenAI shape first,
-/// but direct gRPC callers (grpcurl, other services) get the same clear messages.
-fn validate(request: &ChatRequest) -> Result<(), SchedulerError> {
-    let invalid = |message: String| Err(SchedulerError::InvalidArgument(message));
-    if request.model.trim().is_empty() {
-        return invalid("`model` must not be empty".to_owned());
-    }
-    if request.messages.is_empty() {
-        return invalid("`messages` must not be empty".to_owned());
-    }
-    for (index, message) in request.messages.iter().enumerate() {
-        if !ROLES.contains(&message.role.as_str()) {
-            return invalid(format!(
-                "`messages[{index}].role` must be one of system, user, assistant, tool; got `{}`",
-                message.role
-            ));
-        }
-    }
-    if Priority::try_from(request.priority).is_err() {
-        return invalid(format!(
-            "`priority` {} is not a known priority",
-            request.priority
-        ));
-    }
-    if !request.extra_json.is_empty()
-        && !serde_json::from_str::<serde_json::Value>(&request.extra_json)
-            .is_ok_and(|v| v.is_object())
-    {
-        return invalid("`extra_json` must be a JSON object".to_owned());
-    }
-    Ok(())
-}
-
-/// Tenant used when the caller names none.
-pub const ANONYMOUS: &str = "anonymous";
-
-/// What admission needs to know about a request.
-fn ask_of(request: &ChatRequest) -> Ask {
-    let tenant = if request.tenant.is_empty() {
-        ANONYMOUS
-    } else {
-        request.tenant.as_str()
-    };
-    let class = match Priority::try_from(request.priority) {
-        Ok(Priority::Critical) => Class::Critical,
-        Ok(Priority::Batch) => Class::Batch,
-        Ok(Priority::Interactive | Priority::Unspecified) | Err(_) => Class::Interactive,
-    };
-    Ask {
-        tenant: tenant.into(),
-        class,
-        bytes: request.encoded_len(),
-    }
-}
 
 #[tonic::async_trait]
 impl Scheduler for SchedulerService {
@@ -118,16 +59,23 @@ impl Scheduler for SchedulerService {
             span_id = tracing::field::Empty,
         );
         propagation::adopt(&span, incoming.clone());
-        let refuse = |err: SchedulerError| {
-            span.in_scope(|| tracing::info!(reason = err.reason(), error = %err, "admission decision: refused"));
-            let status = Status::from(err);
+        let record = |status: Status| {
             span.record("rpc.grpc.status_code", status.code() as i32);
             span.record("otel.status_code", "ERROR");
             status
         };
-        validate(&request).map_err(refuse)?;
+        let refuse = |err: SchedulerError| {
+            span.in_scope(
+                || tracing::info!(reason = err.reason().as_str(), error = %err, "chat refused"),
+            );
+            record(Status::from(err))
+        };
+        let Admissible {
+            request,
+            ask,
+            deadline,
+        } = validate(request, received).map_err(refuse)?;
         let topology = self.topologies.current();
-        let ask = ask_of(&request);
         let route = topology
             .routes
             .resolve(&request.model, &ask.tenant, fastrand::u64(..))
@@ -138,29 +86,22 @@ impl Scheduler for SchedulerService {
             }));
         };
         let metrics = Arc::clone(self.topologies.metrics());
-        if pool.capacity() == 0 {
-            metrics.admission(&pool.name, ask.class, "no_healthy_backend");
-            return Err(refuse(SchedulerError::NoHealthyBackend {
-                pool: route.pool,
-            }));
-        }
-        let entry = pool.admission.enter(ask.clone()).map_err(|err| {
-            metrics.admission(&pool.name, ask.class, err.reason());
-            refuse(err)
-        })?;
-        let deadline = (request.deadline_ms > 0)
-            .then(|| received + Duration::from_millis(request.deadline_ms));
+        // The one door into a pool; fallbacks into other pools go through it too.
+        let door = admit(&pool, &ask, &metrics, &span).map_err(|err| record(Status::from(err)))?;
+        let deadline_ms = request.deadline_ms;
         let stream = generation::run(Job {
             topology,
             route,
-            pool,
+            door,
             request,
-            ask,
-            entry,
-            deadline,
-            span,
-            incoming,
-            metrics,
+            context: Context {
+                span,
+                incoming,
+                metrics,
+                ask,
+                deadline,
+                deadline_ms,
+            },
         });
         Ok(Response::new(Box::pin(stream)))
     }
@@ -206,51 +147,5 @@ impl Scheduler for SchedulerService {
             SchedulerError::from,
         );
         Err(Status::from(err))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use llmgw_proto::v1::Message;
-
-    fn request(role: &str) -> ChatRequest {
-        ChatRequest {
-            model: "m".into(),
-            messages: vec![Message {
-                role: role.into(),
-                content: "hi".into(),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn validation_names_the_field() {
-        assert!(validate(&request("user")).is_ok());
-        let err = validate(&request("robot")).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "`messages[0].role` must be one of system, user, assistant, tool; got `robot`"
-        );
-        let empty = ChatRequest {
-            messages: vec![],
-            ..request("user")
-        };
-        assert_eq!(
-            validate(&empty).unwrap_err().to_string(),
-            "`messages` must not be empty"
-        );
-        let bad_priority = ChatRequest {
-            priority: 42,
-            ..request("user")
-        };
-        assert!(
-            validate(&bad_priority)
-                .unwrap_err()
-                .to_string()
-                .contains("`priority`")
-        );
     }
 }

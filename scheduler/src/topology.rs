@@ -35,6 +35,20 @@ impl Topology {
         self.pools.get(name)
     }
 
+    /// A topology assembled from ready parts (tests and benchmarks with scripted backends);
+    /// it cannot be reloaded.
+    pub fn from_parts(routes: RouteTable, pools: Vec<Pool>, retry_attempts: u32) -> Self {
+        Self {
+            routes,
+            pools: pools
+                .into_iter()
+                .map(|pool| (pool.name.clone(), Arc::new(pool)))
+                .collect(),
+            retry_attempts,
+            pool_configs: HashMap::new(),
+        }
+    }
+
     /// Builds from `file` (or the environment's single pool), reusing unchanged pools of
     /// `previous`.
     fn build(

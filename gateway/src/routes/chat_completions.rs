@@ -11,12 +11,12 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
-use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use llmgw_proto::v1::chat_event::Event;
 use llmgw_proto::v1::{ChatEvent, Started};
 use llmgw_telemetry::{TraceContext, propagation};
@@ -25,77 +25,36 @@ use tonic::Streaming;
 use tracing::Instrument;
 
 use super::AppState;
-use crate::caller::{Caller, priority_name};
+use crate::caller::Caller;
 use crate::error::ApiError;
+use crate::layers::{IncomingTrace, Observed, put};
 use crate::metrics::GatewayMetrics;
 use crate::translate::request::{ValidChat, parse};
 use crate::translate::response::{Aggregate, DONE_FRAME, ResponseMeta, SseTranslator, error_frame};
 
 pub async fn chat_completions(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Caller>,
+    Extension(IncomingTrace(incoming)): Extension<IncomingTrace>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let caller = match Caller::from_headers(&headers) {
-        Ok(caller) => caller,
-        Err(err) => return err.into_response(),
-    };
-    // The caller's trace context becomes the parent before the span is ever entered.
-    let incoming = propagation::extract_http(&headers);
-    let span = tracing::info_span!(
-        "chat_completions",
-        otel.name = "POST /v1/chat/completions",
-        otel.kind = "server",
-        otel.status_code = tracing::field::Empty,
-        "http.request.method" = "POST",
-        "http.route" = "/v1/chat/completions",
-        "url.path" = "/v1/chat/completions",
-        "http.response.status_code" = tracing::field::Empty,
-        "gen_ai.request.model" = tracing::field::Empty,
-        "llmgw.tenant" = %caller.tenant,
-        "llmgw.priority" = priority_name(caller.priority),
-        request_id = %caller.request_id,
-        trace_id = tracing::field::Empty,
-        span_id = tracing::field::Empty,
-    );
-    let own_trace_id = propagation::adopt(&span, incoming.clone());
     let mut observation = Observation {
         metrics: Arc::clone(&state.metrics),
-        model: "-".to_owned(),
+        model: None,
         tenant: caller.tenant.clone(),
         received: Instant::now(),
         streaming: false,
     };
-    let mut response = match handle(&state, &caller, body, &incoming, &mut observation)
-        .instrument(span.clone())
-        .await
-    {
+    let mut response = match handle(&state, &caller, body, &incoming, &mut observation).await {
         Ok(response) => response,
-        Err(err) => span.in_scope(|| err.into_response()),
+        Err(err) => err.into_response(),
     };
-    let status = response.status();
-    observation
-        .metrics
-        .request(ROUTE, &observation.model, status.as_u16());
-    if !observation.streaming {
-        observation.metrics.duration(
-            ROUTE,
-            &observation.model,
-            status.as_u16(),
-            observation.received.elapsed().as_secs_f64(),
-        );
+    if let Some(model) = observation.model {
+        response.extensions_mut().insert(Observed {
+            model,
+            streaming: observation.streaming,
+        });
     }
-    span.record("http.response.status_code", i64::from(status.as_u16()));
-    if status.is_server_error() {
-        span.record("otel.status_code", "ERROR");
-    }
-    let headers = response.headers_mut();
-    if let Some(trace_id) = own_trace_id.or_else(|| propagation::trace_id(&incoming)) {
-        put(headers, "x-trace-id", &trace_id);
-    }
-    put(headers, "x-request-id", &caller.request_id);
-    put(headers, "x-llmgw-tenant", &caller.tenant);
-    put(headers, "x-llmgw-priority", priority_name(caller.priority));
     response
 }
 
@@ -158,7 +117,7 @@ async fn handle(
         })?;
     let started = opening.started.clone();
     // The scheduler accepted the model name: from here on it may label metrics.
-    observation.model = model.clone();
+    observation.model = Some(model.clone());
     observation.streaming = stream;
     let mut response = if stream {
         stream_response(
@@ -187,7 +146,7 @@ async fn handle(
         rpc_span.record("rpc.grpc.status_code", 0);
         let completion = aggregate.finish()?;
         observation.metrics.tokens(
-            &observation.model,
+            &model,
             &observation.tenant,
             completion.usage.prompt_tokens,
             completion.usage.completion_tokens,
@@ -269,12 +228,14 @@ fn stream_response(
     observation: Observation,
     spans: (tracing::Span, tracing::Span),
 ) -> Response {
+    // The streamed response's duration and TTFT are known only when its body ends.
     let mut translator = SseTranslator::new(meta, include_usage);
     let frames = async_stream::stream! {
         // The server and call spans end with the stream, not with the response head.
         let (server_span, rpc_span) = spans;
         let Opening { first, queued_position, .. } = opening;
         let Observation { metrics, model, tenant, received, .. } = observation;
+        let model = model.unwrap_or_default();
         let mut first_token_at: Option<Duration> = None;
         let mut output_tokens = 0;
         // No data chunk before the first real one: while the request still waits for a slot,
@@ -336,9 +297,9 @@ fn stream_response(
                 }
                 Step::End => {
                     let err = ApiError::backend_interrupted();
-                    metrics.stream_error(&model, err.reason());
+                    metrics.stream_error(&model, err.reason().as_str());
                     metrics.duration(ROUTE, &model, 200, received.elapsed().as_secs_f64());
-                    tracing::warn!(reason = err.reason(), "chat stream ended before finishing");
+                    tracing::warn!(reason = err.reason().as_str(), "chat stream ended before finishing");
                     yield Ok(error_frame(&err));
                     break;
                 }
@@ -346,9 +307,9 @@ fn stream_response(
                     record_rpc_status(&rpc_span, &status);
                     server_span.record("otel.status_code", "ERROR");
                     let err = ApiError::Scheduler(status);
-                    metrics.stream_error(&model, err.reason());
+                    metrics.stream_error(&model, err.reason().as_str());
                     metrics.duration(ROUTE, &model, 200, received.elapsed().as_secs_f64());
-                    tracing::warn!(reason = err.reason(), error = %err, "chat stream failed after the response was committed");
+                    tracing::warn!(reason = err.reason().as_str(), error = %err, "chat stream failed after the response was committed");
                     yield Ok(error_frame(&err));
                     break;
                 }
@@ -375,12 +336,6 @@ fn body_error(rejection: BytesRejection, limit: usize) -> ApiError {
             message: format!("cannot read request body: {rejection}"),
             param: None,
         }
-    }
-}
-
-fn put(headers: &mut HeaderMap, name: &'static str, value: &str) {
-    if let Ok(value) = HeaderValue::from_str(value) {
-        headers.insert(HeaderName::from_static(name), value);
     }
 }
 
@@ -417,8 +372,8 @@ const ROUTE: &str = "/v1/chat/completions";
 #[derive(Debug, Clone)]
 struct Observation {
     metrics: Arc<GatewayMetrics>,
-    /// The requested model once the scheduler accepted it; `-` before.
-    model: String,
+    /// The requested model once the scheduler accepted it.
+    model: Option<String>,
     tenant: String,
     received: Instant,
     /// The response is a stream: its duration is recorded when the stream ends.

@@ -9,15 +9,6 @@ use crate::error::ApiError;
 use crate::openai::response::{ModelEntry, ModelList};
 
 pub async fn list_models(State(state): State<AppState>) -> Result<Json<ModelList>, ApiError> {
-    let listed = fetch(&state).await;
-    let status = listed
-        .as_ref()
-        .map_or_else(|err| err.status().as_u16(), |_| 200);
-    state.metrics.request("/v1/models", "-", status);
-    listed
-}
-
-async fn fetch(state: &AppState) -> Result<Json<ModelList>, ApiError> {
     let response = state
         .scheduler
         .scheduler()

@@ -15,6 +15,7 @@ mod metrics;
 mod priority_and_fairness;
 mod queue_limits;
 mod reflection;
+mod request_wide;
 mod resilience;
 mod routing;
 mod scheduler_down;

@@ -230,3 +230,72 @@ async fn a_model_whose_pool_fails_falls_back_to_another_model_in_another_pool() 
     );
     assert_eq!(stack.pool("spare").admission.running(), 0);
 }
+
+#[tokio::test]
+async fn a_fallback_whose_pool_cannot_serve_is_refused_at_once_not_after_its_queue_timeout() {
+    let failing = SimConfig {
+        fault: Fault::Status(500),
+        ..quick_sim()
+    };
+    let down = format!("http://{}", closed_port().await);
+    let config = move |urls: &[String]| {
+        format!(
+            r#"
+            [[pool]]
+            name = "p1"
+            [[pool.endpoint]]
+            url = "{}"
+            kind = "ollama"
+            slots = 2
+
+            [[pool]]
+            name = "p2"
+            queue_timeout_ms = 8000
+            [[pool.endpoint]]
+            url = "{down}"
+            kind = "ollama"
+            slots = 2
+
+            [[model]]
+            name = "a"
+            fallbacks = ["b"]
+            [[model.version]]
+            name = "v"
+            pool = "p1"
+            upstream = "llama3.2"
+
+            [[model]]
+            name = "b"
+            [[model.version]]
+            name = "v"
+            pool = "p2"
+            upstream = "llama3.2"
+            "#,
+            urls[0]
+        )
+    };
+    let stack = Stack::fleet(vec![failing], config, |_| {}).await;
+    let p2 = stack.pool("p2");
+    eventually(
+        "p2's only endpoint probed down",
+        Duration::from_secs(5),
+        || p2.capacity() == 0,
+    )
+    .await;
+    // Asking for `b` directly is refused at once; asking for `a` must be refused the same way.
+    for model in ["b", "a"] {
+        let began = std::time::Instant::now();
+        let response = stack.chat(chat_body(model, "fall back")).await;
+        let elapsed = began.elapsed();
+        assert_eq!(response.status(), 503, "{model}");
+        assert_eq!(response.headers()["x-llmgw-reason"], "no_healthy_backend");
+        assert!(response.headers().contains_key("retry-after"));
+        assert!(
+            elapsed < Duration::from_secs(4),
+            "{model}: refused after {elapsed:?}, not at once (p2's queue timeout is 8 s)"
+        );
+    }
+    assert_eq!(stack.sims[0].stats().requests, 1, "a was tried once");
+    assert_eq!(stack.pool("p1").admission.running(), 0);
+    assert_eq!(p2.admission.waiting(), 0);
+}

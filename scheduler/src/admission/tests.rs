@@ -73,7 +73,7 @@ async fn free_slot_runs_at_once_then_queue_then_refusal() {
     let ticket = waiting(pool.enter(ask("t", Class::Interactive)).unwrap());
     assert_eq!(ticket.position(), 1);
     let refused = pool.enter(ask("t", Class::Interactive)).unwrap_err();
-    assert_eq!(refused.reason(), "queue_full");
+    assert_eq!(refused.reason().as_str(), "queue_full");
     let waiter = tokio::spawn(ticket.wait());
     tokio::time::sleep(Duration::from_millis(300)).await;
     drop(running);
@@ -139,11 +139,14 @@ async fn a_higher_class_displaces_the_newest_lowest_waiter() {
     let critical = pool.enter(ask("t", Class::Critical)).unwrap();
     assert!(matches!(critical, Entry::Waiting(_)));
     let refused = new_batch.wait().await.unwrap_err();
-    assert_eq!(refused.reason(), "displaced");
+    assert_eq!(refused.reason().as_str(), "displaced");
     assert_eq!(pool.waiting(), 2);
     // Same class, same tenant share: nobody gives way, the newcomer is refused.
     assert_eq!(
-        pool.enter(ask("t", Class::Batch)).unwrap_err().reason(),
+        pool.enter(ask("t", Class::Batch))
+            .unwrap_err()
+            .reason()
+            .as_str(),
         "queue_full"
     );
     drop(old_batch);
@@ -161,14 +164,18 @@ async fn the_byte_bound_refuses_like_the_count_bound() {
     assert_eq!(
         pool.enter(ask("v", Class::Interactive))
             .unwrap_err()
-            .reason(),
+            .reason()
+            .as_str(),
         "queue_full"
     );
     let huge = Ask {
         bytes: 1000,
         ..ask("w", Class::Critical)
     };
-    assert_eq!(pool.enter(huge).unwrap_err().reason(), "queue_full");
+    assert_eq!(
+        pool.enter(huge).unwrap_err().reason().as_str(),
+        "queue_full"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -178,7 +185,7 @@ async fn wait_expires_with_queue_timeout_and_leaves_the_queue() {
     let ticket = waiting(pool.enter(ask("t", Class::Interactive)).unwrap());
     let started = Instant::now();
     let err = ticket.wait().await.unwrap_err();
-    assert_eq!(err.reason(), "queue_timeout");
+    assert_eq!(err.reason().as_str(), "queue_timeout");
     assert_eq!(started.elapsed(), Duration::from_millis(500));
     assert_eq!(pool.waiting(), 0);
 }

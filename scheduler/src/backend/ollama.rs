@@ -268,7 +268,7 @@ mod tests {
                 .map(|c| Ok::<_, std::io::Error>(bytes::Bytes::from_static(c))),
         );
         decode_events(chunks)
-            .map(|r| r.map_err(|e| e.reason().to_owned()))
+            .map(|r| r.map_err(|e| e.reason().as_str().to_owned()))
             .collect()
             .await
     }

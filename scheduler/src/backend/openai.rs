@@ -329,7 +329,7 @@ mod tests {
                 ..Default::default()
             },
         )
-        .map(|r| r.map_err(|e| e.reason().to_owned()))
+        .map(|r| r.map_err(|e| e.reason().as_str().to_owned()))
         .collect()
         .await
     }

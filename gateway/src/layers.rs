@@ -1,0 +1,158 @@
+//! Request-wide concerns as layers, so every route — and every early refusal, such as a 400
+//! for a bad header — gets them, not only the handlers that remember. [`crate::server::router`]
+//! composes them; outermost first:
+//!
+//! 1. [`request_id`]: the id the client sent (if well-formed) or a fresh one, as an extension
+//!    and as `x-request-id` on every response.
+//! 2. [`server_span`]: the HTTP server span, a child of the caller's W3C trace context, entered
+//!    for the whole request (streams keep it until their last byte); `x-trace-id` on responses.
+//! 3. [`observe`]: `llmgw_http_requests_total` for every response and its duration (streams
+//!    record theirs when they end), labelled by the matched route, never the raw path.
+//! 4. [`caller`]: who is calling and how urgent it is, as a [`Caller`] extension, with
+//!    `x-llmgw-tenant` / `x-llmgw-priority` explaining the decision; a bad header is a 400.
+
+use std::sync::Arc;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use llmgw_telemetry::{TraceContext, propagation};
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::caller::{Caller, priority_name, valid_token};
+use crate::metrics::GatewayMetrics;
+
+/// The request's id, as the client sent it or as the gateway made it.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// The caller's W3C trace context, for handlers that call onwards.
+#[derive(Debug, Clone)]
+pub struct IncomingTrace(pub TraceContext);
+
+/// Set by a handler on its response once the scheduler accepted the model name (before that,
+/// metrics say `-`, so arbitrary client input cannot mint series).
+#[derive(Debug, Clone)]
+pub struct Observed {
+    pub model: String,
+    /// The body is a stream that records its own duration when it ends.
+    pub streaming: bool,
+}
+
+/// Route label of requests no route matched.
+const UNMATCHED: &str = "unmatched";
+
+fn route_of(request: &Request) -> String {
+    request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| UNMATCHED.to_owned(), |path| path.as_str().to_owned())
+}
+
+/// Layer 1: the request id.
+pub async fn request_id(mut request: Request, next: Next) -> Response {
+    let id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|value| value.to_str().ok())
+        .map(str::trim)
+        .filter(|id| valid_token(id))
+        .map_or_else(|| format!("req_{:016x}", fastrand::u64(..)), str::to_owned);
+    request.extensions_mut().insert(RequestId(id.clone()));
+    let mut response = next.run(request).await;
+    put(response.headers_mut(), "x-request-id", &id);
+    response
+}
+
+/// Layer 2: the server span.
+pub async fn server_span(mut request: Request, next: Next) -> Response {
+    let route = route_of(&request);
+    let method = request.method().as_str().to_owned();
+    let incoming = propagation::extract_http(request.headers());
+    let request_id = request
+        .extensions()
+        .get::<RequestId>()
+        .map_or("", |id| id.0.as_str())
+        .to_owned();
+    let span = tracing::info_span!(
+        "http_request",
+        otel.name = format!("{method} {route}"),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        "http.request.method" = %method,
+        "http.route" = %route,
+        "url.path" = %request.uri().path(),
+        "http.response.status_code" = tracing::field::Empty,
+        "gen_ai.request.model" = tracing::field::Empty,
+        "llmgw.tenant" = tracing::field::Empty,
+        "llmgw.priority" = tracing::field::Empty,
+        request_id = %request_id,
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+    );
+    let own_trace_id = propagation::adopt(&span, incoming.clone());
+    let trace_id = own_trace_id.or_else(|| propagation::trace_id(&incoming));
+    request.extensions_mut().insert(IncomingTrace(incoming));
+    let mut response = next.run(request).instrument(span.clone()).await;
+    let status = response.status();
+    span.record("http.response.status_code", i64::from(status.as_u16()));
+    if status.is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
+    if let Some(trace_id) = trace_id {
+        put(response.headers_mut(), "x-trace-id", &trace_id);
+    }
+    response
+}
+
+/// Layer 3: the request metric and, for whole responses, the duration.
+pub async fn observe(
+    State(metrics): State<Arc<GatewayMetrics>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let received = Instant::now();
+    let route = route_of(&request);
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    let (model, streaming) = response
+        .extensions()
+        .get::<Observed>()
+        .map_or(("-", false), |o| (o.model.as_str(), o.streaming));
+    metrics.request(&route, model, status);
+    if !streaming {
+        metrics.duration(&route, model, status, received.elapsed().as_secs_f64());
+    }
+    response
+}
+
+/// Layer 4: the caller. Open mode reads `x-tenant-id` and `x-priority`.
+pub async fn caller(mut request: Request, next: Next) -> Response {
+    let request_id = request
+        .extensions()
+        .get::<RequestId>()
+        .map_or_else(String::new, |id| id.0.clone());
+    let caller = match Caller::from_headers(request.headers(), request_id) {
+        Ok(caller) => caller,
+        Err(err) => return err.into_response(),
+    };
+    let span = tracing::Span::current();
+    span.record("llmgw.tenant", caller.tenant.as_str());
+    span.record("llmgw.priority", priority_name(caller.priority));
+    let explained = (caller.tenant.clone(), priority_name(caller.priority));
+    request.extensions_mut().insert(caller);
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    put(headers, "x-llmgw-tenant", &explained.0);
+    put(headers, "x-llmgw-priority", explained.1);
+    response
+}
+
+/// Sets a header if `value` is a valid header value (ids and names always are).
+pub fn put(headers: &mut HeaderMap, name: &'static str, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
+        headers.insert(HeaderName::from_static(name), value);
+    }
+}

@@ -1,0 +1,167 @@
+//! [`Admissible`]: a Chat request checked once at the scheduler's door. Later phases take only
+//! this type and never parse the same field again. The gateway validates the OpenAI shape
+//! first, but direct gRPC callers (grpcurl, other services) get the same clear messages.
+
+use std::time::Duration;
+
+use llmgw_proto::v1::{ChatRequest, Priority};
+use prost::Message as _;
+use tokio::time::Instant;
+
+use crate::admission::{Ask, Class};
+use crate::error::SchedulerError;
+
+/// Tenant used when the caller names none.
+pub const ANONYMOUS: &str = "anonymous";
+
+const ROLES: [&str; 4] = ["system", "user", "assistant", "tool"];
+
+/// A request the scheduler can route and admit, with what admission needs parsed out.
+#[derive(Debug)]
+pub struct Admissible {
+    pub request: ChatRequest,
+    /// Tenant, class and size, as admission sees them.
+    pub ask: Ask,
+    /// The caller's own deadline (`deadline_ms` after `received`), if any.
+    pub deadline: Option<Instant>,
+}
+
+impl Admissible {
+    /// The caller's deadline in milliseconds as sent (0 = none), for messages.
+    pub fn deadline_ms(&self) -> u64 {
+        self.request.deadline_ms
+    }
+}
+
+/// Checks `request` and parses what admission needs; the error names the field.
+pub fn validate(request: ChatRequest, received: Instant) -> Result<Admissible, SchedulerError> {
+    let invalid = |message: String| Err(SchedulerError::InvalidArgument(message));
+    if request.model.trim().is_empty() {
+        return invalid("`model` must not be empty".to_owned());
+    }
+    if request.messages.is_empty() {
+        return invalid("`messages` must not be empty".to_owned());
+    }
+    for (index, message) in request.messages.iter().enumerate() {
+        if !ROLES.contains(&message.role.as_str()) {
+            return invalid(format!(
+                "`messages[{index}].role` must be one of system, user, assistant, tool; got `{}`",
+                message.role
+            ));
+        }
+    }
+    let class = match Priority::try_from(request.priority) {
+        Ok(Priority::Critical) => Class::Critical,
+        Ok(Priority::Batch) => Class::Batch,
+        Ok(Priority::Interactive | Priority::Unspecified) => Class::Interactive,
+        Err(_) => {
+            return invalid(format!(
+                "`priority` {} is not a known priority",
+                request.priority
+            ));
+        }
+    };
+    let tenant = if request.tenant.is_empty() {
+        ANONYMOUS
+    } else if valid_tenant(&request.tenant) {
+        request.tenant.as_str()
+    } else {
+        return invalid(
+            "`tenant` must be 1 to 64 characters of letters, digits, `.`, `_` or `-`".to_owned(),
+        );
+    };
+    if !request.extra_json.is_empty()
+        && !serde_json::from_str::<serde_json::Value>(&request.extra_json)
+            .is_ok_and(|v| v.is_object())
+    {
+        return invalid("`extra_json` must be a JSON object".to_owned());
+    }
+    let ask = Ask {
+        tenant: tenant.into(),
+        class,
+        bytes: request.encoded_len(),
+    };
+    let deadline =
+        (request.deadline_ms > 0).then(|| received + Duration::from_millis(request.deadline_ms));
+    Ok(Admissible {
+        request,
+        ask,
+        deadline,
+    })
+}
+
+/// The gateway's tenant grammar, so a direct gRPC caller cannot mint odd tenant ids either.
+fn valid_tenant(value: &str) -> bool {
+    (1..=64).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use llmgw_proto::v1::Message;
+
+    fn request(role: &str) -> ChatRequest {
+        ChatRequest {
+            model: "m".into(),
+            messages: vec![Message {
+                role: role.into(),
+                content: "hi".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn check(request: ChatRequest) -> Result<Admissible, String> {
+        validate(request, Instant::now()).map_err(|err| err.to_string())
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        assert!(check(request("user")).is_ok());
+        assert_eq!(
+            check(request("robot")).unwrap_err(),
+            "`messages[0].role` must be one of system, user, assistant, tool; got `robot`"
+        );
+        let empty = ChatRequest {
+            messages: vec![],
+            ..request("user")
+        };
+        assert_eq!(check(empty).unwrap_err(), "`messages` must not be empty");
+        let bad_priority = ChatRequest {
+            priority: 42,
+            ..request("user")
+        };
+        assert!(check(bad_priority).unwrap_err().contains("`priority`"));
+        let bad_tenant = ChatRequest {
+            tenant: "a b".into(),
+            ..request("user")
+        };
+        assert!(check(bad_tenant).unwrap_err().contains("`tenant`"));
+    }
+
+    #[test]
+    fn parses_class_tenant_and_deadline_once() {
+        let now = Instant::now();
+        let admissible = validate(
+            ChatRequest {
+                priority: Priority::Batch as i32,
+                tenant: "team-a".into(),
+                deadline_ms: 1500,
+                ..request("user")
+            },
+            now,
+        )
+        .unwrap();
+        assert_eq!(admissible.ask.class, Class::Batch);
+        assert_eq!(&*admissible.ask.tenant, "team-a");
+        assert_eq!(admissible.deadline, Some(now + Duration::from_millis(1500)));
+        let defaults = validate(request("user"), now).unwrap();
+        assert_eq!(defaults.ask.class, Class::Interactive);
+        assert_eq!(&*defaults.ask.tenant, ANONYMOUS);
+        assert_eq!(defaults.deadline, None);
+    }
+}

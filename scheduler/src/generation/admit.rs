@@ -1,0 +1,134 @@
+//! [`admit`]: the one door into a pool, used by the first attempt and by every fallback into
+//! another pool. It checks capacity, enters the admission queue (or is refused with its
+//! reason), and [`Door::wait`] waits for the slot under the `admission.wait` span. Every
+//! decision is counted in `llmgw_admissions_total` and logged once.
+
+use std::sync::Arc;
+
+use llmgw_proto::v1::Queued;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use super::context::Context;
+use crate::admission::{Ask, Entry, SlotPermit};
+use crate::error::SchedulerError;
+use crate::metrics::SchedulerMetrics;
+use crate::pool::Pool;
+
+/// A request that entered a pool: it holds a slot or a place in the queue.
+#[derive(Debug)]
+pub struct Door {
+    pool: Arc<Pool>,
+    entry: Entry,
+}
+
+/// Enters `pool` for `ask`, or refuses at once: no capacity (every endpoint down or ejected),
+/// a full queue, or displacement rules. The refusal is counted and logged in `span`.
+pub fn admit(
+    pool: &Arc<Pool>,
+    ask: &Ask,
+    metrics: &SchedulerMetrics,
+    span: &tracing::Span,
+) -> Result<Door, SchedulerError> {
+    let entered = if pool.capacity() == 0 {
+        Err(SchedulerError::NoHealthyBackend {
+            pool: pool.name.clone(),
+        })
+    } else {
+        pool.admission.enter(ask.clone())
+    };
+    match entered {
+        Ok(entry) => Ok(Door {
+            pool: Arc::clone(pool),
+            entry,
+        }),
+        Err(err) => {
+            let reason = err.reason().as_str();
+            metrics.admission(&pool.name, ask.class, reason);
+            tracing::info!(parent: span, pool = %pool.name, class = ask.class.name(), tenant = %ask.tenant,
+                reason, error = %err, "admission decision: refused");
+            Err(err)
+        }
+    }
+}
+
+impl Door {
+    /// The pool this door leads into.
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+
+    /// The `queued` event to send when the request has to wait.
+    pub fn queued(&self, ask: &Ask) -> Option<Queued> {
+        let Entry::Waiting(ticket) = &self.entry else {
+            return None;
+        };
+        Some(Queued {
+            position: ticket.position() as u32,
+            pool: self.pool.name.clone(),
+            priority: super::priority_of(ask.class) as i32,
+            tenant: ask.tenant.to_string(),
+        })
+    }
+
+    /// Waits for the slot unless the caller's deadline passes first.
+    pub async fn wait(self, context: &Context) -> Result<SlotPermit, SchedulerError> {
+        let Context {
+            span,
+            metrics,
+            ask,
+            deadline,
+            deadline_ms,
+            ..
+        } = context;
+        let position = match &self.entry {
+            Entry::Waiting(ticket) => ticket.position(),
+            Entry::Admitted(_) => 0,
+        };
+        let wait_span = tracing::info_span!(parent: span, "admission.wait",
+            otel.name = "admission.wait",
+            "llmgw.pool" = %self.pool.name,
+            "llmgw.priority" = ask.class.name(),
+            "llmgw.tenant" = %ask.tenant,
+            "llmgw.queue.position" = position as i64,
+            "llmgw.queue.wait_ms" = tracing::field::Empty,
+            "llmgw.admission.outcome" = tracing::field::Empty,
+        );
+        let waited = wait_for_slot(self.entry, *deadline, *deadline_ms)
+            .instrument(wait_span.clone())
+            .await;
+        let outcome = match &waited {
+            Ok(_) if position == 0 => "admitted",
+            Ok(_) => "admitted_after_wait",
+            Err(err) => err.reason().as_str(),
+        };
+        let wait_ms = waited
+            .as_ref()
+            .map_or(0.0, |p| p.queued().as_secs_f64() * 1000.0);
+        metrics.admission(&self.pool.name, ask.class, outcome);
+        if let Ok(permit) = &waited {
+            metrics.queue_wait(&self.pool.name, ask.class, permit.queued().as_secs_f64());
+        }
+        wait_span.record("llmgw.admission.outcome", outcome);
+        wait_span.record("llmgw.queue.wait_ms", wait_ms);
+        tracing::info!(parent: &wait_span, pool = %self.pool.name, class = ask.class.name(), tenant = %ask.tenant,
+            position, wait_ms, outcome, "admission decision");
+        waited
+    }
+}
+
+async fn wait_for_slot(
+    entry: Entry,
+    deadline: Option<Instant>,
+    deadline_ms: u64,
+) -> Result<SlotPermit, SchedulerError> {
+    match entry {
+        Entry::Admitted(permit) => Ok(permit),
+        Entry::Waiting(ticket) => match deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline, ticket.wait())
+                .await
+                .map_err(|_| SchedulerError::DeadlineExceeded(deadline_ms))?,
+            None => ticket.wait().await,
+        },
+    }
+}

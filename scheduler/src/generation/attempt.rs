@@ -1,0 +1,263 @@
+//! [`attempt`]: tries the endpoints of one pool for one route until one produces a first
+//! token ([`Committed`]), counting attempts against the request's retry budget. Only failures
+//! before the first token are retried; the breaker hears of every endpoint fault.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use llmgw_proto::v1::ChatRequest;
+use llmgw_proto::v1::chat_event::Event;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use super::budget::Budget;
+use super::context::Context;
+use crate::backend::{BackendError, EventStream};
+use crate::endpoint::{Endpoint, InFlight};
+use crate::error::{SchedulerError, TimeoutKind};
+use crate::pool::Pool;
+use crate::routing::table::{Route, Timeouts};
+
+/// A backend produced its first content event: the request is committed to it.
+pub struct Committed {
+    /// The endpoint's in-flight mark, held until the relay ends.
+    pub in_flight: InFlight,
+    pub first: Event,
+    pub rest: EventStream,
+    /// The `gen_ai.chat` client span of the committed call.
+    pub call_span: tracing::Span,
+}
+
+impl std::fmt::Debug for Committed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Committed")
+            .field("in_flight", &self.in_flight)
+            .field("first", &self.first)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a route could not be committed.
+#[derive(Debug)]
+pub enum NotCommitted {
+    /// Stop here: no other endpoint or model would do better.
+    Final(SchedulerError),
+    /// Every endpoint of this pool was tried (or none can serve): a fallback model may.
+    Exhausted,
+    /// The retry budget is spent.
+    OutOfAttempts,
+}
+
+/// The request's retry budget and what went wrong last, across pools and fallbacks.
+#[derive(Debug)]
+pub struct Attempts {
+    left: u32,
+    /// Endpoint indexes of the current pool already tried.
+    tried: Vec<usize>,
+    pub last_error: Option<SchedulerError>,
+}
+
+impl Attempts {
+    pub fn new(total: u32) -> Self {
+        Self {
+            left: total,
+            tried: Vec::new(),
+            last_error: None,
+        }
+    }
+
+    /// A fallback moved to another route: its endpoints are all untried.
+    pub fn next_route(&mut self) {
+        self.tried.clear();
+    }
+}
+
+/// Tries endpoints of `pool` for `route` until one produces a first token.
+pub async fn attempt(
+    context: &Context,
+    pool: &Pool,
+    route: &Route,
+    request: &ChatRequest,
+    budget: &Budget,
+    attempts: &mut Attempts,
+) -> Result<Committed, NotCommitted> {
+    loop {
+        if attempts.left == 0 {
+            return Err(NotCommitted::OutOfAttempts);
+        }
+        let Some((index, endpoint)) = pool.pick(&route.upstream, &attempts.tried) else {
+            return Err(NotCommitted::Exhausted);
+        };
+        attempts.left -= 1;
+        attempts.tried.push(index);
+        tracing::info!(parent: &context.span,
+            endpoint = endpoint.name(),
+            attempt = attempts.tried.len(),
+            model_loaded = endpoint.has_loaded(&route.upstream),
+            load = endpoint.load(),
+            ttft_estimate_ms = endpoint.ttft_estimate().as_secs_f64() * 1000.0,
+            why = "available; model loaded first, then least loaded per slot, then fastest first token",
+            "routing decision");
+        let in_flight = endpoint.begin();
+        let call_span = backend_span(&context.span, &endpoint, route, request);
+        let started = Instant::now();
+        // Backends always stream: first-token and idle timeouts, and cancellation, then work
+        // the same for non-streamed requests, whose answer is assembled by the relay.
+        let call = ChatRequest {
+            model: route.upstream.clone(),
+            stream: true,
+            ..request.clone()
+        };
+        let first = first_token(
+            &endpoint,
+            call,
+            &route.timeouts,
+            budget,
+            &call_span,
+            context,
+        )
+        .instrument(call_span.clone())
+        .await;
+        match first {
+            Ok((first, rest)) => {
+                endpoint.breaker.on_success();
+                context.metrics.first_token(
+                    &pool.name,
+                    &route.upstream,
+                    started.elapsed().as_secs_f64(),
+                );
+                return Ok(Committed {
+                    in_flight,
+                    first,
+                    rest,
+                    call_span,
+                });
+            }
+            Err(err) => {
+                record_failure(context, pool, &endpoint, &call_span, &err);
+                if !err.retryable() {
+                    return Err(NotCommitted::Final(err));
+                }
+                tracing::info!(parent: &context.span, endpoint = endpoint.name(), reason = err.reason().as_str(),
+                    error = %err, "attempt failed before the first token");
+                attempts.last_error = Some(err);
+            }
+        }
+    }
+}
+
+/// Marks the call span failed, counts the error and tells the endpoint's breaker.
+pub fn record_failure(
+    context: &Context,
+    pool: &Pool,
+    endpoint: &Endpoint,
+    call_span: &tracing::Span,
+    err: &SchedulerError,
+) {
+    call_span.record("error.type", err.reason().as_str());
+    call_span.record("otel.status_code", "ERROR");
+    context
+        .metrics
+        .backend_error(&pool.name, endpoint.name(), err.reason());
+    let endpoint_fault = match err {
+        SchedulerError::Backend(backend) => backend.is_endpoint_fault(),
+        SchedulerError::Timeout { kind, .. } => matches!(
+            kind,
+            TimeoutKind::Connect | TimeoutKind::FirstToken | TimeoutKind::Idle
+        ),
+        _ => false,
+    };
+    if endpoint_fault && endpoint.breaker.on_failure() {
+        tracing::warn!(parent: &context.span, endpoint = endpoint.name(), "circuit breaker opened");
+        pool.refresh_capacity();
+    }
+}
+
+/// Sends the request to `endpoint` and waits for its first content event. The response head
+/// must come within the connect timeout (or the first-token timeout if shorter); the first
+/// token within the first-token timeout; both capped by the budget.
+async fn first_token(
+    endpoint: &Arc<Endpoint>,
+    request: ChatRequest,
+    timeouts: &Timeouts,
+    budget: &Budget,
+    call_span: &tracing::Span,
+    context: &Context,
+) -> Result<(Event, EventStream), SchedulerError> {
+    let start = Instant::now();
+    let ttft_ms = timeouts.ttft.as_millis() as u64;
+    let (connect_by, connect_error) = if timeouts.ttft < timeouts.connect {
+        budget.cap(start + timeouts.ttft, TimeoutKind::FirstToken, ttft_ms)
+    } else {
+        budget.cap(
+            start + timeouts.connect,
+            TimeoutKind::Connect,
+            timeouts.connect.as_millis() as u64,
+        )
+    };
+    let mut trace = http::HeaderMap::new();
+    llmgw_telemetry::propagation::inject_http(
+        &llmgw_telemetry::propagation::outgoing(call_span, &context.incoming),
+        &mut trace,
+    );
+    let mut events =
+        match tokio::time::timeout_at(connect_by, endpoint.backend.chat(request, trace)).await {
+            Ok(started) => started?,
+            Err(_) => return Err(connect_error),
+        };
+    let (first_by, first_error) =
+        budget.cap(start + timeouts.ttft, TimeoutKind::FirstToken, ttft_ms);
+    loop {
+        match tokio::time::timeout_at(first_by, events.next()).await {
+            Ok(Some(Ok(Event::Queued(_) | Event::Started(_)))) => {}
+            Ok(Some(Ok(content))) => {
+                let ttft = start.elapsed();
+                endpoint.record_ttft(ttft);
+                tracing::info!(parent: call_span, ttft_ms = ttft.as_secs_f64() * 1000.0, "first token");
+                return Ok((content, events));
+            }
+            Ok(Some(Err(err))) => return Err(err.into()),
+            Ok(None) => {
+                let cut =
+                    BackendError::Interrupted("stream ended before the first token".to_owned());
+                return Err(cut.into());
+            }
+            Err(_) => return Err(first_error),
+        }
+    }
+}
+
+/// The client span of one backend call, with the OpenTelemetry GenAI attributes; usage and
+/// finish reasons are recorded as they arrive. No prompt or completion text.
+fn backend_span(
+    parent: &tracing::Span,
+    endpoint: &Endpoint,
+    route: &Route,
+    request: &ChatRequest,
+) -> tracing::Span {
+    let span = tracing::info_span!(parent: parent, "gen_ai.chat",
+        otel.name = format!("chat {}", route.upstream),
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        "gen_ai.operation.name" = "chat",
+        "gen_ai.provider.name" = endpoint.backend.provider(),
+        "gen_ai.request.model" = %route.upstream,
+        "gen_ai.request.max_tokens" = tracing::field::Empty,
+        "gen_ai.request.temperature" = tracing::field::Empty,
+        "gen_ai.response.model" = %route.upstream,
+        "gen_ai.response.finish_reasons" = tracing::field::Empty,
+        "gen_ai.usage.input_tokens" = tracing::field::Empty,
+        "gen_ai.usage.output_tokens" = tracing::field::Empty,
+        "server.address" = %endpoint.config.url,
+        "error.type" = tracing::field::Empty,
+    );
+    if let Some(sampling) = &request.sampling {
+        if let Some(max_tokens) = sampling.max_tokens {
+            span.record("gen_ai.request.max_tokens", i64::from(max_tokens));
+        }
+        if let Some(temperature) = sampling.temperature {
+            span.record("gen_ai.request.temperature", f64::from(temperature));
+        }
+    }
+    span
+}

@@ -1,0 +1,125 @@
+//! [`relay`]: after the first token, passes the backend's events on under the idle timeout
+//! and the budget, and for non-streamed requests gathers the deltas into one answer. Once a
+//! token went out, a failure ends the stream with an error: output is never spliced.
+
+use futures::{Stream, StreamExt};
+use llmgw_proto::v1::chat_event::Event;
+use llmgw_proto::v1::{ChatEvent, Delta};
+use tonic::Status;
+
+use super::attempt::{Committed, record_failure};
+use super::budget::Budget;
+use super::context::Context;
+use crate::admission::SlotPermit;
+use crate::error::{SchedulerError, TimeoutKind};
+use crate::pool::Pool;
+use crate::routing::table::Route;
+use std::sync::Arc;
+use tokio::time::Instant;
+
+/// Passes events on; for non-streamed requests, gathers the deltas into one, sent just before
+/// the finish.
+#[derive(Debug)]
+pub struct Gather {
+    gathered: Option<Delta>,
+}
+
+impl Gather {
+    pub fn new(stream: bool) -> Self {
+        Self {
+            gathered: (!stream).then(Delta::default),
+        }
+    }
+
+    /// The events to send for `event`.
+    pub fn push(&mut self, event: Event) -> Vec<Event> {
+        match (&mut self.gathered, event) {
+            (Some(gathered), Event::Delta(delta)) => {
+                gathered.content.push_str(&delta.content);
+                for piece in delta.tool_calls {
+                    match gathered
+                        .tool_calls
+                        .iter_mut()
+                        .find(|call| call.index == piece.index)
+                    {
+                        Some(call) => call.arguments.push_str(&piece.arguments),
+                        None => gathered.tool_calls.push(piece),
+                    }
+                }
+                Vec::new()
+            }
+            (gathered @ Some(_), finish @ Event::Finish(_)) => {
+                let whole = gathered.take().map(Event::Delta);
+                whole.into_iter().chain([finish]).collect()
+            }
+            (_, other) => vec![other],
+        }
+    }
+}
+
+/// Everything the relay owns: the slot and the endpoint mark end with it, however it ends.
+#[derive(Debug)]
+pub struct Relayed {
+    pub committed: Committed,
+    pub permit: SlotPermit,
+    pub pool: Arc<Pool>,
+    pub route: Route,
+    pub budget: Budget,
+    pub stream: bool,
+}
+
+/// The events after the first token, to the end of the generation.
+pub fn relay(
+    context: &Context,
+    relayed: Relayed,
+) -> impl Stream<Item = Result<ChatEvent, Status>> + Send + '_ {
+    async_stream::stream! {
+        let Relayed { committed, permit, pool, route, budget, stream } = relayed;
+        let Committed { in_flight, first, mut rest, call_span } = committed;
+        let mut gather = Gather::new(stream);
+        for out in gather.push(first) {
+            yield Ok(event(out));
+        }
+        let idle = route.timeouts.idle;
+        let idle_ms = idle.as_millis() as u64;
+        let mut completion_tokens = 0;
+        loop {
+            let (limit, expired) = budget.cap(Instant::now() + idle, TimeoutKind::Idle, idle_ms);
+            let failure = match tokio::time::timeout_at(limit, rest.next()).await {
+                Ok(Some(Ok(next))) => {
+                    match &next {
+                        Event::Usage(usage) => {
+                            completion_tokens = usage.completion_tokens;
+                            call_span.record("gen_ai.usage.input_tokens", i64::from(usage.prompt_tokens));
+                            call_span.record("gen_ai.usage.output_tokens", i64::from(usage.completion_tokens));
+                        }
+                        Event::Finish(finish) => {
+                            call_span.record("gen_ai.response.finish_reasons", format!("[\"{}\"]", finish.reason));
+                        }
+                        Event::Queued(_) | Event::Started(_) | Event::Delta(_) => {}
+                    }
+                    for out in gather.push(next) {
+                        yield Ok(event(out));
+                    }
+                    continue;
+                }
+                Ok(None) => break,
+                Ok(Some(Err(err))) => SchedulerError::from(err),
+                Err(_) => expired,
+            };
+            record_failure(context, &pool, in_flight.endpoint(), &call_span, &failure);
+            yield Err(context.fail(failure));
+            return;
+        }
+        let queue_ms = permit.queued().as_millis() as u64;
+        drop(call_span);
+        drop(in_flight);
+        drop(permit);
+        context.span.record("rpc.grpc.status_code", 0);
+        tracing::info!(parent: &context.span, queue_ms, completion_tokens, "chat finished");
+    }
+}
+
+pub fn event(event: Event) -> ChatEvent {
+    ChatEvent { event: Some(event) }
+}
