@@ -9,6 +9,8 @@ step() { printf '\n==> %s\n' "$*"; }
 step "system tools"
 missing=()
 command -v curl >/dev/null || missing+=(curl)
+# A real Redis for the shared-limits tests (they start their own on a free loopback port).
+command -v redis-server >/dev/null || missing+=(redis-server)
 python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"

@@ -1,20 +1,31 @@
-//! Who is calling and how urgent it is, from request headers (open mode: `x-tenant-id`,
-//! `x-priority`; the auth issue makes the API key decide). Also the request id.
+//! Who is calling and how urgent it is. Open mode reads `x-tenant-id` and `x-priority`; with
+//! API keys, [`crate::governance::Governance::identify`] lets the key decide.
+
+use std::sync::Arc;
 
 use axum::http::HeaderMap;
 use llmgw_proto::v1::Priority;
 
 use crate::error::ApiError;
+use crate::governance::policy::Tenant;
 
 /// Tenant used when the request names none.
 pub const ANONYMOUS: &str = "anonymous";
 
 /// The caller's identity and class for one request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Caller {
     pub tenant: String,
     pub priority: Priority,
     pub request_id: String,
+    /// The configured tenant's rules (with keys: always; open mode: if the tenant is listed).
+    pub governed: Option<Arc<Tenant>>,
+    /// The configured label of the key used, for logs; never the key.
+    pub key_name: Option<String>,
+    /// The tenant as metric labels show it: a configured tenant's name, `other` for unlisted
+    /// tenants under a config file (so clients cannot mint series), the header's tenant id
+    /// without one.
+    pub metrics_tenant: String,
 }
 
 impl Caller {
@@ -43,9 +54,12 @@ impl Caller {
             })?,
         };
         Ok(Self {
+            metrics_tenant: tenant.clone(),
             tenant,
             priority,
             request_id,
+            governed: None,
+            key_name: None,
         })
     }
 }
@@ -113,12 +127,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            caller,
-            Caller {
-                tenant: "team-a".into(),
-                priority: Priority::Batch,
-                request_id: "abc-123".into()
-            }
+            (
+                caller.tenant.as_str(),
+                caller.priority,
+                caller.request_id.as_str()
+            ),
+            ("team-a", Priority::Batch, "abc-123")
         );
     }
 

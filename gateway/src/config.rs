@@ -17,6 +17,12 @@ pub struct Cli {
 pub enum Command {
     /// Exit 0 if the gateway at `--listen` answers `GET /healthz` (for container checks).
     Healthcheck,
+    /// Print the SHA-256 of an API key, to paste as `sha256` in a `[[key]]` of GATEWAY_CONFIG.
+    /// The key is read from standard input when not given (keeps it out of shell history).
+    HashKey {
+        /// The key; `-` or absent reads one line from standard input.
+        key: Option<String>,
+    },
 }
 
 /// Everything the gateway needs to run.
@@ -28,9 +34,13 @@ pub struct Config {
     /// Where the scheduler's gRPC service is.
     #[arg(long, env = "SCHEDULER_URL", default_value = "http://127.0.0.1:50051")]
     pub scheduler_url: String,
-    /// TOML with API keys, tenants and limits (auth issue; not read yet). Unset = open mode.
+    /// TOML with API keys, tenants and limits (see README, Governance). Unset = open mode:
+    /// no authentication, tenant and priority from headers. Reloaded on SIGHUP and on change.
     #[arg(long = "config", env = "GATEWAY_CONFIG")]
     pub config_file: Option<String>,
+    /// Bearer token sent on every Scheduler call; must match the scheduler's.
+    #[arg(long, env = "SCHEDULER_AUTH_TOKEN", hide_env_values = true)]
+    pub scheduler_auth_token: Option<llmgw_proto::SchedulerToken>,
     /// HTTP/2 connections to the scheduler; streams are spread over them round-robin.
     #[arg(long, env = "GATEWAY_SCHEDULER_CONNECTIONS", default_value_t = 4)]
     pub scheduler_connections: usize,
@@ -65,6 +75,7 @@ impl Config {
             listen: "127.0.0.1:0".to_owned(),
             scheduler_url: scheduler_url.into(),
             config_file: None,
+            scheduler_auth_token: None,
             scheduler_connections: 4,
             scheduler_connect_timeout_ms: 1_000,
             max_body_bytes: 4 * 1024 * 1024,
@@ -87,11 +98,6 @@ impl Config {
             return Err(format!(
                 "SCHEDULER_URL must be an http:// URL, got `{}`",
                 self.scheduler_url
-            ));
-        }
-        if let Some(path) = &self.config_file {
-            return Err(format!(
-                "GATEWAY_CONFIG ({path}) is not supported yet: unset it to run in open mode"
             ));
         }
         Ok(())

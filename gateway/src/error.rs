@@ -2,7 +2,7 @@
 //! envelope with the right status, `x-llmgw-reason`, and `Retry-After` on refusals.
 
 use axum::Json;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use llmgw_proto::{REASON_METADATA, Reason};
 use tonic::Code;
@@ -28,6 +28,22 @@ pub enum ApiError {
     /// The scheduler refused or failed the call (or could not be reached).
     #[error("scheduler: {}", .0.message())]
     Scheduler(tonic::Status),
+    /// Governance said no: key, permission, rate limit, budget, or the limit store is down.
+    #[error("{}", .0.message)]
+    Refused(Box<Refusal>),
+}
+
+/// A refusal the gateway decided itself, with everything its response carries.
+#[derive(Debug)]
+pub struct Refusal {
+    pub status: StatusCode,
+    pub reason: Reason,
+    /// Safe to show: never echoes a key.
+    pub message: String,
+    pub param: Option<String>,
+    pub retry_after_s: Option<u64>,
+    /// Extra headers (rate-limit state).
+    pub headers: HeaderMap,
 }
 
 impl ApiError {
@@ -57,6 +73,7 @@ impl ApiError {
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RouteNotFound(_) => StatusCode::NOT_FOUND,
             Self::Scheduler(status) => http_status(status.code()),
+            Self::Refused(refusal) => refusal.status,
         }
     }
 
@@ -67,6 +84,7 @@ impl ApiError {
             Self::BodyTooLarge { .. } => Reason::BodyTooLarge,
             Self::RouteNotFound(_) => Reason::RouteNotFound,
             Self::Scheduler(status) => scheduler_reason(status),
+            Self::Refused(refusal) => refusal.reason,
         }
     }
 
@@ -77,6 +95,9 @@ impl ApiError {
                 .get("retry-after")
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| HeaderValue::from_str(v).ok()),
+            Self::Refused(refusal) => refusal
+                .retry_after_s
+                .and_then(|s| HeaderValue::from_str(&s.to_string()).ok()),
             Self::InvalidRequest { .. } | Self::BodyTooLarge { .. } | Self::RouteNotFound(_) => {
                 None
             }
@@ -99,6 +120,7 @@ impl ApiError {
         match self {
             Self::InvalidRequest { param, .. } => param.clone(),
             Self::Scheduler(status) if status.code() == Code::NotFound => Some("model".to_owned()),
+            Self::Refused(refusal) => refusal.param.clone(),
             Self::BodyTooLarge { .. } | Self::RouteNotFound(_) | Self::Scheduler(_) => None,
         }
     }
@@ -209,8 +231,17 @@ impl IntoResponse for ApiError {
         }
         let retry_after = self.retry_after();
         let reason = self.reason();
-        let mut response = (status, Json(self.envelope())).into_response();
+        let envelope = self.envelope();
+        let extra = match self {
+            Self::Refused(refusal) => refusal.headers,
+            Self::InvalidRequest { .. }
+            | Self::BodyTooLarge { .. }
+            | Self::RouteNotFound(_)
+            | Self::Scheduler(_) => HeaderMap::new(),
+        };
+        let mut response = (status, Json(envelope)).into_response();
         let headers = response.headers_mut();
+        headers.extend(extra);
         headers.insert(REASON_METADATA, HeaderValue::from_static(reason.as_str()));
         if let Some(retry_after) = retry_after {
             headers.insert(header::RETRY_AFTER, retry_after);

@@ -8,8 +8,9 @@
 //!    for the whole request (streams keep it until their last byte); `x-trace-id` on responses.
 //! 3. [`observe`]: `llmgw_http_requests_total` for every response and its duration (streams
 //!    record theirs when they end), labelled by the matched route, never the raw path.
-//! 4. [`caller`]: who is calling and how urgent it is, as a [`Caller`] extension, with
-//!    `x-llmgw-tenant` / `x-llmgw-priority` explaining the decision; a bad header is a 400.
+//! 4. [`caller`] (API routes only): who is calling and how urgent it is — the API key's tenant,
+//!    or open mode's headers — as a [`crate::caller::Caller`] extension, with `x-llmgw-tenant`
+//!    / `x-llmgw-priority` explaining the decision; a bad header is a 400, a bad key a 401.
 
 use std::sync::Arc;
 
@@ -21,7 +22,8 @@ use llmgw_telemetry::{TraceContext, propagation};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::caller::{Caller, priority_name, valid_token};
+use crate::caller::{priority_name, valid_token};
+use crate::governance::Governance;
 use crate::metrics::GatewayMetrics;
 
 /// The request's id, as the client sent it or as the gateway made it.
@@ -88,6 +90,7 @@ pub async fn server_span(mut request: Request, next: Next) -> Response {
         "gen_ai.request.model" = tracing::field::Empty,
         "llmgw.tenant" = tracing::field::Empty,
         "llmgw.priority" = tracing::field::Empty,
+        "llmgw.key" = tracing::field::Empty,
         request_id = %request_id,
         trace_id = tracing::field::Empty,
         span_id = tracing::field::Empty,
@@ -128,18 +131,26 @@ pub async fn observe(
     response
 }
 
-/// Layer 4: the caller. Open mode reads `x-tenant-id` and `x-priority`.
-pub async fn caller(mut request: Request, next: Next) -> Response {
+/// Layer 4: the caller — the API key's tenant, or in open mode `x-tenant-id` and `x-priority`.
+/// Applied to the API routes only: probes and `/metrics` need no key.
+pub async fn caller(
+    State(governance): State<Arc<Governance>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let request_id = request
         .extensions()
         .get::<RequestId>()
         .map_or_else(String::new, |id| id.0.clone());
-    let caller = match Caller::from_headers(request.headers(), request_id) {
+    let caller = match governance.identify(request.headers(), request_id) {
         Ok(caller) => caller,
         Err(err) => return err.into_response(),
     };
     let span = tracing::Span::current();
     span.record("llmgw.tenant", caller.tenant.as_str());
+    if let Some(key) = &caller.key_name {
+        span.record("llmgw.key", key.as_str());
+    }
     span.record("llmgw.priority", priority_name(caller.priority));
     let explained = (caller.tenant.clone(), priority_name(caller.priority));
     request.extensions_mut().insert(caller);

@@ -6,10 +6,12 @@
 //! - [`server`]: [`serve`] and the router with its layer stack.
 //! - [`layers`]: request-wide concerns, one layer each (request id, server span, request
 //!   metric, caller).
-//! - [`routes`]: one file per endpoint (chat completions, models, health, metrics).
+//! - [`routes`]: one file per endpoint (chat completions, models, limits, health, metrics).
 //! - [`openai`]: OpenAI wire types (plain serde data).
 //! - [`translate`]: the only module that knows both OpenAI and proto types.
-//! - [`caller`]: tenant, priority and request id taken from the request headers.
+//! - [`caller`]: who is calling (tenant, priority, request id).
+//! - [`governance`]: `GATEWAY_CONFIG`: API keys, tenants, rate limits and token budgets, in
+//!   memory or in Redis.
 //! - [`scheduler_client`]: a small pool of HTTP/2 connections to the scheduler.
 //! - [`error`]: [`error::ApiError`] and its OpenAI error envelope.
 //! - [`status_table`]: the one gRPC code → HTTP status table.
@@ -18,6 +20,7 @@
 pub mod caller;
 pub mod config;
 pub mod error;
+pub mod governance;
 pub mod layers;
 pub mod metrics;
 pub mod openai;

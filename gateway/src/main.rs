@@ -15,8 +15,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Some(Command::Healthcheck) = cli.command {
-        return healthcheck(&cli.config.listen).await;
+    match cli.command {
+        Some(Command::Healthcheck) => return healthcheck(&cli.config.listen).await,
+        Some(Command::HashKey { key }) => return hash_key(key),
+        None => {}
     }
     let _telemetry = llmgw_telemetry::init("gateway")?;
     let config = cli.config;
@@ -38,6 +40,24 @@ async fn main() -> anyhow::Result<()> {
         on_signal.cancel();
     });
     gateway::serve(listener, config, shutdown).await?;
+    Ok(())
+}
+
+/// Prints the hash to put in `[[key]] sha256`; the key itself goes nowhere else.
+fn hash_key(key: Option<String>) -> anyhow::Result<()> {
+    let key = match key.filter(|k| k != "-") {
+        Some(key) => key,
+        None => {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            line.trim_end_matches(['\r', '\n']).to_owned()
+        }
+    };
+    anyhow::ensure!(!key.trim().is_empty(), "the key must not be empty");
+    println!(
+        "{}",
+        gateway::governance::keys::hex(&gateway::governance::keys::hash(key.trim()))
+    );
     Ok(())
 }
 

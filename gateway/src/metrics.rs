@@ -9,6 +9,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
@@ -61,6 +62,34 @@ struct ReasonLabels {
     reason: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RateLimitLabels {
+    tenant: String,
+    limit: String,
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BudgetLabels {
+    tenant: String,
+    window: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreLabels {
+    store: &'static str,
+    op: &'static str,
+}
+
+/// Limit-store round trips (seconds): loopback Redis is ~0.1 ms, a remote one a few ms.
+const STORE_BUCKETS: [f64; 12] = [
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+];
+
+fn store_histogram() -> Histogram {
+    Histogram::new(STORE_BUCKETS)
+}
+
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn duration_histogram() -> Histogram {
@@ -87,6 +116,10 @@ pub struct GatewayMetrics {
     token_usage: Histograms<TokenTypeLabels>,
     tokens: Family<TokenLabels, Counter>,
     stream_errors: Family<ReasonLabels, Counter>,
+    ratelimit: Family<RateLimitLabels, Counter>,
+    budget_remaining: Family<BudgetLabels, Gauge>,
+    store_duration: Histograms<StoreLabels>,
+    store_errors: Family<StoreLabels, Counter>,
 }
 
 impl Default for GatewayMetrics {
@@ -149,6 +182,32 @@ impl GatewayMetrics {
             "Streams ended by an error event after the first token",
             stream_errors.clone(),
         );
+        let ratelimit = Family::default();
+        registry.register(
+            "llmgw_ratelimit",
+            "Limit decisions by configured tenant, limit (`all` when granted) and outcome",
+            ratelimit.clone(),
+        );
+        let budget_remaining = Family::default();
+        registry.register(
+            "llmgw_budget_remaining_tokens",
+            "Tokens a configured tenant has left, as of its last decision (window: tpm, day, month)",
+            budget_remaining.clone(),
+        );
+        let store_duration =
+            Histograms::<StoreLabels>::new_with_constructor(store_histogram as fn() -> Histogram);
+        registry.register_with_unit(
+            "llmgw_limit_store_duration",
+            "Limit-store round trips by store and operation",
+            Unit::Seconds,
+            store_duration.clone(),
+        );
+        let store_errors = Family::default();
+        registry.register(
+            "llmgw_limit_store_errors",
+            "Limit-store calls that failed or timed out",
+            store_errors.clone(),
+        );
         Self {
             registry,
             requests,
@@ -158,7 +217,46 @@ impl GatewayMetrics {
             token_usage,
             tokens,
             stream_errors,
+            ratelimit,
+            budget_remaining,
+            store_duration,
+            store_errors,
         }
+    }
+
+    /// One limit decision. `tenant` is always a configured tenant's name.
+    pub fn ratelimit(&self, tenant: &str, limit: &str, outcome: &'static str) {
+        self.ratelimit
+            .get_or_create(&RateLimitLabels {
+                tenant: tenant.to_owned(),
+                limit: limit.to_owned(),
+                outcome,
+            })
+            .inc();
+    }
+
+    /// Tokens a tenant has left in `window`.
+    pub fn budget_remaining(&self, tenant: &str, window: &'static str, tokens: i64) {
+        self.budget_remaining
+            .get_or_create(&BudgetLabels {
+                tenant: tenant.to_owned(),
+                window,
+            })
+            .set(tokens);
+    }
+
+    /// One limit-store round trip.
+    pub fn store_round_trip(&self, store: &'static str, op: &'static str, seconds: f64) {
+        self.store_duration
+            .get_or_create(&StoreLabels { store, op })
+            .observe(seconds);
+    }
+
+    /// One failed limit-store call.
+    pub fn store_error(&self, store: &'static str, op: &'static str) {
+        self.store_errors
+            .get_or_create(&StoreLabels { store, op })
+            .inc();
     }
 
     /// One finished request (for streams: the committed status) and its duration.

@@ -2,12 +2,14 @@
 
 pub mod chat_completions;
 pub mod health;
+pub mod limits;
 pub mod metrics;
 pub mod models;
 
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::governance::Governance;
 use crate::metrics::GatewayMetrics;
 use crate::scheduler_client::SchedulerClients;
 
@@ -17,4 +19,5 @@ pub struct AppState {
     pub scheduler: SchedulerClients,
     pub config: Arc<Config>,
     pub metrics: Arc<GatewayMetrics>,
+    pub governance: Arc<Governance>,
 }

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use llmgw_proto::SchedulerToken;
 use llmgw_proto::v1::scheduler_client::SchedulerClient;
+use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::health_client::HealthClient;
 
@@ -16,6 +18,8 @@ use tonic_health::pb::health_client::HealthClient;
 pub struct SchedulerClients {
     channels: Arc<[Channel]>,
     next: Arc<AtomicUsize>,
+    /// `authorization` for every Scheduler call (`SCHEDULER_AUTH_TOKEN`).
+    authorization: Option<MetadataValue<Ascii>>,
 }
 
 impl SchedulerClients {
@@ -25,6 +29,7 @@ impl SchedulerClients {
         url: &str,
         connections: usize,
         connect_timeout: Duration,
+        token: Option<SchedulerToken>,
     ) -> Result<Self, tonic::transport::Error> {
         let endpoint = Endpoint::from_shared(url.to_owned())?
             // Small token frames must not wait for delayed ACKs.
@@ -40,6 +45,12 @@ impl SchedulerClients {
         Ok(Self {
             channels: channels.into(),
             next: Arc::new(AtomicUsize::new(0)),
+            authorization: token.and_then(|token| {
+                let mut value: MetadataValue<Ascii> = token.bearer().parse().ok()?;
+                // Keeps it out of `Debug` output (and out of HPACK tables).
+                value.set_sensitive(true);
+                Some(value)
+            }),
         })
     }
 
@@ -53,8 +64,38 @@ impl SchedulerClients {
         SchedulerClient::new(self.channel())
     }
 
+    /// Adds the scheduler's bearer token, if one is configured, to a Scheduler call.
+    pub fn authorize<T>(&self, call: &mut tonic::Request<T>) {
+        if let Some(value) = &self.authorization {
+            call.metadata_mut().insert("authorization", value.clone());
+        }
+    }
+
     /// A gRPC health client on the next connection.
     pub fn health(&self) -> HealthClient<Channel> {
         HealthClient::new(self.channel())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_token_is_sent_but_never_printed() {
+        let clients = SchedulerClients::connect_lazy(
+            "http://127.0.0.1:1",
+            1,
+            Duration::from_secs(1),
+            Some("tok-secret-1".parse().unwrap()),
+        )
+        .unwrap();
+        let mut call = tonic::Request::new(());
+        clients.authorize(&mut call);
+        assert_eq!(
+            call.metadata().get("authorization").unwrap(),
+            "Bearer tok-secret-1"
+        );
+        assert!(!format!("{clients:?}").contains("tok-secret-1"));
     }
 }

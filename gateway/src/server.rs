@@ -13,12 +13,14 @@ use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::governance::Governance;
 use crate::layers;
 use crate::metrics::GatewayMetrics;
-use crate::routes::{AppState, chat_completions, health, metrics, models};
+use crate::routes::{AppState, chat_completions, health, limits, metrics, models};
 use crate::scheduler_client::SchedulerClients;
 
 /// Why the gateway could not start or stopped abnormally.
@@ -34,24 +36,46 @@ pub enum ServeError {
 
 /// The gateway's routes and layers for `config`.
 pub fn router(config: &Config) -> Result<Router, ServeError> {
+    build(config).map(|(router, _)| router)
+}
+
+/// The router and the live governance (which `serve` reloads on SIGHUP and file changes).
+fn build(config: &Config) -> Result<(Router, Arc<Governance>), ServeError> {
     config.validate().map_err(ServeError::Config)?;
     let scheduler = SchedulerClients::connect_lazy(
         &config.scheduler_url,
         config.scheduler_connections,
         config.scheduler_connect_timeout(),
+        config.scheduler_auth_token.clone(),
     )?;
     let metrics = Arc::new(GatewayMetrics::new());
+    let governance = Arc::new(
+        Governance::load(config.config_file.as_deref(), Arc::clone(&metrics))
+            .map_err(|err| ServeError::Config(format!("GATEWAY_CONFIG: {err}")))?,
+    );
     let state = AppState {
         scheduler,
         config: Arc::new(config.clone()),
         metrics: Arc::clone(&metrics),
+        governance: Arc::clone(&governance),
     };
-    Ok(Router::new()
+    let api = Router::new()
         .route(
             "/v1/chat/completions",
             post(chat_completions::chat_completions),
         )
         .route("/v1/models", get(models::list_models))
+        .route("/v1/limits", get(limits::limits))
+        // the caller (the key's tenant, or open mode's headers) as an extension, on API routes
+        // only: probes and Prometheus need no key. A refusal here (400 bad header, 401 bad
+        // key, 403 priority) still passes through every layer below: counted, traced, with
+        // its request id.
+        .route_layer(middleware::from_fn_with_state(
+            Arc::clone(&governance),
+            layers::caller,
+        ));
+    let router = Router::new()
+        .merge(api)
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::render))
@@ -59,16 +83,14 @@ pub fn router(config: &Config) -> Result<Router, ServeError> {
         // Layers, innermost first (each `.layer` wraps everything above it):
         // the body limit bounds memory per request before any parsing; over it is a 413.
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
-        // the caller (tenant, priority) as an extension; a bad header is a 400 that still
-        // passes through every layer below, so it is counted, traced and has its request id.
-        .layer(middleware::from_fn(layers::caller))
         // every response counted by matched route and status, whole responses timed.
         .layer(middleware::from_fn_with_state(metrics, layers::observe))
         // the server span, child of the caller's trace context, around all of the above.
         .layer(middleware::from_fn(layers::server_span))
         // outermost, so the span and every response (even a 500 from a layer) carry it.
         .layer(middleware::from_fn(layers::request_id))
-        .with_state(state))
+        .with_state(state);
+    Ok((router, governance))
 }
 
 async fn not_found(uri: Uri) -> impl IntoResponse {
@@ -87,7 +109,20 @@ pub async fn serve(
             "GATEWAY_CONFIG is unset: open mode, no authentication; tenants and priorities come from headers"
         );
     }
-    let app = router(&config)?;
+    let (app, governance) = build(&config)?;
+    let tasks = TaskTracker::new();
+    if let Some(path) = governance.file().map(str::to_owned) {
+        let stop = shutdown.clone().cancelled_owned();
+        tasks.spawn(async move {
+            llmgw_telemetry::signals::watch_config(path, stop, |why| match governance.reload() {
+                Ok(()) => tracing::info!(trigger = why, "GATEWAY_CONFIG reloaded"),
+                Err(err) => {
+                    tracing::error!(trigger = why, error = %err, "GATEWAY_CONFIG reload refused; keeping the running one")
+                }
+            })
+            .await;
+        });
+    }
     // Every accepted socket: token-sized SSE writes must not wait on Nagle.
     let listener = listener.tap_io(|tcp| {
         if let Err(err) = tcp.set_nodelay(true) {
@@ -107,5 +142,7 @@ pub async fn serve(
         served = serving => served?,
         () = drain_deadline => tracing::warn!(grace_ms = config.shutdown_grace_ms, "drain grace period over; closing remaining requests"),
     }
+    tasks.close();
+    tasks.wait().await;
     Ok(())
 }

@@ -5,6 +5,7 @@
 //! # Layout
 //! - `proto/llmgw/scheduler/v1/scheduler.proto`: the contract itself.
 //! - `build.rs`: compiles it with protox (no system `protoc`).
+//! - [`SchedulerToken`]: the bearer token gRPC callers present (`SCHEDULER_AUTH_TOKEN`).
 //! - [`Reason`]: the closed vocabulary of refusal and failure reasons both services share.
 
 #![allow(clippy::all)]
@@ -18,6 +19,8 @@ pub mod v1 {
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/scheduler_descriptor.bin"));
 
+mod auth;
 mod reason;
 
+pub use auth::{EmptyToken, SchedulerToken};
 pub use reason::{REASON_METADATA, Reason, UnknownReason};

@@ -16,6 +16,22 @@ pub const ANONYMOUS: &str = "anonymous";
 
 const ROLES: [&str; 4] = ["system", "user", "assistant", "tool"];
 
+/// Keys the scheduler writes into the backend request itself: an engine option of the same
+/// name would override the routed model, the stream mode or the completion cap (which the
+/// gateway's token accounting relies on).
+const SET_BY_SCHEDULER: [&str; 10] = [
+    "model",
+    "messages",
+    "stream",
+    "stream_options",
+    "max_tokens",
+    "max_completion_tokens",
+    "num_predict",
+    "tools",
+    "tool_choice",
+    "options",
+];
+
 /// A request the scheduler can route and admit, with what admission needs parsed out.
 #[derive(Debug)]
 pub struct Admissible {
@@ -70,11 +86,20 @@ pub fn validate(request: ChatRequest, received: Instant) -> Result<Admissible, S
             "`tenant` must be 1 to 64 characters of letters, digits, `.`, `_` or `-`".to_owned(),
         );
     };
-    if !request.extra_json.is_empty()
-        && !serde_json::from_str::<serde_json::Value>(&request.extra_json)
-            .is_ok_and(|v| v.is_object())
-    {
-        return invalid("`extra_json` must be a JSON object".to_owned());
+    if !request.extra_json.is_empty() {
+        let Ok(serde_json::Value::Object(options)) =
+            serde_json::from_str::<serde_json::Value>(&request.extra_json)
+        else {
+            return invalid("`extra_json` must be a JSON object".to_owned());
+        };
+        if let Some(taken) = options
+            .keys()
+            .find(|key| SET_BY_SCHEDULER.contains(&key.as_str()))
+        {
+            return invalid(format!(
+                "`extra_json` must not set `{taken}`: the scheduler sets it (use the request's own field)"
+            ));
+        }
     }
     let ask = Ask {
         tenant: tenant.into(),
@@ -141,6 +166,18 @@ mod tests {
             ..request("user")
         };
         assert!(check(bad_tenant).unwrap_err().contains("`tenant`"));
+        for key in ["model", "num_predict", "max_tokens"] {
+            let colliding = ChatRequest {
+                extra_json: format!(r#"{{"top_k": 4, "{key}": 1}}"#),
+                ..request("user")
+            };
+            assert_eq!(
+                check(colliding).unwrap_err(),
+                format!(
+                    "`extra_json` must not set `{key}`: the scheduler sets it (use the request's own field)"
+                )
+            );
+        }
     }
 
     #[test]

@@ -78,6 +78,11 @@ pub struct Config {
     /// Grace period for in-flight streams on SIGTERM, in milliseconds.
     #[arg(long, env = "SCHEDULER_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
     pub shutdown_grace_ms: u64,
+    /// When set, every `Scheduler` and reflection call must carry
+    /// `authorization: Bearer <token>` (else UNAUTHENTICATED); gRPC health stays open for
+    /// probes. The gateway reads the same variable and sends it.
+    #[arg(long, env = "SCHEDULER_AUTH_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<llmgw_proto::SchedulerToken>,
 }
 
 impl Config {
@@ -100,6 +105,7 @@ impl Config {
             total_timeout_ms: 600_000,
             probe_interval_ms: 5_000,
             shutdown_grace_ms: 10_000,
+            auth_token: None,
         }
     }
 

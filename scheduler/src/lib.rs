@@ -4,6 +4,7 @@
 //! # Layout
 //! - [`config`]: flags and environment (`SCHEDULER_*`, `OLLAMA_BASE`).
 //! - [`server`]: [`serve`]: gRPC service, health, reflection, probes, metrics, reload, shutdown.
+//! - [`auth`]: the `SCHEDULER_AUTH_TOKEN` check on every call but health.
 //! - [`service`]: the `llmgw.scheduler.v1.Scheduler` implementation: validation, routing,
 //!   admission entry, list models.
 //! - [`admissible`]: the request validated once at the door ([`admissible::Admissible`]).
@@ -23,6 +24,7 @@
 
 pub mod admissible;
 pub mod admission;
+pub mod auth;
 pub mod backend;
 pub mod breaker;
 pub mod config;

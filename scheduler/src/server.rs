@@ -7,6 +7,7 @@ use llmgw_proto::v1::scheduler_server::SchedulerServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
@@ -14,7 +15,7 @@ use tonic_health::ServingStatus;
 use crate::config::Config;
 use crate::service::SchedulerService;
 use crate::topology::Topologies;
-use crate::{health, metrics_server, reload};
+use crate::{auth, health, metrics_server, reload};
 
 /// Why the scheduler could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -87,15 +88,20 @@ pub async fn serve_topologies(
     let reflection_v1 = reflection().build_v1()?;
     // grpcurl 1.8 and Python's grpcio-reflection only speak v1alpha.
     let reflection_v1alpha = reflection().build_v1alpha()?;
+    // The token guards the service and its schema; health stays open for container probes.
+    let guard = auth::Guard::new(config.auth_token.clone());
 
     // Token frames are tiny: without TCP_NODELAY they would wait on delayed ACKs.
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let router = Server::builder()
         .tcp_nodelay(true)
         .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(SchedulerServer::new(SchedulerService::new(topologies)));
+        .add_service(InterceptedService::new(reflection_v1, guard.clone()))
+        .add_service(InterceptedService::new(reflection_v1alpha, guard.clone()))
+        .add_service(SchedulerServer::with_interceptor(
+            SchedulerService::new(topologies),
+            guard,
+        ));
     let grace = Duration::from_millis(config.shutdown_grace_ms);
     let drain_deadline = {
         let shutdown = shutdown.clone();

@@ -7,7 +7,8 @@
 //!   variables; with `OTEL_EXPORTER_OTLP_ENDPOINT` unset there is no exporter and no cost.
 //! - [`propagation`]: `traceparent` in and out of HTTP headers and gRPC metadata, and the ids
 //!   of a span for logs and response headers.
-//! - [`signals`]: the stop signals every binary shuts down on.
+//! - [`signals`]: the stop signals every binary shuts down on, and config-file watching
+//!   (SIGHUP or a changed file).
 //!
 //! [`init`] is the one call both binaries make; the returned [`TelemetryGuard`] flushes the
 //! exporter when dropped, so `main` drops it last.

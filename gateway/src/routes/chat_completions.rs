@@ -14,7 +14,7 @@ use futures::StreamExt;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use llmgw_proto::v1::chat_event::Event;
@@ -27,6 +27,8 @@ use tracing::Instrument;
 use super::AppState;
 use crate::caller::Caller;
 use crate::error::ApiError;
+use crate::governance::Admitted;
+use crate::governance::reservation::Reservation;
 use crate::layers::{IncomingTrace, Observed, put};
 use crate::metrics::GatewayMetrics;
 use crate::translate::request::{ValidChat, parse};
@@ -41,14 +43,26 @@ pub async fn chat_completions(
     let mut observation = Observation {
         metrics: Arc::clone(&state.metrics),
         model: None,
-        tenant: caller.tenant.clone(),
+        tenant: caller.metrics_tenant.clone(),
         received: Instant::now(),
         streaming: false,
     };
-    let mut response = match handle(&state, &caller, body, &incoming, &mut observation).await {
+    let mut limit_headers = HeaderMap::new();
+    let handled = handle(
+        &state,
+        &caller,
+        body,
+        &incoming,
+        &mut observation,
+        &mut limit_headers,
+    )
+    .await;
+    let mut response = match handled {
         Ok(response) => response,
         Err(err) => err.into_response(),
     };
+    // The tenant's rate-limit state as of its reservation, on success and failure alike.
+    response.headers_mut().extend(limit_headers);
     if let Some(model) = observation.model {
         response.extensions_mut().insert(Observed {
             model,
@@ -64,6 +78,7 @@ async fn handle(
     body: Result<Bytes, BytesRejection>,
     incoming: &TraceContext,
     observation: &mut Observation,
+    limit_headers: &mut HeaderMap,
 ) -> Result<Response, ApiError> {
     let received = observation.received;
     let body = body.map_err(|rejection| body_error(rejection, state.config.max_body_bytes))?;
@@ -76,6 +91,12 @@ async fn handle(
     request.priority = caller.priority as i32;
     request.request_id = caller.request_id.clone();
     request.deadline_ms = state.config.request_timeout_ms;
+    // Model allow-list, engine options, completion cap and the reservation against limits.
+    let Admitted {
+        mut reservation,
+        headers,
+    } = state.governance.admit_chat(caller, &mut request).await?;
+    *limit_headers = headers;
     let model = request.model.clone();
     let meta = ResponseMeta::new(model.clone());
     let server_span = tracing::Span::current();
@@ -97,6 +118,7 @@ async fn handle(
         &propagation::outgoing(&rpc_span, incoming),
         call.metadata_mut(),
     );
+    state.scheduler.authorize(&mut call);
     let called = state
         .scheduler
         .scheduler()
@@ -108,7 +130,7 @@ async fn handle(
         .into_inner();
     let keepalive = Duration::from_millis(state.config.sse_keepalive_ms);
     let commit_after = (stream && !keepalive.is_zero()).then_some(keepalive);
-    let opening = Opening::read(&mut events, commit_after)
+    let opening = Opening::read(&mut events, commit_after, stream, &mut reservation)
         .await
         .inspect_err(|err| {
             if let ApiError::Scheduler(status) = err {
@@ -121,13 +143,13 @@ async fn handle(
     observation.streaming = stream;
     let mut response = if stream {
         stream_response(
-            meta,
-            include_usage,
+            SseTranslator::new(meta, include_usage),
             opening,
             events,
             keepalive,
             observation.clone(),
             (server_span, rpc_span),
+            reservation,
         )
     } else {
         let mut aggregate = Aggregate::new(meta);
@@ -145,6 +167,12 @@ async fn handle(
         }
         rpc_span.record("rpc.grpc.status_code", 0);
         let completion = aggregate.finish()?;
+        if let Some(reservation) = reservation {
+            reservation.finish(
+                completion.usage.prompt_tokens,
+                completion.usage.completion_tokens,
+            );
+        }
         observation.metrics.tokens(
             &model,
             &observation.tenant,
@@ -184,6 +212,8 @@ impl Opening {
     async fn read(
         events: &mut Streaming<ChatEvent>,
         commit_after: Option<Duration>,
+        stream: bool,
+        reservation: &mut Option<Reservation>,
     ) -> Result<Self, ApiError> {
         let mut opening = Self::default();
         let give_up_at = commit_after.map(|wait| Instant::now() + wait);
@@ -199,7 +229,13 @@ impl Opening {
                 return Ok(opening);
             };
             match event.event {
-                Some(Event::Started(started)) => opening.started = Some(started),
+                Some(Event::Started(started)) => {
+                    // The first token exists: leaving from here on is charged.
+                    if let Some(reservation) = reservation {
+                        reservation.generating(stream);
+                    }
+                    opening.started = Some(started);
+                }
                 Some(Event::Queued(queued)) => opening.queued_position = Some(queued.position),
                 None => {}
                 Some(content) => {
@@ -220,16 +256,15 @@ enum Step {
 }
 
 fn stream_response(
-    meta: ResponseMeta,
-    include_usage: bool,
+    mut translator: SseTranslator,
     opening: Opening,
     mut events: Streaming<ChatEvent>,
     keepalive: Duration,
     observation: Observation,
     spans: (tracing::Span, tracing::Span),
+    mut reservation: Option<Reservation>,
 ) -> Response {
     // The streamed response's duration and TTFT are known only when its body ends.
-    let mut translator = SseTranslator::new(meta, include_usage);
     let frames = async_stream::stream! {
         // The server and call spans end with the stream, not with the response head.
         let (server_span, rpc_span) = spans;
@@ -263,6 +298,9 @@ fn stream_response(
                 }
                 // Headers are gone already: the queue time the header would carry goes here.
                 Step::Event(Event::Started(started)) if !opened => {
+                    if let Some(reservation) = &mut reservation {
+                        reservation.generating(true);
+                    }
                     yield Ok(Bytes::from(format!(": started queue_ms={}\n\n", started.queue_ms)));
                 }
                 Step::Event(event) => {
@@ -271,12 +309,19 @@ fn stream_response(
                         opened = true;
                         yield Ok(translator.role_frame());
                     }
+                    if let (Some(reservation), Event::Delta(_)) = (&mut reservation, &event) {
+                        reservation.generating(true);
+                        reservation.delivered_chunk();
+                    }
                     if first_token_at.is_none() && matches!(event, Event::Delta(_)) {
                         let ttft = received.elapsed();
                         first_token_at = Some(ttft);
                         metrics.first_token(&model, ttft.as_secs_f64());
                     }
                     if let Event::Usage(usage) = &event {
+                        if let Some(reservation) = reservation.take() {
+                            reservation.finish(usage.prompt_tokens, usage.completion_tokens);
+                        }
                         output_tokens = usage.completion_tokens;
                         metrics.tokens(&model, &tenant, usage.prompt_tokens, usage.completion_tokens);
                     }

@@ -12,7 +12,11 @@ pub async fn list_models(State(state): State<AppState>) -> Result<Json<ModelList
     let response = state
         .scheduler
         .scheduler()
-        .list_models(ListModelsRequest {})
+        .list_models({
+            let mut call = tonic::Request::new(ListModelsRequest {});
+            state.scheduler.authorize(&mut call);
+            call
+        })
         .await
         .map_err(ApiError::Scheduler)?;
     let data = response

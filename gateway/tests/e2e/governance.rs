@@ -1,0 +1,423 @@
+//! Governance through the whole stack: API keys decide the tenant, refusals are OpenAI-shaped
+//! and name their rule, the completion cap goes upstream, limits answer 429 with
+//! `Retry-After` and rate-limit headers, tokens are settled to what was used on every exit
+//! path, a revoked key stops working without a restart, and a Redis outage follows `on_error`.
+
+use std::time::Duration;
+
+use llm_sim::{Fault, SimConfig};
+use serde_json::{Value, json};
+
+use crate::redis_server::RedisServer;
+use crate::support::{Stack, chat_body, eventually_async, quick_sim, temp_config_path};
+
+const KEY: &str = "sk-team-a-0123456789";
+const OTHER_KEY: &str = "sk-team-b-9876543210";
+
+fn hash(key: &str) -> String {
+    gateway::governance::keys::hex(&gateway::governance::keys::hash(key))
+}
+
+/// Two tenants with keys; `team_a` is spliced into team-a's table, `store` after `[store]`.
+fn config(team_a: &str, store: &str) -> String {
+    format!(
+        r#"
+        [store]
+        {store}
+        [[tenant]]
+        name = "team-a"
+        max_priority = "interactive"
+        allowed_options = ["top_k"]
+        {team_a}
+        [[tenant]]
+        name = "team-b"
+        models = ["smollm2*"]
+        [[key]]
+        tenant = "team-a"
+        name = "a-key"
+        sha256 = "{}"
+        [[key]]
+        tenant = "team-b"
+        sha256 = "{}"
+        "#,
+        hash(KEY),
+        hash(OTHER_KEY)
+    )
+}
+
+/// A stack whose gateway reads `text` as GATEWAY_CONFIG; the file's path is returned so a
+/// test can rewrite it.
+async fn governed(text: &str, sim: SimConfig) -> (Stack, std::path::PathBuf) {
+    let path = temp_config_path();
+    std::fs::write(&path, text).unwrap();
+    let file = path.display().to_string();
+    let stack = Stack::start_with(Some(sim), |_| {}, move |g| g.config_file = Some(file)).await;
+    (stack, path)
+}
+
+async fn post(stack: &Stack, key: Option<&str>, body: Value) -> reqwest::Response {
+    let mut request = stack
+        .http
+        .post(stack.url("/v1/chat/completions"))
+        .json(&body);
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    request.send().await.unwrap()
+}
+
+async fn limits(stack: &Stack, key: &str) -> Value {
+    let response = stack
+        .http
+        .get(stack.url("/v1/limits"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+async fn refusal(response: reqwest::Response, status: u16, code: &str) -> Value {
+    assert_eq!(response.status(), status);
+    assert_eq!(response.headers()["x-llmgw-reason"], code);
+    assert!(response.headers().contains_key("x-request-id"));
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], code);
+    body
+}
+
+#[tokio::test]
+async fn the_key_decides_the_tenant_and_every_refusal_names_its_rule() {
+    let (stack, path) = governed(&config("", ""), quick_sim()).await;
+    let body = chat_body("llama3.2", "hi");
+
+    let missing = refusal(
+        post(&stack, None, body.clone()).await,
+        401,
+        "invalid_api_key",
+    )
+    .await;
+    assert_eq!(missing["error"]["type"], "authentication_error");
+    refusal(
+        post(&stack, Some("sk-wrong"), body.clone()).await,
+        401,
+        "invalid_api_key",
+    )
+    .await;
+
+    // The key decides: a claimed tenant id is ignored.
+    let served = stack
+        .http
+        .post(stack.url("/v1/chat/completions"))
+        .header("x-api-key", KEY)
+        .header("x-tenant-id", "team-b")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(served.status(), 200);
+    assert_eq!(served.headers()["x-llmgw-tenant"], "team-a");
+
+    let denied = refusal(
+        post(&stack, Some(OTHER_KEY), body.clone()).await,
+        403,
+        "model_not_allowed",
+    )
+    .await;
+    assert_eq!(denied["error"]["param"], "model");
+    assert_eq!(denied["error"]["type"], "permission_error");
+    assert_eq!(
+        post(&stack, Some(OTHER_KEY), chat_body("smollm2:135m", "hi"))
+            .await
+            .status(),
+        200
+    );
+
+    let too_urgent = stack
+        .http
+        .post(stack.url("/v1/chat/completions"))
+        .bearer_auth(KEY)
+        .header("x-priority", "critical")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    refusal(too_urgent, 403, "priority_not_allowed").await;
+    let lower = stack
+        .http
+        .post(stack.url("/v1/chat/completions"))
+        .bearer_auth(KEY)
+        .header("x-priority", "batch")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        lower.headers()["x-llmgw-priority"],
+        "batch",
+        "lowering is allowed"
+    );
+
+    let mut with_option = body.clone();
+    with_option["num_ctx"] = json!(8192);
+    let refused = refusal(
+        post(&stack, Some(KEY), with_option).await,
+        403,
+        "option_not_allowed",
+    )
+    .await;
+    assert_eq!(refused["error"]["param"], "num_ctx");
+    let mut allowed = body.clone();
+    allowed["top_k"] = json!(4);
+    assert_eq!(post(&stack, Some(KEY), allowed).await.status(), 200);
+
+    // Probes and metrics need no key; the API does.
+    let health = stack.http.get(stack.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let models = stack
+        .http
+        .get(stack.url("/v1/models"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(models.status(), 401);
+    let models = stack
+        .http
+        .get(stack.url("/v1/models"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(models.status(), 200);
+    let _ = std::fs::remove_file(path);
+}
+
+#[tokio::test]
+async fn the_completion_cap_goes_upstream_and_rpm_refuses_with_retry_after() {
+    let (stack, path) = governed(
+        &config("rpm = 2\nmax_tokens = 3\ntpm = 100000", ""),
+        quick_sim(),
+    )
+    .await;
+    let mut body = chat_body("llama3.2", "cap me");
+    body["max_tokens"] = json!(50);
+    let served = post(&stack, Some(KEY), body.clone()).await;
+    assert_eq!(served.status(), 200);
+    assert_eq!(served.headers()["x-ratelimit-limit-requests"], "2");
+    assert_eq!(served.headers()["x-ratelimit-remaining-requests"], "1");
+    assert_eq!(served.headers()["x-ratelimit-limit-tokens"], "100000");
+    assert!(
+        served.headers()["ratelimit-policy"]
+            .to_str()
+            .unwrap()
+            .contains("\"rpm\";q=2;w=60")
+    );
+    let answer: Value = served.json().await.unwrap();
+    assert_eq!(
+        answer["usage"]["completion_tokens"], 3,
+        "the tenant's cap, not 50"
+    );
+    assert_eq!(answer["choices"][0]["finish_reason"], "length");
+
+    assert_eq!(post(&stack, Some(KEY), body.clone()).await.status(), 200);
+    let limited = post(&stack, Some(KEY), body.clone()).await;
+    let retry_after: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=30).contains(&retry_after), "{retry_after}");
+    assert_eq!(limited.headers()["x-ratelimit-remaining-requests"], "0");
+    let body = refusal(limited, 429, "rate_limited").await;
+    assert_eq!(body["error"]["type"], "rate_limit_error");
+    assert!(body["error"]["message"].as_str().unwrap().contains("`rpm`"));
+    let metrics = stack
+        .http
+        .get(stack.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        r#"llmgw_ratelimit_total{tenant="team-a",limit="all",outcome="granted"} 2"#,
+        r#"llmgw_ratelimit_total{tenant="team-a",limit="rpm",outcome="refused"} 1"#,
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "missing {line}:\n{metrics}"
+        );
+    }
+    let _ = std::fs::remove_file(path);
+}
+
+/// Waits until every reservation of team-a is settled, and returns tokens used today.
+async fn settled_use(stack: &Stack, budget: u64) -> u64 {
+    let (http, url) = (stack.http.clone(), stack.url("/v1/limits"));
+    eventually_async("every reservation settled", Duration::from_secs(5), || {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let limits: Value = http
+                .get(url)
+                .bearer_auth(KEY)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            limits["limits"]["remaining"]["concurrent"] == json!(4)
+        }
+    })
+    .await;
+    let limits = limits(stack, KEY).await;
+    budget
+        - limits["limits"]["remaining"]["tokens_today"]
+            .as_u64()
+            .unwrap()
+}
+
+#[tokio::test]
+async fn tokens_are_settled_to_what_was_used_on_every_exit_path() {
+    let budget = 1_000_000;
+    let sim = SimConfig {
+        ttft_ms: 5,
+        tpot_ms: 10,
+        output_tokens: 200,
+        ..SimConfig::default()
+    };
+    let (stack, path) = governed(
+        &config(
+            &format!("max_concurrent = 4\ntokens_per_day = {budget}\nmax_tokens = 200"),
+            "",
+        ),
+        sim,
+    )
+    .await;
+
+    // Finished: charged exactly the reported usage.
+    let mut short = chat_body("llama3.2", "count");
+    short["max_tokens"] = json!(4);
+    let answer: Value = post(&stack, Some(KEY), short).await.json().await.unwrap();
+    let total = answer["usage"]["total_tokens"].as_u64().unwrap();
+    assert_eq!(settled_use(&stack, budget).await, total);
+
+    // Refused by the scheduler, or the backend failed before the first token: refunded.
+    let unknown = post(&stack, Some(KEY), chat_body("no-such-model", "x")).await;
+    assert_eq!(unknown.status(), 404);
+    stack.sim().set_fault(Fault::Status(500));
+    let failed = post(&stack, Some(KEY), chat_body("llama3.2", "x")).await;
+    assert_eq!(failed.status(), 502);
+    stack.sim().set_fault(Fault::None);
+    assert_eq!(settled_use(&stack, budget).await, total, "nothing charged");
+
+    // A client that leaves mid-stream is charged the prompt estimate and what it was sent.
+    let mut long = chat_body("llama3.2", "count");
+    long["stream"] = json!(true);
+    let mut response = post(&stack, Some(KEY), long).await;
+    assert_eq!(response.status(), 200);
+    let mut seen = 0;
+    while seen < 5 {
+        let chunk = response.chunk().await.unwrap().unwrap();
+        seen += String::from_utf8_lossy(&chunk)
+            .matches("\"content\":")
+            .count();
+    }
+    drop(response);
+    let estimate = 5 + 4 + 8 + 8; // "count" + "user", one message, the reply's opening
+    let charged = settled_use(&stack, budget).await - total;
+    assert!(
+        charged >= estimate + 4 && charged < estimate + 60,
+        "charged {charged}: the prompt estimate plus the chunks delivered, not the 200-token cap"
+    );
+    let _ = std::fs::remove_file(path);
+}
+
+#[tokio::test]
+async fn a_revoked_key_stops_working_without_a_restart_while_in_flight_requests_finish() {
+    let sim = SimConfig {
+        ttft_ms: 5,
+        tpot_ms: 20,
+        output_tokens: 100,
+        ..SimConfig::default()
+    };
+    let (stack, path) = governed(&config("", ""), sim).await;
+    let mut long = chat_body("llama3.2", "long");
+    long["stream"] = json!(true);
+    let in_flight = post(&stack, Some(KEY), long).await;
+    assert_eq!(in_flight.status(), 200);
+    let without_a = config("", "").replacen(
+        &format!("sha256 = \"{}\"", hash(KEY)),
+        &format!("sha256 = \"{}\"", hash("sk-replacement")),
+        1,
+    );
+    std::fs::write(&path, without_a).unwrap();
+    let (http, url) = (stack.http.clone(), stack.url("/v1/models"));
+    eventually_async("the revoked key is refused", Duration::from_secs(5), || {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            http.get(url)
+                .bearer_auth(KEY)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                == 401
+        }
+    })
+    .await;
+    let body = in_flight.text().await.unwrap();
+    assert!(
+        body.ends_with("data: [DONE]\n\n"),
+        "the in-flight stream finished"
+    );
+    let _ = std::fs::remove_file(path);
+}
+
+#[tokio::test]
+async fn a_redis_outage_follows_on_error_and_limits_return_with_redis() {
+    let mut redis = RedisServer::start().await;
+    let store = |on_error: &str| {
+        format!(
+            "redis_url = \"{}\"\non_error = \"{on_error}\"\ntimeout_ms = 200",
+            redis.url()
+        )
+    };
+    let (deny, deny_path) = governed(&config("rpm = 1000", &store("deny")), quick_sim()).await;
+    let (allow, allow_path) = governed(&config("rpm = 1000", &store("allow")), quick_sim()).await;
+    let body = chat_body("llama3.2", "hi");
+    assert_eq!(post(&deny, Some(KEY), body.clone()).await.status(), 200);
+    assert_eq!(post(&allow, Some(KEY), body.clone()).await.status(), 200);
+
+    redis.kill();
+    let began = std::time::Instant::now();
+    let refused = post(&deny, Some(KEY), body.clone()).await;
+    assert!(
+        began.elapsed() < Duration::from_secs(2),
+        "decided fast, no hang"
+    );
+    assert!(refused.headers().contains_key("retry-after"));
+    refusal(refused, 503, "limits_unavailable").await;
+    assert_eq!(post(&allow, Some(KEY), body.clone()).await.status(), 200);
+
+    redis.restart().await;
+    let (http, url) = (deny.http.clone(), deny.url("/v1/chat/completions"));
+    eventually_async("limits work again", Duration::from_secs(10), || {
+        let (http, url, body) = (http.clone(), url.clone(), body.clone());
+        async move {
+            http.post(url)
+                .bearer_auth(KEY)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                == 200
+        }
+    })
+    .await;
+    let _ = std::fs::remove_file(deny_path);
+    let _ = std::fs::remove_file(allow_path);
+}
