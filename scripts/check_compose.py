@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Static checks of docker-compose.yml beyond the compose JSON schema (no Docker engine here):
 every depends_on names a defined service, every build points at an existing Dockerfile stage,
-every service with a healthcheck-conditioned dependant really has a healthcheck, and every
-mounted repository path exists."""
+every service with a healthcheck-conditioned dependant really has a healthcheck, every
+mounted repository path exists, and the scheduler is published on the host's loopback only (its
+port must not bypass the gateway's keys and limits)."""
 
 import re
 import sys
@@ -38,6 +39,9 @@ def main() -> int:
             source = volume.split(":")[0] if isinstance(volume, str) else volume.get("source", "")
             if source.startswith("./") and not (ROOT / source).exists():
                 problems.append(f"{name}: mounted path {source} does not exist")
+    for port in services.get("scheduler", {}).get("ports", []):
+        if not str(port).startswith("127.0.0.1:"):
+            problems.append(f"scheduler: port `{port}` is published beyond the host's loopback")
     for problem in problems:
         print(f"check_compose: {problem}", file=sys.stderr)
     if not problems:

@@ -32,6 +32,9 @@ struct Args {
     stream: bool,
     #[arg(long, default_value_t = 16)]
     max_tokens: u32,
+    /// Sent to every target as `Authorization: Bearer <key>` (targets without keys ignore it).
+    #[arg(long)]
+    api_key: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -56,7 +59,10 @@ async fn run_window(
     seconds: f64,
     record: bool,
 ) -> Window {
-    let call = ChatCall::new(url, &args.model, args.stream, args.max_tokens);
+    let mut call = ChatCall::new(url, &args.model, args.stream, args.max_tokens);
+    if let Some(key) = &args.api_key {
+        call = call.header("authorization", &format!("Bearer {key}"));
+    }
     let until = Instant::now() + Duration::from_secs_f64(seconds);
     let start = Instant::now();
     let tasks = (0..workers).map(|_| {

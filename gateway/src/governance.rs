@@ -248,6 +248,7 @@ impl Governance {
         let (decision, place) = limiter.reserve(ask).await.map_err(|unavailable| {
             tracing::warn!(tenant = %tenant.name, error = %unavailable, "limits unavailable: refusing");
             limiter.metrics().ratelimit(&tenant.name, "store", "unavailable");
+            tracing::Span::current().record("llmgw.ratelimit.decision", "unavailable");
             let mut refused = refusal(
                 StatusCode::SERVICE_UNAVAILABLE,
                 Reason::LimitsUnavailable,
@@ -266,6 +267,7 @@ impl Governance {
                     limiter::Ledgered::Local => "granted_locally",
                 };
                 limiter.metrics().ratelimit(&tenant.name, "all", outcome);
+                tracing::Span::current().record("llmgw.ratelimit.decision", outcome);
                 record_remaining(limiter.metrics(), tenant, &remaining);
                 tracing::debug!(tenant = %tenant.name, reserved = tokens, outcome, "limits: reserved");
                 Ok(Admitted {

@@ -91,6 +91,7 @@ pub async fn server_span(mut request: Request, next: Next) -> Response {
         "llmgw.tenant" = tracing::field::Empty,
         "llmgw.priority" = tracing::field::Empty,
         "llmgw.key" = tracing::field::Empty,
+        "llmgw.ratelimit.decision" = tracing::field::Empty,
         request_id = %request_id,
         trace_id = tracing::field::Empty,
         span_id = tracing::field::Empty,

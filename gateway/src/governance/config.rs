@@ -60,7 +60,7 @@ fn interactive() -> PriorityClass {
 }
 
 /// `[store]`: where limit counters live.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
     /// `redis://host:port/db`; absent = in memory (exact for one gateway only).
@@ -85,6 +85,18 @@ impl Default for StoreConfig {
             timeout_ms: default_store_timeout_ms(),
             key_prefix: default_key_prefix(),
         }
+    }
+}
+
+impl std::fmt::Debug for StoreConfig {
+    // The URL may carry a password: only whether one is set is shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("redis", &self.redis_url.as_ref().map(|_| "<set>"))
+            .field("on_error", &self.on_error)
+            .field("timeout_ms", &self.timeout_ms)
+            .field("key_prefix", &self.key_prefix)
+            .finish()
     }
 }
 
@@ -372,6 +384,15 @@ mod tests {
         assert_eq!(file.store.redis_url, None);
         assert_eq!(file.store.on_error, OnError::Deny);
         assert_eq!(file.tenants[0].priority, PriorityClass::Interactive);
+    }
+
+    #[test]
+    fn debug_output_hides_the_redis_password() {
+        let file = GatewayFile::parse(
+            "auth = \"none\"\n[store]\nredis_url = \"redis://:hunter2@10.0.0.1:6379/0\"",
+        )
+        .unwrap();
+        assert!(!format!("{file:?}").contains("hunter2"));
     }
 
     #[test]

@@ -21,12 +21,22 @@ use crate::framing::sse::SseDecoder;
 const MAX_LINE_BYTES: usize = 16 << 20;
 
 /// One OpenAI-compatible server.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct OpenAiBackend {
     name: String,
     base: String,
     api_key: Option<String>,
     http: reqwest::Client,
+}
+
+impl std::fmt::Debug for OpenAiBackend {
+    // The API key never appears in logs or `Debug` output; only whether one is set.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenAiBackend")
+            .field("name", &self.name)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<set>"))
+            .finish_non_exhaustive()
+    }
 }
 
 impl OpenAiBackend {
@@ -373,6 +383,17 @@ mod tests {
                 completion_tokens: 2
             })))
         );
+    }
+
+    #[test]
+    fn debug_output_hides_the_api_key() {
+        let backend = OpenAiBackend::new(
+            "http://engine:8000",
+            Some("sk-hidden-42".into()),
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        assert!(!format!("{backend:?}").contains("sk-hidden-42"));
     }
 
     #[tokio::test]
