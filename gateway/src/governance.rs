@@ -249,16 +249,7 @@ impl Governance {
             tracing::warn!(tenant = %tenant.name, error = %unavailable, "limits unavailable: refusing");
             limiter.metrics().ratelimit(&tenant.name, "store", "unavailable");
             tracing::Span::current().record("llmgw.ratelimit.decision", "unavailable");
-            let mut refused = refusal(
-                StatusCode::SERVICE_UNAVAILABLE,
-                Reason::LimitsUnavailable,
-                "Rate limits cannot be checked right now; retry shortly".to_owned(),
-                None,
-            );
-            if let ApiError::Refused(refused) = &mut refused {
-                refused.retry_after_s = Some(1);
-            }
-            refused
+            limits_unavailable()
         })?;
         match decision {
             Decision::Granted(remaining) => {
@@ -318,14 +309,7 @@ impl Governance {
             .peek(Arc::clone(&tenant.name), tenant.limits)
             .await
             .map(Some)
-            .map_err(|_| {
-                refusal(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    Reason::LimitsUnavailable,
-                    "Rate limits cannot be checked right now; retry shortly".to_owned(),
-                    None,
-                )
-            })
+            .map_err(|_| limits_unavailable())
     }
 }
 
@@ -343,6 +327,18 @@ fn refusal(status: StatusCode, reason: Reason, message: String, param: Option<&s
         message,
         param: param.map(str::to_owned),
         retry_after_s: None,
+        headers: HeaderMap::new(),
+    }))
+}
+
+/// The store did not answer and `on_error = "deny"`: retry in a second.
+fn limits_unavailable() -> ApiError {
+    ApiError::Refused(Box::new(Refusal {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        reason: Reason::LimitsUnavailable,
+        message: "Rate limits cannot be checked right now; retry shortly".to_owned(),
+        param: None,
+        retry_after_s: Some(1),
         headers: HeaderMap::new(),
     }))
 }
@@ -406,7 +402,16 @@ fn limit_refusal(
         );
     };
     let retry_after_s = retry_after_ms.div_ceil(1000).max(1);
-    let (reason, message) = if limit.is_budget() {
+    let (reason, message) = if limit.is_budget() && retry_after_ms <= ledger::HELD_RETRY_MS {
+        (
+            Reason::RateLimited,
+            format!(
+                "The tenant's token budget `{}` ({of}) is held by requests in flight; retry in {}",
+                limit.as_str(),
+                headers::openai_duration(retry_after_ms)
+            ),
+        )
+    } else if limit.is_budget() {
         (
             Reason::BudgetExhausted,
             format!(

@@ -15,7 +15,9 @@
 use std::sync::Arc;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use std::time::Duration;
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use llmgw_telemetry::{TraceContext, propagation};
@@ -23,6 +25,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::caller::{priority_name, valid_token};
+use crate::error::ApiError;
 use crate::governance::Governance;
 use crate::metrics::GatewayMetrics;
 
@@ -135,17 +138,18 @@ pub async fn observe(
 /// Layer 4: the caller — the API key's tenant, or in open mode `x-tenant-id` and `x-priority`.
 /// Applied to the API routes only: probes and `/metrics` need no key.
 pub async fn caller(
-    State(governance): State<Arc<Governance>>,
+    State(state): State<CallerState>,
     mut request: Request,
     next: Next,
 ) -> Response {
+    let governance = &state.governance;
     let request_id = request
         .extensions()
         .get::<RequestId>()
         .map_or_else(String::new, |id| id.0.clone());
     let caller = match governance.identify(request.headers(), request_id) {
         Ok(caller) => caller,
-        Err(err) => return err.into_response(),
+        Err(err) => return refuse_before_the_body(request, err, state.max_body_bytes).await,
     };
     let span = tracing::Span::current();
     span.record("llmgw.tenant", caller.tenant.as_str());
@@ -159,6 +163,34 @@ pub async fn caller(
     let headers = response.headers_mut();
     put(headers, "x-llmgw-tenant", &explained.0);
     put(headers, "x-llmgw-priority", explained.1);
+    response
+}
+
+/// What the caller layer needs.
+#[derive(Debug, Clone)]
+pub struct CallerState {
+    pub governance: Arc<Governance>,
+    pub max_body_bytes: usize,
+}
+
+/// How long a refused request's body may take to arrive before the connection is given up.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Refuses a request whose body has not been read. The body is read and dropped first (within
+/// the body limit and [`DRAIN_TIMEOUT`]): an HTTP/1.1 server that answers without reading it
+/// must close the connection, and the client's next request on it would fail.
+async fn refuse_before_the_body(request: Request, err: ApiError, limit: usize) -> Response {
+    let drained = tokio::time::timeout(
+        DRAIN_TIMEOUT,
+        axum::body::to_bytes(request.into_body(), limit),
+    )
+    .await;
+    let mut response = err.into_response();
+    if !matches!(drained, Ok(Ok(_))) {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     response
 }
 

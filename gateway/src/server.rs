@@ -71,7 +71,10 @@ fn build(config: &Config) -> Result<(Router, Arc<Governance>), ServeError> {
         // key, 403 priority) still passes through every layer below: counted, traced, with
         // its request id.
         .route_layer(middleware::from_fn_with_state(
-            Arc::clone(&governance),
+            layers::CallerState {
+                governance: Arc::clone(&governance),
+                max_body_bytes: config.max_body_bytes,
+            },
             layers::caller,
         ));
     let router = Router::new()

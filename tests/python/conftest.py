@@ -42,12 +42,14 @@ class Stack:
     """llm-sim + scheduler + gateway as processes. `scheduler_config`, if given, builds the
     SCHEDULER_CONFIG file's text from the sim's base URL."""
 
-    def __init__(self, tmp: Path, extra_env: dict | None = None, scheduler_config=None):
+    def __init__(self, tmp: Path, extra_env: dict | None = None, scheduler_config=None,
+                 gateway_env: dict | None = None):
         self.sim_port, self.scheduler_port, self.gateway_port = free_port(), free_port(), free_port()
         self.metrics_port = free_port()
         self.processes = []
         self.tmp = tmp
         env = {**os.environ, "RUST_LOG": "info", "LOG_FORMAT": "text", **(extra_env or {})}
+        self.env = env
         self.spawn("llm-sim", [], {**env,
             "SIM_LISTEN": f"127.0.0.1:{self.sim_port}", "SIM_TTFT_MS": "5", "SIM_TPOT_MS": "2",
             "SIM_OUTPUT_TOKENS": str(SIM_OUTPUT_TOKENS)})
@@ -63,12 +65,24 @@ class Stack:
         self.spawn("scheduler", [], scheduler_env)
         self.spawn("gateway", [], {**env,
             "GATEWAY_LISTEN": f"127.0.0.1:{self.gateway_port}",
-            "SCHEDULER_URL": f"http://127.0.0.1:{self.scheduler_port}"})
+            "SCHEDULER_URL": f"http://127.0.0.1:{self.scheduler_port}", **(gateway_env or {})})
         wait_for(f"{self.gateway_url}/readyz")
 
-    def spawn(self, name: str, args: list, env: dict) -> None:
-        log = open(self.tmp / f"{name}.log", "wb")
+    def spawn(self, name: str, args: list, env: dict, log_name: str | None = None) -> None:
+        log = open(self.tmp / f"{log_name or name}.log", "wb")
         self.processes.append(subprocess.Popen([str(BIN_DIR / name), *args], env=env, stdout=log, stderr=log))
+
+    def add_gateway(self, gateway_env: dict | None = None) -> str:
+        """Starts one more gateway against this stack's scheduler (its log: gateway-<port>.log)
+        and returns its base URL once it is ready."""
+        port = free_port()
+        self.spawn("gateway", [], {**self.env,
+            "GATEWAY_LISTEN": f"127.0.0.1:{port}",
+            "SCHEDULER_URL": f"http://127.0.0.1:{self.scheduler_port}", **(gateway_env or {})},
+            log_name=f"gateway-{port}")
+        url = f"http://127.0.0.1:{port}"
+        wait_for(f"{url}/readyz")
+        return url
 
     @property
     def scheduler_process(self):

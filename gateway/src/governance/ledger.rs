@@ -177,13 +177,37 @@ impl Ledger {
         if let Some(budget) = limits.tokens_per_day
             && self.day.used + tokens > budget
         {
-            let retry = (tokens <= budget).then(|| next_day_ms(now_ms) - now_ms);
+            let held: u64 = self
+                .held
+                .values()
+                .filter(|h| h.day == self.day.index)
+                .map(|h| h.tokens)
+                .sum();
+            let retry = budget_retry(
+                tokens,
+                budget,
+                self.day.used,
+                held,
+                next_day_ms(now_ms) - now_ms,
+            );
             return refuse(Limit::Day, retry, self);
         }
         if let Some(budget) = limits.tokens_per_month
             && self.month.used + tokens > budget
         {
-            let retry = (tokens <= budget).then(|| next_month_ms(now_ms) - now_ms);
+            let held: u64 = self
+                .held
+                .values()
+                .filter(|h| h.month == self.month.index)
+                .map(|h| h.tokens)
+                .sum();
+            let retry = budget_retry(
+                tokens,
+                budget,
+                self.month.used,
+                held,
+                next_month_ms(now_ms) - now_ms,
+            );
             return refuse(Limit::Month, retry, self);
         }
         if let Some(level) = requests {
@@ -300,6 +324,28 @@ impl Ledger {
         }
     }
 }
+
+/// When a budget refusal may pass: never if the request alone is larger than the budget; soon
+/// ([`HELD_RETRY_MS`]) if the budget is only held by reservations in flight, which settle to
+/// what they use; else when the window turns.
+fn budget_retry(
+    tokens: u64,
+    budget: u64,
+    used: u64,
+    held: u64,
+    window_left_ms: u64,
+) -> Option<u64> {
+    if tokens > budget {
+        None
+    } else if used.saturating_sub(held) + tokens <= budget {
+        Some(HELD_RETRY_MS)
+    } else {
+        Some(window_left_ms)
+    }
+}
+
+/// The retry hint while a budget is held by requests in flight rather than spent.
+pub const HELD_RETRY_MS: u64 = 1000;
 
 /// Milliseconds until a bucket of `capacity` per minute refills `missing`, rounded up.
 fn wait_ms(missing: f64, capacity: u64) -> u64 {
@@ -512,6 +558,7 @@ mod tests {
             ledger.reserve("a", 100, &l, T0, 5000),
             Decision::Granted(_)
         ));
+        ledger.settle("a", 100, &l, T0);
         let Decision::Refused {
             limit,
             retry_after_ms,
@@ -524,6 +571,33 @@ mod tests {
         assert_eq!(retry_after_ms, Some(next_day_ms(T0) - T0));
         assert!(matches!(
             ledger.reserve("b", 1, &l, next_day_ms(T0), 5000),
+            Decision::Granted(_)
+        ));
+    }
+
+    #[test]
+    fn a_budget_held_by_requests_in_flight_is_retried_soon_not_at_midnight() {
+        let mut ledger = Ledger::default();
+        let l = Limits {
+            tokens_per_day: Some(100),
+            ..Limits::default()
+        };
+        assert!(matches!(
+            ledger.reserve("a", 60, &l, T0, 60_000),
+            Decision::Granted(_)
+        ));
+        let Decision::Refused {
+            limit,
+            retry_after_ms,
+            ..
+        } = ledger.reserve("b", 60, &l, T0, 60_000)
+        else {
+            panic!()
+        };
+        assert_eq!((limit, retry_after_ms), (Limit::Day, Some(HELD_RETRY_MS)));
+        ledger.settle("a", 10, &l, T0);
+        assert!(matches!(
+            ledger.reserve("b", 60, &l, T0, 60_000),
             Decision::Granted(_)
         ));
     }

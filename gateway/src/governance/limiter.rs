@@ -15,6 +15,10 @@ use super::store::memory::MemoryStore;
 use super::store::{LimitStore, Reserve, StoreError};
 use crate::metrics::GatewayMetrics;
 
+/// Waits between settlement attempts: a blip in the store must not hold a tenant's
+/// concurrency slot and tokens until the reservation's TTL.
+const SETTLE_BACKOFF_MS: [u64; 4] = [50, 200, 1000, 5000];
+
 /// Where a reservation was made, so its settlement goes to the same place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ledgered {
@@ -96,8 +100,9 @@ impl Limiter {
         }
     }
 
-    /// Settles where the reservation was made. A failed settlement leaves the reservation to
-    /// expire after its TTL, charged what it reserved (never less).
+    /// Settles where the reservation was made, retrying a failed store call a few times
+    /// (settlement is idempotent by id). If all fail, the reservation expires after its TTL,
+    /// charged what it reserved (never less than was used).
     pub async fn settle(
         &self,
         place: Ledgered,
@@ -106,14 +111,20 @@ impl Limiter {
         used: u64,
         limits: Limits,
     ) {
-        match place {
-            Ledgered::Local => self.local.settle_now(&tenant, &id, used, &limits),
-            Ledgered::Store => {
-                let _ = self
-                    .timed("settle", self.store.settle(tenant, id, used, limits))
-                    .await;
-            }
+        if place == Ledgered::Local {
+            self.local.settle_now(&tenant, &id, used, &limits);
+            return;
         }
+        for backoff_ms in SETTLE_BACKOFF_MS {
+            let call = self
+                .store
+                .settle(Arc::clone(&tenant), id.clone(), used, limits);
+            if self.timed("settle", call).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
+        }
+        tracing::warn!(tenant = %tenant, "settlement failed; the reservation will expire after its TTL");
     }
 
     /// What remains for `tenant`.

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use gateway::governance::ledger::{Decision, Limit, Limits, Remaining};
+use gateway::governance::ledger::{Decision, HELD_RETRY_MS, Limit, Limits, Remaining};
 use gateway::governance::store::memory::MemoryStore;
 use gateway::governance::store::redis::RedisStore;
 use gateway::governance::store::{LimitStore, Reserve};
@@ -163,7 +163,22 @@ async fn conformance(store: Arc<dyn LimitStore>, run: &str) {
     granted(store.reserve(ask(&t, "a", 100, day, minute)).await.unwrap());
     let (limit, retry) = refused(store.reserve(ask(&t, "b", 1, day, minute)).await.unwrap());
     assert_eq!(limit, Limit::Day);
-    assert!(retry.unwrap() <= 86_400_000);
+    assert_eq!(
+        retry,
+        Some(HELD_RETRY_MS),
+        "held by a request in flight: retry soon"
+    );
+    store
+        .settle(t.as_str().into(), "a".into(), 100, day)
+        .await
+        .unwrap();
+    let (limit, retry) = refused(store.reserve(ask(&t, "b", 1, day, minute)).await.unwrap());
+    assert_eq!(limit, Limit::Day);
+    let retry = retry.unwrap();
+    assert!(
+        retry > HELD_RETRY_MS && retry <= 86_400_000,
+        "spent: retry when the day turns"
+    );
 }
 
 #[tokio::test]

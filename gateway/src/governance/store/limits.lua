@@ -80,6 +80,22 @@ local function reply(code, limit, retry)
     rpm > 0 and wait(rpm - rq, rpm) or 0, tpm > 0 and wait(tpm - tk, tpm) or 0,
     next_day - now, next_month - now}
 end
+-- Tokens reserved by requests in flight in this day (field 2) or month (field 3) window.
+local function held_in(field, window)
+  local total = 0
+  for _, reservation in ipairs(redis.call('HVALS', detail)) do
+    local reserved, at_day, at_month = string.match(reservation, '^(%d+):(%d+):(%d+)$')
+    local at = field == 2 and at_day or at_month
+    if tonumber(at) == window then total = total + tonumber(reserved) end
+  end
+  return total
+end
+-- As budget_retry in ledger.rs: never, soon (held by requests in flight), or when the window turns.
+local function budget_retry(budget, used, held, window_left)
+  if tokens > budget then return -1 end
+  if math.max(used - held, 0) + tokens <= budget then return 1000 end
+  return window_left
+end
 local function save()
   if rpm > 0 then redis.call('HSET', state, 'rq', tostring(rq), 'rq_at', now) end
   if tpm > 0 then redis.call('HSET', state, 'tk', tostring(tk), 'tk_at', now) end
@@ -97,12 +113,10 @@ if op == 'reserve' then
     return reply(0, 2, -1)
   end
   if per_day > 0 and day_used + tokens > per_day then
-    if tokens <= per_day then return reply(0, 4, next_day - now) end
-    return reply(0, 4, -1)
+    return reply(0, 4, budget_retry(per_day, day_used, held_in(2, day), next_day - now))
   end
   if per_month > 0 and month_used + tokens > per_month then
-    if tokens <= per_month then return reply(0, 5, next_month - now) end
-    return reply(0, 5, -1)
+    return reply(0, 5, budget_retry(per_month, month_used, held_in(3, month), next_month - now))
   end
   if rpm > 0 then rq = rq - 1 end
   if tpm > 0 then tk = tk - tokens end
