@@ -69,7 +69,7 @@ impl Governance {
             return Ok(Self::open());
         };
         let parsed = GatewayFile::load(Path::new(path)).map_err(|err| err.to_string())?;
-        let policy = Policy::compile(&parsed);
+        let policy = Policy::compile(&parsed)?;
         let timeout = Duration::from_millis(parsed.store.timeout_ms);
         let store: Arc<dyn store::LimitStore> = match &parsed.store.redis_url {
             Some(url) => Arc::new(
@@ -114,7 +114,7 @@ impl Governance {
             return Ok(());
         };
         let parsed = GatewayFile::load(Path::new(path)).map_err(|err| err.to_string())?;
-        let policy = Policy::compile(&parsed);
+        let policy = Policy::compile(&parsed)?;
         if self.policy().is_some_and(|old| old.store != policy.store) {
             tracing::warn!("`[store]` changed: it takes effect at the next restart");
         }
@@ -226,7 +226,11 @@ impl Governance {
         let counts_tokens = limits.tpm.is_some()
             || limits.tokens_per_day.is_some()
             || limits.tokens_per_month.is_some();
-        let prompt = estimate::prompt_tokens(request, policy.accounting.prompt_bytes_per_token);
+        let prompt = estimate::prompt_tokens(
+            request,
+            policy.tokenizers.for_model(&request.model),
+            policy.accounting.prompt_bytes_per_token,
+        );
         let completion = request
             .sampling
             .as_ref()

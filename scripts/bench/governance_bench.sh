@@ -11,9 +11,9 @@ TMP="$(mktemp -d)"; PIDS=()
 stop() { kill "${PIDS[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$TMP"; }
 trap stop EXIT INT TERM
 export RUST_LOG="${RUST_LOG:-info}"
-SIM_LISTEN=127.0.0.1:18434 SIM_INSTANT=true SIM_SLOTS=256 "$BIN/llm-sim" >/dev/null & PIDS+=($!)
+SIM_LISTEN=127.0.0.1:18434 SIM_INSTANT=true SIM_SLOTS=256 "$BIN/llm-sim" >/dev/null 2>&1 & PIDS+=($!)
 SCHEDULER_LISTEN=127.0.0.1:18051 SCHEDULER_METRICS_LISTEN=127.0.0.1:18464 OLLAMA_BASE=http://127.0.0.1:18434 \
-  SCHEDULER_MAX_CONCURRENCY=256 SCHEDULER_PROBE_INTERVAL_MS=200 "$BIN/scheduler" >/dev/null & PIDS+=($!)
+  SCHEDULER_MAX_CONCURRENCY=256 SCHEDULER_PROBE_INTERVAL_MS=200 "$BIN/scheduler" >/dev/null 2>&1 & PIDS+=($!)
 redis-server --port 18379 --bind 127.0.0.1 --save '' --appendonly no >/dev/null & PIDS+=($!)
 KEY="sk-bench-$RANDOM$RANDOM"
 HASH="$(echo "$KEY" | "$BIN/gateway" hash-key)"

@@ -25,6 +25,19 @@ pub struct GatewayFile {
     pub tenants: Vec<TenantConfig>,
     #[serde(default, rename = "key")]
     pub keys: Vec<KeyConfig>,
+    #[serde(default, rename = "tokenizer")]
+    pub tokenizers: Vec<TokenizerConfig>,
+}
+
+/// One `[[tokenizer]]`: a Hugging Face `tokenizer.json` that counts prompt tokens exactly for
+/// the models it names, instead of the byte heuristic.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TokenizerConfig {
+    /// Model name globs this tokenizer is for (the first matching `[[tokenizer]]` wins).
+    pub models: Vec<String>,
+    /// Path of the `tokenizer.json` (read at start-up and on reload).
+    pub file: String,
 }
 
 /// How callers are identified.
@@ -348,6 +361,14 @@ impl GatewayFile {
             }
             if !hashes.insert(hex) {
                 return invalid(format!("key[{i}].sha256"), "is listed twice");
+            }
+        }
+        for (i, tokenizer) in self.tokenizers.iter().enumerate() {
+            if tokenizer.models.is_empty() || tokenizer.models.iter().any(|m| m.trim().is_empty()) {
+                return invalid(
+                    format!("tokenizer[{i}].models"),
+                    "must list at least one non-empty model pattern",
+                );
             }
         }
         if self.auth == AuthMode::ApiKey && self.keys.is_empty() {

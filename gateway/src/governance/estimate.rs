@@ -1,31 +1,100 @@
 //! The prompt-token estimate a reservation is made with, before the engine reports the real
-//! count. No tokenizer is bundled: the estimate is `ceil(bytes / prompt_bytes_per_token)` over
+//! count. Where a `[[tokenizer]]` (a Hugging Face `tokenizer.json`) is configured for the model,
 //! the text the engine will tokenize (message contents, names, tool-call arguments, tool
-//! schemas), plus 8 tokens per message and 8 for the reply's opening (chat-template markers).
-//! With the default of 1 byte per token this is an upper bound for byte-level BPE tokenizers
-//! (each token covers at least one byte), so reservations never undercount; settlement then
-//! refunds the difference.
+//! schemas) is counted with it; otherwise the estimate is `ceil(bytes / prompt_bytes_per_token)`
+//! over that text. Either way 8 tokens per message and 8 for the reply's opening are added for
+//! chat-template markers. With the byte heuristic's default of 1 byte per token this is an upper
+//! bound for byte-level BPE tokenizers (each token covers at least one byte), so reservations
+//! never undercount; settlement then refunds the difference.
+
+use std::sync::Arc;
 
 use llmgw_proto::v1::ChatRequest;
+use tokenizers::Tokenizer;
+
+use super::config::TokenizerConfig;
+use super::policy::glob_matches;
+
+/// The configured tokenizers, by model glob.
+#[derive(Debug, Default)]
+pub struct Tokenizers(Vec<(Vec<String>, Arc<Tokenizer>)>);
+
+impl Tokenizers {
+    /// Loads every `[[tokenizer]]` file; the error names the entry.
+    pub fn load(configs: &[TokenizerConfig]) -> Result<Self, String> {
+        configs
+            .iter()
+            .enumerate()
+            .map(|(i, config)| {
+                Tokenizer::from_file(&config.file)
+                    .map(|tokenizer| (config.models.clone(), Arc::new(tokenizer)))
+                    .map_err(|err| format!("`tokenizer[{i}].file` ({}): {err}", config.file))
+            })
+            .collect::<Result<_, _>>()
+            .map(Self)
+    }
+
+    /// The tokenizer for `model`, if one is configured.
+    pub fn for_model(&self, model: &str) -> Option<&Tokenizer> {
+        self.0
+            .iter()
+            .find(|(globs, _)| globs.iter().any(|glob| glob_matches(glob, model)))
+            .map(|(_, tokenizer)| tokenizer.as_ref())
+    }
+}
 
 /// Template tokens per message (role markers, separators).
 const PER_MESSAGE: u64 = 8;
 /// Template tokens of the assistant's opening.
 const PER_REQUEST: u64 = 8;
 
-/// Estimated prompt tokens of `request`.
-pub fn prompt_tokens(request: &ChatRequest, bytes_per_token: f64) -> u64 {
-    let mut bytes = 0usize;
-    for message in &request.messages {
-        bytes += message.content.len() + message.name.len() + message.role.len();
-        for call in &message.tool_calls {
-            bytes += call.name.len() + call.arguments_json.len();
+/// The pieces of `request` the engine tokenizes.
+fn texts(request: &ChatRequest) -> impl Iterator<Item = &str> {
+    let messages = request.messages.iter().flat_map(|message| {
+        [
+            message.role.as_str(),
+            message.name.as_str(),
+            message.content.as_str(),
+        ]
+        .into_iter()
+        .chain(
+            message
+                .tool_calls
+                .iter()
+                .flat_map(|call| [call.name.as_str(), call.arguments_json.as_str()]),
+        )
+    });
+    let tools = request.tools.iter().flat_map(|tool| {
+        [
+            tool.name.as_str(),
+            tool.description.as_str(),
+            tool.parameters_json.as_str(),
+        ]
+    });
+    messages.chain(tools).filter(|text| !text.is_empty())
+}
+
+/// Estimated prompt tokens of `request`: counted by `tokenizer` when there is one, else by
+/// bytes.
+pub fn prompt_tokens(
+    request: &ChatRequest,
+    tokenizer: Option<&Tokenizer>,
+    bytes_per_token: f64,
+) -> u64 {
+    let by_bytes = |text: &str| (text.len() as f64 / bytes_per_token.max(1.0)).ceil() as u64;
+    let text: u64 = match tokenizer {
+        Some(tokenizer) => texts(request)
+            .map(|text| match tokenizer.encode(text, false) {
+                Ok(encoding) => encoding.len() as u64,
+                // A text the tokenizer cannot take is still counted, by bytes.
+                Err(_) => by_bytes(text),
+            })
+            .sum(),
+        None => {
+            let bytes: usize = texts(request).map(str::len).sum();
+            (bytes as f64 / bytes_per_token.max(1.0)).ceil() as u64
         }
-    }
-    for tool in &request.tools {
-        bytes += tool.name.len() + tool.description.len() + tool.parameters_json.len();
-    }
-    let text = (bytes as f64 / bytes_per_token.max(1.0)).ceil() as u64;
+    };
     text + PER_MESSAGE * request.messages.len() as u64 + PER_REQUEST
 }
 
@@ -44,7 +113,43 @@ mod tests {
             }],
             ..Default::default()
         };
-        assert_eq!(prompt_tokens(&request, 1.0), 15 + 8 + 8);
-        assert_eq!(prompt_tokens(&request, 4.0), 4 + 8 + 8);
+        assert_eq!(prompt_tokens(&request, None, 1.0), 15 + 8 + 8);
+        assert_eq!(prompt_tokens(&request, None, 4.0), 4 + 8 + 8);
+    }
+
+    /// A word-level tokenizer.json: whitespace-split words, unknown ones as `[UNK]`.
+    pub const WORD_TOKENIZER: &str = r#"{"version":"1.0","truncation":null,"padding":null,
+        "added_tokens":[],"normalizer":null,"pre_tokenizer":{"type":"Whitespace"},
+        "post_processor":null,"decoder":null,
+        "model":{"type":"WordLevel","vocab":{"[UNK]":0,"hello":1,"world":2},"unk_token":"[UNK]"}}"#;
+
+    #[test]
+    fn a_configured_tokenizer_counts_exactly_for_its_models() {
+        let path = std::env::temp_dir().join(format!("llmgw-tok-{}.json", fastrand::u64(..)));
+        std::fs::write(&path, WORD_TOKENIZER).unwrap();
+        let tokenizers = Tokenizers::load(&[TokenizerConfig {
+            models: vec!["llama*".into()],
+            file: path.display().to_string(),
+        }])
+        .unwrap();
+        let request = ChatRequest {
+            messages: vec![Message {
+                role: "user".into(),
+                content: "hello big world".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let tokenizer = tokenizers.for_model("llama3.2");
+        assert!(tokenizers.for_model("qwen").is_none());
+        // "user" → 1, "hello big world" → 3; plus one message and the reply's opening.
+        assert_eq!(prompt_tokens(&request, tokenizer, 1.0), 4 + 8 + 8);
+        let missing = Tokenizers::load(&[TokenizerConfig {
+            models: vec!["x".into()],
+            file: "/nonexistent/tokenizer.json".into(),
+        }])
+        .unwrap_err();
+        assert!(missing.contains("`tokenizer[0].file`"), "{missing}");
+        let _ = std::fs::remove_file(path);
     }
 }

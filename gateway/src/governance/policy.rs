@@ -10,6 +10,7 @@ use llmgw_proto::v1::Priority;
 use super::config::{
     AccountingConfig, AuthMode, GatewayFile, PriorityClass, StoreConfig, TenantConfig,
 };
+use super::estimate::Tokenizers;
 use super::keys::{self, KeyHash};
 use super::ledger::Limits;
 
@@ -102,10 +103,12 @@ pub struct Policy {
     pub store: StoreConfig,
     tenants: HashMap<String, Arc<Tenant>>,
     keys: HashMap<KeyHash, Key>,
+    pub tokenizers: Tokenizers,
 }
 
 impl Policy {
-    pub fn compile(file: &GatewayFile) -> Self {
+    /// Compiles `file`; loading a `[[tokenizer]]` file can fail (the error names it).
+    pub fn compile(file: &GatewayFile) -> Result<Self, String> {
         let tenants: HashMap<String, Arc<Tenant>> = file
             .tenants
             .iter()
@@ -131,14 +134,15 @@ impl Policy {
                 ))
             })
             .collect();
-        Self {
+        Ok(Self {
             auth: file.auth,
             open_max_priority: priority(file.open_mode.max_priority),
             accounting: file.accounting.clone(),
             store: file.store.clone(),
             tenants,
             keys,
-        }
+            tokenizers: Tokenizers::load(&file.tokenizers)?,
+        })
     }
 
     /// The key whose hash matches `presented`.

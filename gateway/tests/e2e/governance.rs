@@ -194,6 +194,40 @@ async fn the_key_decides_the_tenant_and_every_refusal_names_its_rule() {
 }
 
 #[tokio::test]
+async fn a_configured_tokenizer_sizes_the_reservation() {
+    let tokenizer = temp_config_path().with_extension("json");
+    // Word level: "hello" and "world" are known, anything else one `[UNK]` per word.
+    std::fs::write(
+        &tokenizer,
+        r#"{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],
+        "normalizer":null,"pre_tokenizer":{"type":"Whitespace"},"post_processor":null,
+        "decoder":null,"model":{"type":"WordLevel","vocab":{"[UNK]":0,"hello":1,"world":2},
+        "unk_token":"[UNK]"}}"#,
+    )
+    .unwrap();
+    let text = format!(
+        "{}\n[[tokenizer]]\nmodels = [\"llama*\"]\nfile = \"{}\"\n",
+        config("tpm = 1000\nmax_tokens = 5", ""),
+        tokenizer.display()
+    );
+    let (stack, path) = governed(&text, quick_sim()).await;
+    let tokens_left = |response: &reqwest::Response| -> u64 {
+        response.headers()["x-ratelimit-remaining-tokens"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    // Counted: "user" 1 + "hello big world" 3, + 8 per message + 8, + the cap of 5 = 25.
+    let counted = post(&stack, Some(KEY), chat_body("llama3.2", "hello big world")).await;
+    assert_eq!(counted.status(), 200);
+    let left = tokens_left(&counted);
+    assert!((975..=976).contains(&left), "{left}");
+    let _ = std::fs::remove_file(path);
+    let _ = std::fs::remove_file(tokenizer);
+}
+
+#[tokio::test]
 async fn the_completion_cap_goes_upstream_and_rpm_refuses_with_retry_after() {
     let (stack, path) = governed(
         &config("rpm = 2\nmax_tokens = 3\ntpm = 100000", ""),
