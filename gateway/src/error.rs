@@ -191,6 +191,7 @@ fn scheduler_message(reason: Reason) -> Said {
         Reason::BackendInterrupted => "The model backend's stream was interrupted",
         Reason::SchedulerUnavailable => "The scheduler is unavailable",
         Reason::ShuttingDown => "The scheduler is shutting down; retry shortly",
+        Reason::NotLeader => "The scheduler replica is standing by for another; retry shortly",
         Reason::SchedulerError => "The scheduler failed to serve the request",
         Reason::Cancelled => "The request was cancelled",
     })

@@ -1,37 +1,54 @@
-//! A small pool of HTTP/2 connections to the scheduler. Many concurrent streams multiplexed on
-//! one h2 connection degrade sharply (flow control and one connection task on one core), so
-//! calls are spread round-robin over a few lazily connected channels, each of which reconnects
-//! on its own.
+//! The gateway's schedulers. `SCHEDULER_URL` may list several (comma-separated), and a DNS
+//! name that resolves to several addresses is several schedulers (re-resolved every few
+//! seconds, as a Kubernetes headless Service needs). For each the gateway keeps a few HTTP/2
+//! connections (many concurrent streams on one h2 connection degrade sharply, so calls are
+//! spread round-robin), its serving state from a gRPC health watch, and the models it serves
+//! from `ListModels`. [`SchedulerClients::pick`] chooses a serving scheduler that has the model;
+//! the chat route retries another one — before the first byte only — when a scheduler is down,
+//! stands by (`not_leader`) or its connection breaks.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use futures::StreamExt;
 use llmgw_proto::SchedulerToken;
+use llmgw_proto::v1::ListModelsRequest;
 use llmgw_proto::v1::scheduler_client::SchedulerClient;
+use tokio_util::sync::CancellationToken;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-/// Round-robin over `n` channels to the same scheduler.
-#[derive(Debug, Clone)]
-pub struct SchedulerClients {
+/// How often DNS names are resolved again and model lists refreshed.
+const REFRESH: Duration = Duration::from_secs(5);
+
+/// One scheduler: its connections and what the gateway knows of it.
+#[derive(Debug)]
+pub struct Target {
+    /// `http://host:port`, as dialled.
+    pub address: String,
     channels: Arc<[Channel]>,
-    next: Arc<AtomicUsize>,
-    /// `authorization` for every Scheduler call (`SCHEDULER_AUTH_TOKEN`).
-    authorization: Option<MetadataValue<Ascii>>,
+    next: AtomicUsize,
+    /// From its health watch; optimistic until the first answer.
+    serving: AtomicBool,
+    /// From `ListModels`; `None` until known.
+    models: RwLock<Option<HashSet<String>>>,
+    /// Ends the watcher when the address disappears from DNS.
+    gone: CancellationToken,
 }
 
-impl SchedulerClients {
-    /// Prepares `connections` channels to `url`; nothing connects until first use, so the
-    /// gateway starts (and reports not-ready) while the scheduler is still down.
-    pub fn connect_lazy(
-        url: &str,
+impl Target {
+    fn new(
+        address: String,
         connections: usize,
         connect_timeout: Duration,
-        token: Option<SchedulerToken>,
     ) -> Result<Self, tonic::transport::Error> {
-        let endpoint = Endpoint::from_shared(url.to_owned())?
+        let endpoint = Endpoint::from_shared(address.clone())?
             // Small token frames must not wait for delayed ACKs.
             .tcp_nodelay(true)
             .connect_timeout(connect_timeout)
@@ -43,8 +60,115 @@ impl SchedulerClients {
             .map(|_| endpoint.connect_lazy())
             .collect();
         Ok(Self {
+            address,
             channels: channels.into(),
+            next: AtomicUsize::new(0),
+            serving: AtomicBool::new(true),
+            models: RwLock::new(None),
+            gone: CancellationToken::new(),
+        })
+    }
+
+    fn channel(&self) -> Channel {
+        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.channels.len();
+        self.channels[index].clone()
+    }
+
+    /// A Scheduler client on this scheduler's next connection.
+    pub fn scheduler(&self) -> SchedulerClient<Channel> {
+        SchedulerClient::new(self.channel())
+    }
+
+    /// A gRPC health client on this scheduler's next connection.
+    pub fn health(&self) -> HealthClient<Channel> {
+        HealthClient::new(self.channel())
+    }
+
+    pub fn is_serving(&self) -> bool {
+        self.serving.load(Ordering::Relaxed)
+    }
+
+    fn has_model(&self, model: &str) -> Option<bool> {
+        self.models
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .as_ref()
+            .map(|models| models.contains(model))
+    }
+}
+
+/// Where schedulers are found: an IP address, or a name to resolve again and again.
+#[derive(Debug, Clone)]
+struct Source {
+    host: String,
+    port: u16,
+    resolved: bool,
+}
+
+/// Every scheduler the gateway knows.
+#[derive(Debug, Clone)]
+pub struct SchedulerClients {
+    targets: Arc<RwLock<Vec<Arc<Target>>>>,
+    sources: Arc<[Source]>,
+    next: Arc<AtomicUsize>,
+    connections: usize,
+    connect_timeout: Duration,
+    /// `authorization` for every Scheduler call (`SCHEDULER_AUTH_TOKEN`).
+    authorization: Option<MetadataValue<Ascii>>,
+}
+
+/// `SCHEDULER_URL` could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum UrlError {
+    #[error("`{0}` must be http://host:port")]
+    Malformed(String),
+    #[error(transparent)]
+    Transport(#[from] tonic::transport::Error),
+}
+
+impl SchedulerClients {
+    /// Prepares connections to every scheduler of `urls` (comma-separated); nothing connects
+    /// until first use, so the gateway starts (and reports not-ready) while schedulers are
+    /// still down. DNS names get their addresses in [`SchedulerClients::watch`]; until then
+    /// the name itself is dialled.
+    pub fn connect_lazy(
+        urls: &str,
+        connections: usize,
+        connect_timeout: Duration,
+        token: Option<SchedulerToken>,
+    ) -> Result<Self, UrlError> {
+        let mut sources = Vec::new();
+        let mut targets = Vec::new();
+        for url in urls.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+            let rest = url
+                .strip_prefix("http://")
+                .ok_or_else(|| UrlError::Malformed(url.to_owned()))?;
+            let authority = rest.trim_end_matches('/');
+            let (host, port) = authority
+                .rsplit_once(':')
+                .and_then(|(h, p)| Some((h.trim_matches(['[', ']']), p.parse::<u16>().ok()?)))
+                .ok_or_else(|| UrlError::Malformed(url.to_owned()))?;
+            let resolved = host.parse::<IpAddr>().is_err();
+            sources.push(Source {
+                host: host.to_owned(),
+                port,
+                resolved,
+            });
+            targets.push(Arc::new(Target::new(
+                format!("http://{authority}"),
+                connections,
+                connect_timeout,
+            )?));
+        }
+        if targets.is_empty() {
+            return Err(UrlError::Malformed(urls.to_owned()));
+        }
+        Ok(Self {
+            targets: Arc::new(RwLock::new(targets)),
+            sources: sources.into(),
             next: Arc::new(AtomicUsize::new(0)),
+            connections,
+            connect_timeout,
             authorization: token.and_then(|token| {
                 let mut value: MetadataValue<Ascii> = token.bearer().parse().ok()?;
                 // Keeps it out of `Debug` output (and out of HPACK tables).
@@ -54,14 +178,37 @@ impl SchedulerClients {
         })
     }
 
-    fn channel(&self) -> Channel {
-        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.channels.len();
-        self.channels[index].clone()
+    /// Every scheduler now.
+    pub fn targets(&self) -> Vec<Arc<Target>> {
+        self.targets
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
-    /// A Scheduler client on the next connection.
-    pub fn scheduler(&self) -> SchedulerClient<Channel> {
-        SchedulerClient::new(self.channel())
+    /// The scheduler for the next `model` call, skipping `excluded` addresses: serving ones
+    /// that list the model first, then serving ones whose models are unknown or that serve any
+    /// name, then any (the scheduler then answers honestly why it cannot serve). Round-robin
+    /// among equals.
+    pub fn pick(&self, model: &str, excluded: &[String]) -> Option<Arc<Target>> {
+        let targets = self.targets();
+        let open: Vec<&Arc<Target>> = targets
+            .iter()
+            .filter(|t| !excluded.contains(&t.address))
+            .collect();
+        let turn = self.next.fetch_add(1, Ordering::Relaxed);
+        let choose = |pool: Vec<&Arc<Target>>| {
+            (!pool.is_empty()).then(|| Arc::clone(pool[turn % pool.len()]))
+        };
+        let serving: Vec<&Arc<Target>> = open.iter().copied().filter(|t| t.is_serving()).collect();
+        let with_model: Vec<&Arc<Target>> = serving
+            .iter()
+            .copied()
+            .filter(|t| t.has_model(model) == Some(true))
+            .collect();
+        choose(with_model)
+            .or_else(|| choose(serving))
+            .or_else(|| choose(open))
     }
 
     /// Adds the scheduler's bearer token, if one is configured, to a Scheduler call.
@@ -71,9 +218,143 @@ impl SchedulerClients {
         }
     }
 
-    /// A gRPC health client on the next connection.
-    pub fn health(&self) -> HealthClient<Channel> {
-        HealthClient::new(self.channel())
+    /// Keeps every scheduler's serving state and models fresh, and DNS names resolved, until
+    /// `shutdown`.
+    pub async fn watch(self, shutdown: CancellationToken) {
+        for target in self.targets() {
+            tokio::spawn(self.clone().follow(target, shutdown.clone()));
+        }
+        if !self.sources.iter().any(|s| s.resolved) {
+            return;
+        }
+        loop {
+            self.resolve(&shutdown).await;
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(REFRESH) => {}
+            }
+        }
+    }
+
+    /// Resolves the DNS names again: new addresses become schedulers, vanished ones go.
+    async fn resolve(&self, shutdown: &CancellationToken) {
+        let mut wanted: Vec<String> = Vec::new();
+        for source in self.sources.iter() {
+            if !source.resolved {
+                wanted.push(format!("http://{}:{}", source.host, source.port));
+                continue;
+            }
+            match tokio::net::lookup_host((source.host.as_str(), source.port)).await {
+                Ok(addresses) => wanted.extend(addresses.map(|a| format!("http://{a}"))),
+                Err(err) => {
+                    tracing::warn!(host = %source.host, error = %err, "cannot resolve scheduler address; keeping the last ones");
+                    return;
+                }
+            }
+        }
+        let current = self.targets();
+        let mut next: Vec<Arc<Target>> = current
+            .iter()
+            .filter(|t| wanted.contains(&t.address))
+            .cloned()
+            .collect();
+        for gone in current.iter().filter(|t| !wanted.contains(&t.address)) {
+            tracing::info!(scheduler = %gone.address, "scheduler address gone");
+            gone.gone.cancel();
+        }
+        for address in wanted {
+            if next.iter().any(|t| t.address == address) {
+                continue;
+            }
+            match Target::new(address.clone(), self.connections, self.connect_timeout) {
+                Ok(target) => {
+                    tracing::info!(scheduler = %address, "scheduler address found");
+                    let target = Arc::new(target);
+                    tokio::spawn(self.clone().follow(Arc::clone(&target), shutdown.clone()));
+                    next.push(target);
+                }
+                Err(err) => {
+                    tracing::warn!(scheduler = %address, error = %err, "bad scheduler address")
+                }
+            }
+        }
+        *self
+            .targets
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = next;
+    }
+
+    /// Follows one scheduler's health (a gRPC health watch) and refreshes its models.
+    async fn follow(self, target: Arc<Target>, shutdown: CancellationToken) {
+        loop {
+            let mut health = target.health();
+            let watched = health
+                .watch(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await;
+            match watched {
+                Ok(updates) => {
+                    let mut updates = updates.into_inner();
+                    loop {
+                        let next = tokio::select! {
+                            () = shutdown.cancelled() => return,
+                            () = target.gone.cancelled() => return,
+                            next = tokio::time::timeout(REFRESH, updates.next()) => next,
+                        };
+                        match next {
+                            Ok(Some(Ok(update))) => {
+                                let serving = update.status() == ServingStatus::Serving;
+                                if serving != target.is_serving() {
+                                    tracing::info!(scheduler = %target.address, serving, "scheduler serving state changed");
+                                }
+                                target.serving.store(serving, Ordering::Relaxed);
+                                if serving {
+                                    self.refresh_models(&target).await;
+                                }
+                            }
+                            // Quiet: refresh the model list while waiting for a change.
+                            Err(_) => {
+                                if target.is_serving() {
+                                    self.refresh_models(&target).await;
+                                }
+                            }
+                            Ok(Some(Err(_)) | None) => break,
+                        }
+                    }
+                }
+                Err(err) => {
+                    tracing::debug!(scheduler = %target.address, error = %err, "health watch failed")
+                }
+            }
+            if target.serving.swap(false, Ordering::Relaxed) {
+                tracing::warn!(scheduler = %target.address, "scheduler unreachable");
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = target.gone.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_millis(250)) => {}
+            }
+        }
+    }
+
+    async fn refresh_models(&self, target: &Target) {
+        let mut call = tonic::Request::new(ListModelsRequest {});
+        self.authorize(&mut call);
+        if let Ok(Ok(listed)) =
+            tokio::time::timeout(Duration::from_secs(2), target.scheduler().list_models(call)).await
+        {
+            let models = listed
+                .into_inner()
+                .models
+                .into_iter()
+                .map(|m| m.id)
+                .collect();
+            *target
+                .models
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(models);
+        }
     }
 }
 
@@ -97,5 +378,37 @@ mod tests {
             "Bearer tok-secret-1"
         );
         assert!(!format!("{clients:?}").contains("tok-secret-1"));
+    }
+
+    #[tokio::test]
+    async fn picks_serving_schedulers_with_the_model_and_skips_excluded_ones() {
+        let clients = SchedulerClients::connect_lazy(
+            "http://127.0.0.1:1, http://127.0.0.1:2,http://127.0.0.1:3",
+            1,
+            Duration::from_secs(1),
+            None,
+        )
+        .unwrap();
+        let targets = clients.targets();
+        assert_eq!(targets.len(), 3);
+        *targets[1].models.write().unwrap() = Some(["m".to_owned()].into());
+        targets[2].serving.store(false, Ordering::Relaxed);
+        for _ in 0..4 {
+            assert_eq!(
+                clients.pick("m", &[]).unwrap().address,
+                "http://127.0.0.1:2"
+            );
+        }
+        let excluded = ["http://127.0.0.1:2".to_owned()];
+        assert_eq!(
+            clients.pick("m", &excluded).unwrap().address,
+            "http://127.0.0.1:1"
+        );
+        let all: Vec<String> = targets.iter().map(|t| t.address.clone()).collect();
+        assert!(clients.pick("m", &all).is_none());
+        assert!(matches!(
+            SchedulerClients::connect_lazy("127.0.0.1:1", 1, Duration::from_secs(1), None),
+            Err(UrlError::Malformed(_))
+        ));
     }
 }

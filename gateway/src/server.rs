@@ -29,18 +29,18 @@ pub enum ServeError {
     #[error("invalid configuration: {0}")]
     Config(String),
     #[error("invalid SCHEDULER_URL: {0}")]
-    SchedulerUrl(#[from] tonic::transport::Error),
+    SchedulerUrl(#[from] crate::scheduler_client::UrlError),
     #[error("HTTP server failed: {0}")]
     Io(#[from] std::io::Error),
 }
 
 /// The gateway's routes and layers for `config`.
 pub fn router(config: &Config) -> Result<Router, ServeError> {
-    build(config).map(|(router, _)| router)
+    build(config).map(|(router, _, _)| router)
 }
 
 /// The router and the live governance (which `serve` reloads on SIGHUP and file changes).
-fn build(config: &Config) -> Result<(Router, Arc<Governance>), ServeError> {
+fn build(config: &Config) -> Result<(Router, Arc<Governance>, SchedulerClients), ServeError> {
     config.validate().map_err(ServeError::Config)?;
     let scheduler = SchedulerClients::connect_lazy(
         &config.scheduler_url,
@@ -54,7 +54,7 @@ fn build(config: &Config) -> Result<(Router, Arc<Governance>), ServeError> {
             .map_err(|err| ServeError::Config(format!("GATEWAY_CONFIG: {err}")))?,
     );
     let state = AppState {
-        scheduler,
+        scheduler: scheduler.clone(),
         config: Arc::new(config.clone()),
         metrics: Arc::clone(&metrics),
         governance: Arc::clone(&governance),
@@ -93,7 +93,7 @@ fn build(config: &Config) -> Result<(Router, Arc<Governance>), ServeError> {
         // outermost, so the span and every response (even a 500 from a layer) carry it.
         .layer(middleware::from_fn(layers::request_id))
         .with_state(state);
-    Ok((router, governance))
+    Ok((router, governance, scheduler))
 }
 
 async fn not_found(uri: Uri) -> impl IntoResponse {
@@ -112,8 +112,10 @@ pub async fn serve(
             "GATEWAY_CONFIG is unset: open mode, no authentication; tenants and priorities come from headers"
         );
     }
-    let (app, governance) = build(&config)?;
+    let (app, governance, schedulers) = build(&config)?;
     let tasks = TaskTracker::new();
+    // Serving state and models of every scheduler, and DNS names re-resolved.
+    tasks.spawn(schedulers.watch(shutdown.clone()));
     if let Some(path) = governance.file().map(str::to_owned) {
         let stop = shutdown.clone().cancelled_owned();
         tasks.spawn(async move {

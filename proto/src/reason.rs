@@ -73,6 +73,8 @@ reasons! {
     DeadlineExceeded => "deadline_exceeded",
     /// The scheduler is shutting down.
     ShuttingDown => "shutting_down",
+    /// This scheduler replica stands by; its group's leader serves (named in `x-llmgw-leader`).
+    NotLeader => "not_leader",
     /// Every endpoint of the pool is down or ejected.
     NoHealthyBackend => "no_healthy_backend",
     /// The backend did not connect or answer in time.

@@ -116,7 +116,7 @@ pub fn validate(request: ChatRequest, received: Instant) -> Result<Admissible, S
 }
 
 /// The gateway's tenant grammar, so a direct gRPC caller cannot mint odd tenant ids either.
-fn valid_tenant(value: &str) -> bool {
+pub fn valid_tenant(value: &str) -> bool {
     (1..=64).contains(&value.len())
         && value
             .bytes()

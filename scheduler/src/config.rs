@@ -83,6 +83,21 @@ pub struct Config {
     /// probes. The gateway reads the same variable and sends it.
     #[arg(long, env = "SCHEDULER_AUTH_TOKEN", hide_env_values = true)]
     pub auth_token: Option<llmgw_proto::SchedulerToken>,
+    /// Redis for the group lease (high availability): replicas of one `SCHEDULER_GROUP`
+    /// elect one active leader; the others stand by. Unset = one scheduler, always active.
+    #[arg(long, env = "SCHEDULER_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// Replicas with the same group and configuration share one lease.
+    #[arg(long, env = "SCHEDULER_GROUP", default_value = "default")]
+    pub group: String,
+    /// Lease time to live in milliseconds; renewed every third of it. Failover takes at most
+    /// about this long.
+    #[arg(long, env = "SCHEDULER_LEASE_TTL_MS", default_value_t = 5_000)]
+    pub lease_ttl_ms: u64,
+    /// How this replica names itself to gateways when it leads (`x-llmgw-leader`); default:
+    /// `SCHEDULER_LISTEN`.
+    #[arg(long, env = "SCHEDULER_ADVERTISE")]
+    pub advertise: Option<String>,
 }
 
 impl Config {
@@ -106,7 +121,24 @@ impl Config {
             probe_interval_ms: 5_000,
             shutdown_grace_ms: 10_000,
             auth_token: None,
+            redis_url: None,
+            group: "default".to_owned(),
+            lease_ttl_ms: 5_000,
+            advertise: None,
         }
+    }
+
+    /// The lease settings, when `SCHEDULER_REDIS_URL` is set.
+    pub fn lease(&self) -> Option<crate::lease::LeaseConfig> {
+        Some(crate::lease::LeaseConfig {
+            redis_url: self.redis_url.clone()?,
+            group: self.group.clone(),
+            ttl: Duration::from_millis(self.lease_ttl_ms),
+            advertise: self
+                .advertise
+                .clone()
+                .unwrap_or_else(|| self.listen.clone()),
+        })
     }
 
     pub fn queue_timeout(&self) -> Duration {
@@ -161,6 +193,15 @@ impl Config {
             ));
         }
         self.weights()?;
+        if self.redis_url.is_some() && self.lease_ttl_ms < 300 {
+            return Err("SCHEDULER_LEASE_TTL_MS must be at least 300".to_owned());
+        }
+        if !crate::admissible::valid_tenant(&self.group) {
+            return Err(
+                "SCHEDULER_GROUP must be 1 to 64 characters of letters, digits, `.`, `_` or `-`"
+                    .to_owned(),
+            );
+        }
         Ok(())
     }
 }

@@ -11,6 +11,9 @@ use llmgw_proto::{REASON_METADATA, Reason};
 
 use crate::backend::BackendError;
 
+/// Status metadata naming the group's leader on a `not_leader` refusal.
+pub const LEADER_METADATA: &str = "x-llmgw-leader";
+
 /// Why a Chat call did not complete.
 #[derive(Debug, thiserror::Error)]
 pub enum SchedulerError {
@@ -56,6 +59,9 @@ pub enum SchedulerError {
     /// The scheduler is shutting down.
     #[error("scheduler is shutting down")]
     ShuttingDown,
+    /// This replica does not hold its group's lease.
+    #[error("this scheduler replica stands by; the leader is {}", .leader.as_deref().unwrap_or("unknown"))]
+    NotLeader { leader: Option<String> },
     /// The backend failed.
     #[error(transparent)]
     Backend(#[from] BackendError),
@@ -75,6 +81,7 @@ impl SchedulerError {
             Self::NoHealthyBackend { .. } => Reason::NoHealthyBackend,
             Self::Timeout { kind, .. } => kind.reason(),
             Self::ShuttingDown => Reason::ShuttingDown,
+            Self::NotLeader { .. } => Reason::NotLeader,
             Self::Backend(err) => err.reason(),
         }
     }
@@ -84,7 +91,9 @@ impl SchedulerError {
             Self::InvalidArgument(_) => Code::InvalidArgument,
             Self::Unauthenticated => Code::Unauthenticated,
             Self::QueueFull { .. } | Self::Displaced { .. } => Code::ResourceExhausted,
-            Self::QueueTimeout { .. } | Self::ShuttingDown => Code::Unavailable,
+            Self::QueueTimeout { .. } | Self::ShuttingDown | Self::NotLeader { .. } => {
+                Code::Unavailable
+            }
             Self::DeadlineExceeded(_) | Self::Timeout { .. } => Code::DeadlineExceeded,
             Self::UnknownModel(_) => Code::NotFound,
             Self::NoHealthyBackend { .. } => Code::Unavailable,
@@ -97,7 +106,9 @@ impl SchedulerError {
             Self::QueueFull { retry_after, .. }
             | Self::Displaced { retry_after, .. }
             | Self::QueueTimeout { retry_after, .. } => Some(*retry_after),
-            Self::ShuttingDown | Self::NoHealthyBackend { .. } => Some(Duration::from_secs(1)),
+            Self::ShuttingDown | Self::NoHealthyBackend { .. } | Self::NotLeader { .. } => {
+                Some(Duration::from_secs(1))
+            }
             Self::InvalidArgument(_)
             | Self::Unauthenticated
             | Self::DeadlineExceeded(_)
@@ -123,6 +134,7 @@ impl SchedulerError {
             | Self::QueueTimeout { .. }
             | Self::DeadlineExceeded(_)
             | Self::ShuttingDown
+            | Self::NotLeader { .. }
             | Self::UnknownModel(_)
             | Self::NoHealthyBackend { .. } => false,
         }
@@ -172,6 +184,13 @@ impl From<SchedulerError> for Status {
             REASON_METADATA,
             MetadataValue::from_static(err.reason().as_str()),
         );
+        if let SchedulerError::NotLeader {
+            leader: Some(leader),
+        } = &err
+            && let Ok(value) = leader.parse()
+        {
+            metadata.insert(LEADER_METADATA, value);
+        }
         if let Some(retry_after) = err.retry_after() {
             // Whole seconds, rounded up, at least 1: what HTTP's Retry-After can say.
             let seconds = retry_after.as_millis().div_ceil(1000).max(1);

@@ -1,28 +1,14 @@
-//! Active probes of every endpoint, driving endpoint availability, pool capacity and gRPC
-//! health: the scheduler is SERVING while at least one pool can serve, so the gateway's
-//! `/readyz` and container health checks tell the truth.
+//! Active probes of every endpoint, driving endpoint availability, pool capacity and one input
+//! of gRPC health ([`Readiness`]): whether at least one pool can serve.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use llmgw_proto::v1::scheduler_server::SchedulerServer;
 use tokio_util::sync::CancellationToken;
-use tonic::server::NamedService;
-use tonic_health::ServingStatus;
-use tonic_health::server::HealthReporter;
 
 use crate::endpoint::Endpoint;
-use crate::service::SchedulerService;
+use crate::readiness::Readiness;
 use crate::topology::Topologies;
-
-/// Name under which the Scheduler service's health is reported.
-pub const SCHEDULER_SERVICE: &str = <SchedulerServer<SchedulerService> as NamedService>::NAME;
-
-/// Sets both the overall ("") and the Scheduler service's status.
-pub async fn report(reporter: &HealthReporter, status: ServingStatus) {
-    reporter.set_service_status("", status).await;
-    reporter.set_service_status(SCHEDULER_SERVICE, status).await;
-}
 
 async fn probe(endpoint: Arc<Endpoint>, timeout: Duration) {
     let probe = async {
@@ -58,11 +44,10 @@ async fn probe(endpoint: Arc<Endpoint>, timeout: Duration) {
 /// can serve) until `shutdown`, then reports NOT_SERVING.
 pub async fn run_probes(
     topologies: Arc<Topologies>,
-    reporter: HealthReporter,
+    readiness: Arc<Readiness>,
     interval: Duration,
     shutdown: CancellationToken,
 ) {
-    let mut last: Option<ServingStatus> = None;
     loop {
         let topology = topologies.current();
         let probes = topology
@@ -76,16 +61,7 @@ pub async fn run_probes(
             pool.refresh_capacity();
             any_up |= pool.capacity() > 0;
         }
-        let status = if any_up {
-            ServingStatus::Serving
-        } else {
-            ServingStatus::NotServing
-        };
-        if last != Some(status) {
-            tracing::info!(serving = any_up, "scheduler health changed");
-            report(&reporter, status).await;
-            last = Some(status);
-        }
+        readiness.set_backends_up(any_up).await;
         let wait = if any_up {
             interval
         } else {
@@ -96,5 +72,5 @@ pub async fn run_probes(
             _ = tokio::time::sleep(wait) => {}
         }
     }
-    report(&reporter, ServingStatus::NotServing).await;
+    readiness.stop().await;
 }

@@ -18,7 +18,9 @@
 //! - [`backend`]: the backend trait; [`backend::ollama`] and [`backend::openai`] speak the two
 //!   protocols.
 //! - [`framing`]: line framing (NDJSON) and [`framing::sse`], shared and property-tested.
-//! - [`health`]: active probes driving availability, capacity and gRPC health.
+//! - [`health`]: active probes driving availability and capacity; [`readiness`]: gRPC health
+//!   from probes and leadership; [`lease`]: the Redis lease electing one active replica per
+//!   `SCHEDULER_GROUP`.
 //! - [`metrics`], [`metrics_server`]: Prometheus metrics on `SCHEDULER_METRICS_LISTEN`.
 //! - [`error`]: the crate's error enum and its gRPC status mapping.
 
@@ -33,9 +35,11 @@ pub mod error;
 pub mod framing;
 pub mod generation;
 pub mod health;
+pub mod lease;
 pub mod metrics;
 pub mod metrics_server;
 pub mod pool;
+pub mod readiness;
 pub mod reload;
 pub mod routing;
 pub mod server;

@@ -10,9 +10,10 @@ use tokio_util::task::TaskTracker;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
-use tonic_health::ServingStatus;
 
 use crate::config::Config;
+use crate::lease::{self, Lease};
+use crate::readiness::Readiness;
 use crate::service::SchedulerService;
 use crate::topology::Topologies;
 use crate::{auth, health, metrics_server, reload};
@@ -56,9 +57,20 @@ pub async fn serve_topologies(
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     let (reporter, health_service) = tonic_health::server::health_reporter();
-    // Not serving until the first probe says a backend answers.
-    health::report(&reporter, ServingStatus::NotServing).await;
     let tasks = TaskTracker::new();
+    // Not serving until the first probe says a backend answers (and, with a lease, until this
+    // replica leads its group).
+    let readiness = Arc::new(Readiness::new(reporter, config.redis_url.is_none()).await);
+    let lease = match config.lease() {
+        None => Arc::new(Lease::sole()),
+        Some(lease_config) => {
+            let (lease, contending) =
+                lease::start(lease_config, Arc::clone(&readiness), shutdown.clone())
+                    .map_err(ServeError::Config)?;
+            tasks.spawn(contending);
+            lease
+        }
+    };
     let metrics_listener = TcpListener::bind(&config.metrics_listen)
         .await
         .map_err(|err| {
@@ -75,7 +87,7 @@ pub async fn serve_topologies(
     tasks.spawn(reload::watch(Arc::clone(&topologies), shutdown.clone()));
     tasks.spawn(health::run_probes(
         Arc::clone(&topologies),
-        reporter,
+        readiness,
         config.probe_interval(),
         shutdown.clone(),
     ));
@@ -99,7 +111,7 @@ pub async fn serve_topologies(
         .add_service(InterceptedService::new(reflection_v1, guard.clone()))
         .add_service(InterceptedService::new(reflection_v1alpha, guard.clone()))
         .add_service(SchedulerServer::with_interceptor(
-            SchedulerService::new(topologies),
+            SchedulerService::new(topologies, lease),
             guard,
         ));
     let grace = Duration::from_millis(config.shutdown_grace_ms);

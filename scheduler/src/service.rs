@@ -16,6 +16,7 @@ use crate::error::SchedulerError;
 use crate::generation::admit::admit;
 use crate::generation::context::Context;
 use crate::generation::{self, Job};
+use crate::lease::Lease;
 use crate::topology::Topologies;
 use llmgw_telemetry::propagation;
 
@@ -23,11 +24,12 @@ use llmgw_telemetry::propagation;
 #[derive(Debug, Clone)]
 pub struct SchedulerService {
     topologies: Arc<Topologies>,
+    lease: Arc<Lease>,
 }
 
 impl SchedulerService {
-    pub fn new(topologies: Arc<Topologies>) -> Self {
-        Self { topologies }
+    pub fn new(topologies: Arc<Topologies>, lease: Arc<Lease>) -> Self {
+        Self { topologies, lease }
     }
 }
 
@@ -70,6 +72,12 @@ impl Scheduler for SchedulerService {
             );
             record(Status::from(err))
         };
+        // A standby starts nothing: the gateway retries on the leader it names.
+        if !self.lease.is_leader() {
+            return Err(refuse(SchedulerError::NotLeader {
+                leader: self.lease.leader(),
+            }));
+        }
         let Admissible {
             request,
             ask,
@@ -101,6 +109,7 @@ impl Scheduler for SchedulerService {
                 ask,
                 deadline,
                 deadline_ms,
+                lease: Arc::clone(&self.lease),
             },
         });
         Ok(Response::new(Box::pin(stream)))

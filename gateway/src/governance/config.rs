@@ -396,6 +396,16 @@ mod tests {
     }
 
     #[test]
+    fn the_kubernetes_config_is_valid() {
+        let text = include_str!("../../../deploy/kubernetes/base/gateway.toml");
+        let file = GatewayFile::parse(text).unwrap();
+        assert!(
+            file.store.redis_url.is_some(),
+            "replicas share limits in Redis"
+        );
+    }
+
+    #[test]
     fn defaults_are_api_keys_memory_store_and_deny() {
         let file = GatewayFile::parse(&format!(
             "[[tenant]]\nname = \"a\"\n[[key]]\ntenant = \"a\"\nsha256 = \"{HASH}\"\n"

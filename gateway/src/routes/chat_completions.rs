@@ -17,6 +17,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use llmgw_proto::Reason;
 use llmgw_proto::v1::chat_event::Event;
 use llmgw_proto::v1::{ChatEvent, Started};
 use llmgw_telemetry::{TraceContext, propagation};
@@ -113,30 +114,70 @@ async fn handle(
         "rpc.method" = "Chat",
         "rpc.grpc.status_code" = tracing::field::Empty,
     );
-    let mut call = tonic::Request::new(request);
-    propagation::inject_grpc(
-        &propagation::outgoing(&rpc_span, incoming),
-        call.metadata_mut(),
-    );
-    state.scheduler.authorize(&mut call);
-    let called = state
-        .scheduler
-        .scheduler()
-        .chat(call)
-        .instrument(rpc_span.clone())
-        .await;
-    let mut events = called
-        .map_err(|status| record_rpc_failure(&rpc_span, status))?
-        .into_inner();
     let keepalive = Duration::from_millis(state.config.sse_keepalive_ms);
     let commit_after = (stream && !keepalive.is_zero()).then_some(keepalive);
-    let opening = Opening::read(&mut events, commit_after, stream, &mut reservation)
-        .await
-        .inspect_err(|err| {
-            if let ApiError::Scheduler(status) = err {
-                record_rpc_status(&rpc_span, status);
+    // Another scheduler is tried — before the client got any byte — when one is down, stands
+    // by (`not_leader`), shuts down, or its connection breaks. The request is cloned only when
+    // a retry is possible.
+    // With several schedulers, a request every one of them turned away waits (bounded) for a
+    // new leader: a failover costs it latency, not an error.
+    let several = state.scheduler.targets().len() > 1;
+    let failover_until = Instant::now() + Duration::from_millis(state.config.failover_wait_ms);
+    let mut excluded: Vec<String> = Vec::new();
+    let mut last_failure: Option<tonic::Status> = None;
+    let mut pending = Some(request);
+    let (mut events, opening) = loop {
+        let Some(target) = state.scheduler.pick(&model, &excluded) else {
+            if several && Instant::now() < failover_until && last_failure.is_some() {
+                tokio::time::sleep(FAILOVER_POLL).await;
+                excluded.clear();
+                continue;
             }
-        })?;
+            let failure =
+                last_failure.unwrap_or_else(|| tonic::Status::unavailable("no scheduler to call"));
+            return Err(record_rpc_failure(&rpc_span, failure));
+        };
+        let Some(this) = pending.take() else {
+            let failure =
+                last_failure.unwrap_or_else(|| tonic::Status::unavailable("no scheduler to call"));
+            return Err(record_rpc_failure(&rpc_span, failure));
+        };
+        if several {
+            pending = Some(this.clone());
+        }
+        let mut call = tonic::Request::new(this);
+        propagation::inject_grpc(
+            &propagation::outgoing(&rpc_span, incoming),
+            call.metadata_mut(),
+        );
+        state.scheduler.authorize(&mut call);
+        let called = target
+            .scheduler()
+            .chat(call)
+            .instrument(rpc_span.clone())
+            .await;
+        let outcome = match called {
+            Ok(response) => {
+                let mut events = response.into_inner();
+                match Opening::read(&mut events, commit_after, stream, &mut reservation).await {
+                    Ok(opening) => Ok((events, opening)),
+                    Err(ApiError::Scheduler(status)) => Err(status),
+                    Err(other) => return Err(other),
+                }
+            }
+            Err(status) => Err(status),
+        };
+        match outcome {
+            Ok(opened) => break opened,
+            Err(status) if pending.is_some() && moves_on(&status) => {
+                tracing::info!(scheduler = %target.address, code = ?status.code(),
+                    "scheduler failed before the first byte; trying another");
+                excluded.push(target.address.clone());
+                last_failure = Some(status);
+            }
+            Err(status) => return Err(record_rpc_failure(&rpc_span, status)),
+        }
+    };
     let started = opening.started.clone();
     // The scheduler accepted the model name: from here on it may label metrics.
     observation.model = Some(model.clone());
@@ -397,6 +438,24 @@ fn next_step(next: Option<Result<ChatEvent, tonic::Status>>) -> Step {
         Some(Ok(ChatEvent { event: None })) => Step::KeepAlive,
         None => Step::End,
         Some(Err(status)) => Step::Failed(status),
+    }
+}
+
+/// How often a request waiting out a failover looks for a new leader.
+const FAILOVER_POLL: Duration = Duration::from_millis(100);
+
+/// Whether another scheduler may serve a call that failed this way: this one stands by or shuts
+/// down, or it never answered as a scheduler (no reason: a transport failure).
+fn moves_on(status: &tonic::Status) -> bool {
+    let reason = status
+        .metadata()
+        .get(llmgw_proto::REASON_METADATA)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|word| word.parse::<Reason>().ok());
+    match reason {
+        None => status.code() != tonic::Code::Cancelled,
+        Some(Reason::NotLeader | Reason::ShuttingDown) => true,
+        Some(_) => false,
     }
 }
 

@@ -1,4 +1,4 @@
-//! `GET /v1/models`: the scheduler's models in OpenAI's list shape.
+//! `GET /v1/models`: the models of every scheduler, in OpenAI's list shape.
 
 use axum::Json;
 use axum::extract::State;
@@ -9,19 +9,31 @@ use crate::error::ApiError;
 use crate::openai::response::{ModelEntry, ModelList};
 
 pub async fn list_models(State(state): State<AppState>) -> Result<Json<ModelList>, ApiError> {
-    let response = state
-        .scheduler
-        .scheduler()
-        .list_models({
-            let mut call = tonic::Request::new(ListModelsRequest {});
-            state.scheduler.authorize(&mut call);
-            call
-        })
-        .await
-        .map_err(ApiError::Scheduler)?;
-    let data = response
-        .into_inner()
-        .models
+    // The union over the schedulers that answer; the first failure is the answer if none does.
+    let mut models: Vec<llmgw_proto::v1::Model> = Vec::new();
+    let mut failure = None;
+    let mut answered = false;
+    for target in state.scheduler.targets() {
+        let mut call = tonic::Request::new(ListModelsRequest {});
+        state.scheduler.authorize(&mut call);
+        match target.scheduler().list_models(call).await {
+            Ok(listed) => {
+                answered = true;
+                for model in listed.into_inner().models {
+                    if !models.iter().any(|known| known.id == model.id) {
+                        models.push(model);
+                    }
+                }
+            }
+            Err(status) => {
+                failure.get_or_insert(status);
+            }
+        }
+    }
+    if let (false, Some(status)) = (answered, failure) {
+        return Err(ApiError::Scheduler(status));
+    }
+    let data = models
         .into_iter()
         .map(|m| ModelEntry {
             id: m.id,

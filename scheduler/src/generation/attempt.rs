@@ -85,6 +85,11 @@ pub async fn attempt(
         if attempts.left == 0 {
             return Err(NotCommitted::OutOfAttempts);
         }
+        if !context.lease.is_leader() {
+            return Err(NotCommitted::Final(SchedulerError::NotLeader {
+                leader: context.lease.leader(),
+            }));
+        }
         let Some((index, endpoint)) = pool.pick(&route.upstream, &attempts.tried) else {
             return Err(NotCommitted::Exhausted);
         };

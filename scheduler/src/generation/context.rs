@@ -9,6 +9,7 @@ use tonic::Status;
 
 use crate::admission::Ask;
 use crate::error::SchedulerError;
+use crate::lease::Lease;
 use crate::metrics::SchedulerMetrics;
 
 /// Request-wide state the phases read.
@@ -23,6 +24,8 @@ pub struct Context {
     /// The caller's own deadline, if any, and its length as sent (for messages).
     pub deadline: Option<Instant>,
     pub deadline_ms: u64,
+    /// No backend call starts without a valid lease (a paused leader that resumes must not).
+    pub lease: Arc<Lease>,
 }
 
 impl Context {

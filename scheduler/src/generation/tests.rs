@@ -274,6 +274,7 @@ impl Harness {
                 ask: admissible.ask,
                 deadline: admissible.deadline,
                 deadline_ms,
+                lease: Arc::new(crate::lease::Lease::sole()),
             },
             request: admissible.request,
         }))

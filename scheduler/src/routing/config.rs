@@ -468,4 +468,11 @@ mod tests {
         assert_eq!(config.pools.len(), 3);
         assert!(config.models.iter().any(|m| m.name == "llama3.2"));
     }
+
+    #[test]
+    fn the_kubernetes_config_is_valid() {
+        let text = include_str!("../../../deploy/kubernetes/base/scheduler.toml");
+        let config = FileConfig::parse(text).unwrap();
+        assert_eq!(config.pools.len(), 1);
+    }
 }
