@@ -453,7 +453,9 @@ fn moves_on(status: &tonic::Status) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|word| word.parse::<Reason>().ok());
     match reason {
-        None => status.code() != tonic::Code::Cancelled,
+        // Without a reason the scheduler never answered as itself: refused connection, broken
+        // or closing connection (tonic reports some of these as CANCELLED).
+        None => true,
         Some(Reason::NotLeader | Reason::ShuttingDown) => true,
         Some(_) => false,
     }

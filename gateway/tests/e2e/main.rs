@@ -21,6 +21,7 @@ mod reflection;
 mod request_wide;
 mod resilience;
 mod routing;
+mod scale_out;
 mod scheduler_down;
 mod shutdown;
 mod slot_holding;
