@@ -98,6 +98,12 @@ impl Config {
 
     /// Checks values that parse but make no sense, naming the variable.
     pub fn validate(&self) -> Result<(), String> {
+        if self.max_body_bytes > 64 << 20 {
+            return Err(
+                "GATEWAY_MAX_BODY_BYTES must be at most 67108864 (64 MiB, the scheduler's request limit)"
+                    .to_owned(),
+            );
+        }
         if self.scheduler_connections == 0 {
             return Err("GATEWAY_SCHEDULER_CONNECTIONS must be at least 1".to_owned());
         }

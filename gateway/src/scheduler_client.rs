@@ -24,6 +24,9 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
+/// Largest message accepted from a scheduler (the scheduler's own limit on what it sends).
+const MAX_ANSWER_BYTES: usize = 256 << 20;
+
 /// How often DNS names are resolved again and model lists refreshed.
 const REFRESH: Duration = Duration::from_secs(5);
 
@@ -77,6 +80,9 @@ impl Target {
     /// A Scheduler client on this scheduler's next connection.
     pub fn scheduler(&self) -> SchedulerClient<Channel> {
         SchedulerClient::new(self.channel())
+            // A non-streamed answer arrives as one message: tonic's default of 4 MiB would turn
+            // a long answer into an error.
+            .max_decoding_message_size(MAX_ANSWER_BYTES)
     }
 
     /// A gRPC health client on this scheduler's next connection.
@@ -339,6 +345,11 @@ impl SchedulerClients {
     }
 
     async fn refresh_models(&self, target: &Target) {
+        // One scheduler takes every request anyway: no need to ask it (and, without a config
+        // file, its backends) for models.
+        if self.targets().len() < 2 && !self.sources.iter().any(|s| s.resolved) {
+            return;
+        }
         let mut call = tonic::Request::new(ListModelsRequest {});
         self.authorize(&mut call);
         if let Ok(Ok(listed)) =

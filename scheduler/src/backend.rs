@@ -155,6 +155,18 @@ impl BackendError {
     }
 }
 
+/// Prompt tokens counted the same way for every protocol when the engine reports none (Ollama
+/// omits `prompt_eval_count` when the prompt was cached; some OpenAI-compatible engines send no
+/// usage): the whitespace-separated words of the messages.
+pub(crate) fn prompt_words(request: &ChatRequest) -> u32 {
+    let words: usize = request
+        .messages
+        .iter()
+        .map(|m| m.content.split_whitespace().count())
+        .sum();
+    u32::try_from(words).unwrap_or(u32::MAX)
+}
+
 /// GETs `request` and decodes its JSON body; `what` names the endpoint in errors.
 pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
     request: reqwest::RequestBuilder,

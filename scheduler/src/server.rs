@@ -18,6 +18,11 @@ use crate::service::SchedulerService;
 use crate::topology::Topologies;
 use crate::{auth, health, metrics_server, reload};
 
+/// Largest `ChatRequest` accepted over gRPC.
+pub const MAX_REQUEST_BYTES: usize = 64 << 20;
+/// Largest event sent (a non-streamed answer arrives as one delta).
+pub const MAX_ANSWER_BYTES: usize = 256 << 20;
+
 /// Why the scheduler could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -110,8 +115,12 @@ pub async fn serve_topologies(
         .add_service(health_service)
         .add_service(InterceptedService::new(reflection_v1, guard.clone()))
         .add_service(InterceptedService::new(reflection_v1alpha, guard.clone()))
-        .add_service(SchedulerServer::with_interceptor(
-            SchedulerService::new(topologies, lease),
+        .add_service(InterceptedService::new(
+            SchedulerServer::new(SchedulerService::new(topologies, lease))
+                // tonic's default of 4 MiB would refuse large prompts the gateway accepted
+                // (GATEWAY_MAX_BODY_BYTES) as OUT_OF_RANGE.
+                .max_decoding_message_size(MAX_REQUEST_BYTES)
+                .max_encoding_message_size(MAX_ANSWER_BYTES),
             guard,
         ));
     let grace = Duration::from_millis(config.shutdown_grace_ms);

@@ -53,6 +53,8 @@ pub fn router(config: SimConfig) -> (Router, Sim) {
         .route("/v1/models", get(openai_api::models))
         .route("/sim/stats", get(stats))
         .route("/sim/fault", put(set_fault))
+        // Real engines take long prompts (Ollama has no small body limit); so does the sim.
+        .layer(axum::extract::DefaultBodyLimit::max(64 << 20))
         .with_state(sim.clone());
     (router, sim)
 }

@@ -12,6 +12,7 @@ mod cancellation;
 mod chat_content;
 mod governance;
 mod keepalive;
+mod large_messages;
 mod limit_store;
 mod metrics;
 mod priority_and_fairness;

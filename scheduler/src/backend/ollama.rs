@@ -57,6 +57,7 @@ impl Backend for OllamaBackend {
         let url = format!("{}/api/chat", self.base);
         Box::pin(async move {
             let model = request.model.clone();
+            let prompt_words = super::prompt_words(&request);
             let body = to_wire(request);
             let response = http
                 .post(url)
@@ -70,7 +71,7 @@ impl Backend for OllamaBackend {
                 let text = response.text().await.unwrap_or_default();
                 return Err(status_error(status, &text, &model));
             }
-            Ok(decode_events(response.bytes_stream()))
+            Ok(decode_events(response.bytes_stream(), prompt_words))
         })
     }
 
@@ -119,8 +120,14 @@ fn to_wire(request: ChatRequest) -> wire::ChatRequest {
                 .collect(),
         })
         .collect();
-    let tools = request
-        .tools
+    // Ollama has no `tool_choice`: "none" is honoured by not offering the tools; "auto" is
+    // what Ollama does anyway; forcing a tool cannot be expressed and is left to the model.
+    let offered = if request.tool_choice_json.trim() == "\"none\"" {
+        Vec::new()
+    } else {
+        request.tools
+    };
+    let tools = offered
         .into_iter()
         .map(|tool| {
             serde_json::json!({
@@ -150,14 +157,17 @@ fn json_or_string(text: &str) -> Value {
 }
 
 /// Decodes Ollama's NDJSON body into events; a stream that ends without `done` is an error.
-fn decode_events<S, E>(body: S) -> EventStream
+fn decode_events<S, E>(body: S, prompt_words: u32) -> EventStream
 where
     S: futures::Stream<Item = Result<bytes::Bytes, E>> + Send + 'static,
     E: std::error::Error + Send + 'static,
 {
     Box::pin(async_stream::stream! {
         let mut decoder = LineDecoder::new(MAX_LINE_BYTES);
-        let mut state = DecodeState::default();
+        let mut state = DecodeState {
+            prompt_words,
+            ..DecodeState::default()
+        };
         let mut body = std::pin::pin!(body);
         loop {
             let (lines, ended) = match body.next().await {
@@ -203,6 +213,8 @@ struct DecodeState {
     tool_calls: u32,
     deltas: u32,
     done: bool,
+    /// The prompt estimate used when Ollama reports no `prompt_eval_count`.
+    prompt_words: u32,
 }
 
 impl DecodeState {
@@ -250,7 +262,7 @@ impl DecodeState {
             };
             events.push(Event::Finish(Finish { reason }));
             events.push(Event::Usage(Usage {
-                prompt_tokens: chunk.prompt_eval_count.unwrap_or(0),
+                prompt_tokens: chunk.prompt_eval_count.unwrap_or(self.prompt_words),
                 completion_tokens: chunk.eval_count.unwrap_or(self.deltas),
             }));
         }
@@ -267,10 +279,39 @@ mod tests {
             body.iter()
                 .map(|c| Ok::<_, std::io::Error>(bytes::Bytes::from_static(c))),
         );
-        decode_events(chunks)
+        decode_events(chunks, 4)
             .map(|r| r.map_err(|e| e.reason().as_str().to_owned()))
             .collect()
             .await
+    }
+
+    #[test]
+    fn tool_choice_none_offers_no_tools() {
+        let request = |choice: &str| ChatRequest {
+            model: "m".into(),
+            tools: vec![llmgw_proto::v1::Tool {
+                name: "f".into(),
+                ..Default::default()
+            }],
+            tool_choice_json: choice.into(),
+            ..Default::default()
+        };
+        assert!(to_wire(request("\"none\"")).tools.is_empty());
+        assert_eq!(to_wire(request("\"auto\"")).tools.len(), 1);
+        assert_eq!(to_wire(request("")).tools.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_missing_prompt_count_is_estimated_not_zero() {
+        let events =
+            collect(&[b"{\"message\":{\"content\":\"x\"},\"done\":true,\"eval_count\":1}\n"]).await;
+        assert!(events.iter().any(|e| matches!(
+            e,
+            Ok(Event::Usage(Usage {
+                prompt_tokens: 4,
+                completion_tokens: 1
+            }))
+        )));
     }
 
     #[tokio::test]

@@ -81,11 +81,7 @@ impl Backend for OpenAiBackend {
         request: ChatRequest,
         trace: http::HeaderMap,
     ) -> BoxFuture<'static, Result<EventStream, BackendError>> {
-        let prompt_words = request
-            .messages
-            .iter()
-            .map(|m| m.content.split_whitespace().count())
-            .sum::<usize>();
+        let prompt_words = super::prompt_words(&request);
         let stream = request.stream;
         let model = request.model.clone();
         let call = self
@@ -100,7 +96,7 @@ impl Backend for OpenAiBackend {
                 return Err(status_error(status, &text, &model));
             }
             let mut state = DecodeState {
-                prompt_words: prompt_words as u32,
+                prompt_words,
                 ..DecodeState::default()
             };
             if !stream {
