@@ -148,3 +148,69 @@ async fn one_replica_leads_the_other_stands_by_and_the_gateway_follows_a_failove
     stop_gateway.cancel();
     replicas[standby].stop.cancel();
 }
+
+#[tokio::test]
+async fn without_redis_no_replica_leads_and_with_it_back_one_does_again() {
+    let mut redis = RedisServer::start().await;
+    let sim = llm_sim::spawn(quick_sim()).await.unwrap();
+    let replicas = vec![
+        replica(&sim.base_url(), &redis.url()).await,
+        replica(&sim.base_url(), &redis.url()).await,
+    ];
+    leader_of(&replicas).await;
+    let mut config =
+        gateway::Config::for_scheduler(format!("{},{}", replicas[0].address, replicas[1].address));
+    config.failover_wait_ms = 300;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gateway = format!("http://{}", listener.local_addr().unwrap());
+    let stop_gateway = CancellationToken::new();
+    tokio::spawn(gateway::serve(listener, config, stop_gateway.clone()));
+    let http = reqwest::Client::new();
+
+    // The leader cannot confirm its lease: within the TTL it stops leading, and nobody else can.
+    redis.kill();
+    let addresses: Vec<String> = replicas.iter().map(|r| r.address.clone()).collect();
+    eventually_async(
+        "no replica leads without Redis",
+        Duration::from_secs(5),
+        || {
+            let addresses = addresses.clone();
+            async move {
+                for address in &addresses {
+                    if serving(address).await {
+                        return false;
+                    }
+                }
+                true
+            }
+        },
+    )
+    .await;
+    let refused = http
+        .post(format!("{gateway}/v1/chat/completions"))
+        .json(&chat_body("llama3.2", "hi"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers()["x-llmgw-reason"], "not_leader");
+
+    redis.restart().await;
+    leader_of(&replicas).await;
+    let (http2, url) = (http.clone(), format!("{gateway}/v1/chat/completions"));
+    eventually_async("served again", Duration::from_secs(5), || {
+        let (http, url) = (http2.clone(), url.clone());
+        async move {
+            http.post(url)
+                .json(&chat_body("llama3.2", "hi"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        }
+    })
+    .await;
+    stop_gateway.cancel();
+    for replica in &replicas {
+        replica.stop.cancel();
+    }
+}
