@@ -72,6 +72,9 @@ impl ApiError {
             Self::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RouteNotFound(_) => StatusCode::NOT_FOUND,
+            Self::Scheduler(status) if scheduler_reason(status) == Reason::SchedulerUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Scheduler(status) => http_status(status.code()),
             Self::Refused(refusal) => refusal.status,
         }
@@ -208,7 +211,9 @@ fn scheduler_reason(status: &tonic::Status) -> Reason {
         return known;
     }
     match status.code() {
-        Code::Unavailable => Reason::SchedulerUnavailable,
+        // Without a reason the scheduler never answered as itself: its connection failed or
+        // broke (an h2 error mid-stream is reported as UNKNOWN).
+        Code::Unavailable | Code::Unknown => Reason::SchedulerUnavailable,
         Code::DeadlineExceeded => Reason::DeadlineExceeded,
         Code::NotFound => Reason::ModelNotFound,
         Code::InvalidArgument => Reason::InvalidRequest,

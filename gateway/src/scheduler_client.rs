@@ -2,7 +2,7 @@
 //! name that resolves to several addresses is several schedulers (re-resolved every few
 //! seconds, as a Kubernetes headless Service needs). For each the gateway keeps a few HTTP/2
 //! connections (many concurrent streams on one h2 connection degrade sharply, so calls are
-//! spread round-robin), its serving state from a gRPC health watch, and the models it serves
+//! spread round-robin), its serving state from gRPC health checks, and the models it serves
 //! from `ListModels`. [`SchedulerClients::pick`] chooses a serving scheduler that has the model;
 //! the chat route retries another one — before the first byte only — when a scheduler is down,
 //! stands by (`not_leader`) or its connection breaks.
@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use futures::StreamExt;
 use llmgw_proto::SchedulerToken;
 use llmgw_proto::v1::ListModelsRequest;
 use llmgw_proto::v1::scheduler_client::SchedulerClient;
@@ -26,6 +25,10 @@ use tonic_health::pb::health_client::HealthClient;
 
 /// Largest message accepted from a scheduler (the scheduler's own limit on what it sends).
 const MAX_ANSWER_BYTES: usize = 256 << 20;
+
+/// How often each scheduler's health is checked, and how long it has to answer.
+const HEALTH_POLL: Duration = Duration::from_millis(500);
+const HEALTH_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// How often DNS names are resolved again and model lists refreshed.
 const REFRESH: Duration = Duration::from_secs(5);
@@ -290,56 +293,33 @@ impl SchedulerClients {
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = next;
     }
 
-    /// Follows one scheduler's health (a gRPC health watch) and refreshes its models.
+    /// Follows one scheduler's health and refreshes its models. Health is polled (a gRPC
+    /// health `Check` every [`HEALTH_POLL`], answered within [`HEALTH_TIMEOUT`]) rather than
+    /// watched: a scheduler that is paused or cut off goes silent without closing anything, and
+    /// only a deadline notices that.
     async fn follow(self, target: Arc<Target>, shutdown: CancellationToken) {
+        let mut models_due = tokio::time::Instant::now();
         loop {
             let mut health = target.health();
-            let watched = health
-                .watch(HealthCheckRequest {
-                    service: String::new(),
-                })
-                .await;
-            match watched {
-                Ok(updates) => {
-                    let mut updates = updates.into_inner();
-                    loop {
-                        let next = tokio::select! {
-                            () = shutdown.cancelled() => return,
-                            () = target.gone.cancelled() => return,
-                            next = tokio::time::timeout(REFRESH, updates.next()) => next,
-                        };
-                        match next {
-                            Ok(Some(Ok(update))) => {
-                                let serving = update.status() == ServingStatus::Serving;
-                                if serving != target.is_serving() {
-                                    tracing::info!(scheduler = %target.address, serving, "scheduler serving state changed");
-                                }
-                                target.serving.store(serving, Ordering::Relaxed);
-                                if serving {
-                                    self.refresh_models(&target).await;
-                                }
-                            }
-                            // Quiet: refresh the model list while waiting for a change.
-                            Err(_) => {
-                                if target.is_serving() {
-                                    self.refresh_models(&target).await;
-                                }
-                            }
-                            Ok(Some(Err(_)) | None) => break,
-                        }
-                    }
-                }
-                Err(err) => {
-                    tracing::debug!(scheduler = %target.address, error = %err, "health watch failed")
-                }
+            let check = health.check(HealthCheckRequest {
+                service: String::new(),
+            });
+            let serving = matches!(
+                tokio::time::timeout(HEALTH_TIMEOUT, check).await,
+                Ok(Ok(response)) if response.get_ref().status() == ServingStatus::Serving
+            );
+            if serving != target.serving.swap(serving, Ordering::Relaxed) {
+                tracing::info!(scheduler = %target.address, serving, "scheduler serving state changed");
+                models_due = tokio::time::Instant::now();
             }
-            if target.serving.swap(false, Ordering::Relaxed) {
-                tracing::warn!(scheduler = %target.address, "scheduler unreachable");
+            if serving && tokio::time::Instant::now() >= models_due {
+                self.refresh_models(&target).await;
+                models_due = tokio::time::Instant::now() + REFRESH;
             }
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = target.gone.cancelled() => return,
-                () = tokio::time::sleep(Duration::from_millis(250)) => {}
+                () = tokio::time::sleep(HEALTH_POLL) => {}
             }
         }
     }

@@ -4,6 +4,7 @@ The binaries come from LLMGW_BIN_DIR (default: target/debug), built by scripts/t
 """
 
 import os
+import shutil
 import socket
 import subprocess
 import time
@@ -15,6 +16,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 BIN_DIR = Path(os.environ.get("LLMGW_BIN_DIR", ROOT / "target" / "debug"))
 SIM_OUTPUT_TOKENS = 8
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
 
 
 def free_port() -> int:
@@ -36,6 +39,49 @@ def wait_for(url: str, deadline_s: float = 20.0) -> None:
             last_error = error
         time.sleep(0.05)
     raise TimeoutError(f"{url} not ready after {deadline_s}s: {last_error}")
+
+
+def wait_until(condition, deadline_s: float, interval_s: float = 0.05):
+    """Polls `condition` until it returns something truthy; returns it, or None at the deadline."""
+    start = time.monotonic()
+    while time.monotonic() - start < deadline_s:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval_s)
+    return None
+
+
+class RedisServer:
+    """A real redis-server on a free loopback port, without persistence."""
+
+    def __init__(self, tmp: Path):
+        self.tmp, self.port, self.process = tmp, free_port(), None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        log = open(self.tmp / "redis-server.log", "ab")
+        self.process = subprocess.Popen(
+            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.tmp)], stdout=log, stderr=log)
+        assert wait_until(lambda: self.cli("PING") == "PONG", 10), "redis-server did not answer PING"
+
+    def cli(self, *args: str) -> str:
+        result = subprocess.run([REDIS_CLI, "-h", "127.0.0.1", "-p", str(self.port), *args],
+                                capture_output=True, text=True, timeout=5)
+        return result.stdout.strip()
+
+    def keys(self, pattern: str) -> list[str]:
+        return [k for k in self.cli("--scan", "--pattern", pattern).splitlines() if k]
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
 
 
 class Stack:

@@ -24,11 +24,9 @@ import httpx
 import openai
 import pytest
 
-from conftest import BIN_DIR, Stack, free_port
+from conftest import BIN_DIR, RedisServer, Stack, free_port
 
 GRPCURL = shutil.which("grpcurl") or str(Path(sys.executable).parent / "grpcurl")
-REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
-REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
 
 # Our own crates at debug: a key leaking into a debug line counts too.
 LOG_LEVEL = "info,gateway=debug,scheduler=debug,llm_sim=debug,llmgw_telemetry=debug,llmgw_proto=debug"
@@ -153,38 +151,6 @@ def stream_chat(base: str, key: str, content: str, model: str = "llama3.2") -> S
                 if choice.get("finish_reason"):
                     outcome.finish_reasons.append(choice["finish_reason"])
         return outcome
-
-
-class RedisServer:
-    """A real redis-server on a free loopback port, without persistence."""
-
-    def __init__(self, tmp: Path):
-        self.tmp, self.port, self.process = tmp, free_port(), None
-        self.start()
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        log = open(self.tmp / "redis-server.log", "ab")
-        self.process = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.tmp)], stdout=log, stderr=log)
-        assert wait_until(lambda: self.cli("PING") == "PONG", 10), "redis-server did not answer PING"
-
-    def cli(self, *args: str) -> str:
-        result = subprocess.run([REDIS_CLI, "-h", "127.0.0.1", "-p", str(self.port), *args],
-                                capture_output=True, text=True, timeout=5)
-        return result.stdout.strip()
-
-    def keys(self, pattern: str) -> list[str]:
-        return [k for k in self.cli("--scan", "--pattern", pattern).splitlines() if k]
-
-    def kill(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
 
 
 def tenant_toml(name: str, **fields) -> str:

@@ -151,11 +151,19 @@ async fn handle(
             call.metadata_mut(),
         );
         state.scheduler.authorize(&mut call);
-        let called = target
-            .scheduler()
-            .chat(call)
-            .instrument(rpc_span.clone())
-            .await;
+        // The response head comes as soon as the scheduler admitted or queued the call; a
+        // scheduler that does not send it in time (paused, cut off) is skipped like a dead one.
+        let head_timeout = state.config.scheduler_connect_timeout() + SCHEDULER_HEAD_GRACE;
+        let called = tokio::time::timeout(
+            head_timeout,
+            target.scheduler().chat(call).instrument(rpc_span.clone()),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(tonic::Status::unavailable(
+                "the scheduler did not answer in time",
+            ))
+        });
         let outcome = match called {
             Ok(response) => {
                 let mut events = response.into_inner();
@@ -440,6 +448,9 @@ fn next_step(next: Option<Result<ChatEvent, tonic::Status>>) -> Step {
         Some(Err(status)) => Step::Failed(status),
     }
 }
+
+/// Beyond the connect timeout, how long a scheduler may take to send a call's response head.
+const SCHEDULER_HEAD_GRACE: Duration = Duration::from_secs(1);
 
 /// How often a request waiting out a failover looks for a new leader.
 const FAILOVER_POLL: Duration = Duration::from_millis(100);
