@@ -128,7 +128,12 @@ async fn handle(
     let mut pending = Some(request);
     let (mut events, opening) = loop {
         let Some(target) = state.scheduler.pick(&model, &excluded) else {
-            if several && Instant::now() < failover_until && last_failure.is_some() {
+            if several
+                && Instant::now() < failover_until
+                && last_failure
+                    .as_ref()
+                    .is_some_and(|f| moves_on(f) == MoveOn::OrWait)
+            {
                 tokio::time::sleep(FAILOVER_POLL).await;
                 excluded.clear();
                 continue;
@@ -177,7 +182,7 @@ async fn handle(
         };
         match outcome {
             Ok(opened) => break opened,
-            Err(status) if pending.is_some() && moves_on(&status) => {
+            Err(status) if pending.is_some() && moves_on(&status) != MoveOn::No => {
                 tracing::info!(scheduler = %target.address, code = ?status.code(),
                     "scheduler failed before the first byte; trying another");
                 excluded.push(target.address.clone());
@@ -455,9 +460,20 @@ const SCHEDULER_HEAD_GRACE: Duration = Duration::from_secs(1);
 /// How often a request waiting out a failover looks for a new leader.
 const FAILOVER_POLL: Duration = Duration::from_millis(100);
 
-/// Whether another scheduler may serve a call that failed this way: this one stands by or shuts
-/// down, or it never answered as a scheduler (no reason: a transport failure).
-fn moves_on(status: &tonic::Status) -> bool {
+/// Whether another scheduler may serve a call that failed before its first byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MoveOn {
+    /// No: the answer stands.
+    No,
+    /// Yes, if another has the model (schedulers shard models by config).
+    Elsewhere,
+    /// Yes; and if none serves now, wait (bounded) for a new leader.
+    OrWait,
+}
+
+/// This scheduler stands by, shuts down, or never answered as itself (no reason: a transport
+/// failure) → another one, or a new leader; it lacks the model → another one.
+fn moves_on(status: &tonic::Status) -> MoveOn {
     let reason = status
         .metadata()
         .get(llmgw_proto::REASON_METADATA)
@@ -466,9 +482,9 @@ fn moves_on(status: &tonic::Status) -> bool {
     match reason {
         // Without a reason the scheduler never answered as itself: refused connection, broken
         // or closing connection (tonic reports some of these as CANCELLED).
-        None => true,
-        Some(Reason::NotLeader | Reason::ShuttingDown) => true,
-        Some(_) => false,
+        None | Some(Reason::NotLeader | Reason::ShuttingDown) => MoveOn::OrWait,
+        Some(Reason::ModelNotFound) => MoveOn::Elsewhere,
+        Some(_) => MoveOn::No,
     }
 }
 

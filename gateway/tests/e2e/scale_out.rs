@@ -214,3 +214,74 @@ async fn without_redis_no_replica_leads_and_with_it_back_one_does_again() {
         replica.stop.cancel();
     }
 }
+
+/// A scheduler whose `SCHEDULER_CONFIG` serves only `model` (upstream llama3.2 at `sim`).
+async fn shard(sim: &str, model: &str) -> (Replica, std::path::PathBuf) {
+    let path = crate::support::temp_config_path();
+    std::fs::write(
+        &path,
+        format!(
+            "[[pool]]\nname = \"p\"\n[[pool.endpoint]]\nurl = \"{sim}\"\nkind = \"ollama\"\nslots = 2\n\
+             [[model]]\nname = \"{model}\"\n[[model.version]]\nname = \"v\"\npool = \"p\"\nupstream = \"llama3.2\"\n"
+        ),
+    )
+    .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    let mut config = scheduler::Config::for_backend("http://unused");
+    config.config_file = Some(path.display().to_string());
+    config.probe_interval_ms = 100;
+    let stop = CancellationToken::new();
+    tokio::spawn(scheduler::serve(listener, config, stop.clone()));
+    (Replica { address, stop }, path)
+}
+
+#[tokio::test]
+async fn schedulers_that_own_different_models_each_get_their_own() {
+    let first = llm_sim::spawn(quick_sim()).await.unwrap();
+    let second = llm_sim::spawn(quick_sim()).await.unwrap();
+    let (a, a_path) = shard(&first.base_url(), "model-a").await;
+    let (b, b_path) = shard(&second.base_url(), "model-b").await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gateway = format!("http://{}", listener.local_addr().unwrap());
+    let stop_gateway = CancellationToken::new();
+    tokio::spawn(gateway::serve(
+        listener,
+        gateway::Config::for_scheduler(format!("{},{}", a.address, b.address)),
+        stop_gateway.clone(),
+    ));
+    let http = reqwest::Client::new();
+    // The gateway learns each scheduler's models; until then it may guess, so wait for both.
+    let (probe, models) = (http.clone(), format!("{gateway}/v1/models"));
+    eventually_async("both shards listed", Duration::from_secs(10), || {
+        let (http, url) = (probe.clone(), models.clone());
+        async move {
+            let Ok(response) = http.get(url).send().await else {
+                return false;
+            };
+            let text = response.text().await.unwrap_or_default();
+            text.contains("model-a") && text.contains("model-b")
+        }
+    })
+    .await;
+    // Whether or not the gateway has learnt each shard's models yet, a shard that lacks the
+    // model refuses before any backend work and the gateway moves on to the other.
+    for _ in 0..3 {
+        for model in ["model-a", "model-b"] {
+            let response = http
+                .post(format!("{gateway}/v1/chat/completions"))
+                .json(&chat_body(model, "hi"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200, "{model}");
+        }
+    }
+    assert_eq!(first.stats().requests, 3, "model-a only on its shard");
+    assert_eq!(second.stats().requests, 3, "model-b only on its shard");
+    stop_gateway.cancel();
+    a.stop.cancel();
+    b.stop.cancel();
+    let _ = std::fs::remove_file(a_path);
+    let _ = std::fs::remove_file(b_path);
+}
