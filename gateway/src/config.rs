@@ -69,6 +69,17 @@ pub struct Config {
     /// milliseconds. Cover the lease TTL plus a second. 0 = answer 503 at once.
     #[arg(long, env = "GATEWAY_FAILOVER_WAIT_MS", default_value_t = 6_000)]
     pub failover_wait_ms: u64,
+    /// Open client connections at most; beyond that new ones wait in the listen backlog.
+    #[arg(long, env = "GATEWAY_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// A client must send its request headers within this many milliseconds (slow-header
+    /// clients are disconnected).
+    #[arg(long, env = "GATEWAY_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_read_timeout_ms: u64,
+    /// Requests in flight at most (streams count until their last byte); beyond that, 503
+    /// `gateway_overloaded` at once. 0 = no limit.
+    #[arg(long, env = "GATEWAY_MAX_IN_FLIGHT", default_value_t = 4096)]
+    pub max_in_flight: usize,
     /// Grace period for in-flight requests on SIGTERM, in milliseconds.
     #[arg(long, env = "GATEWAY_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
     pub shutdown_grace_ms: u64,
@@ -89,6 +100,9 @@ impl Config {
             sse_keepalive_ms: 10_000,
             failover_wait_ms: 6_000,
             shutdown_grace_ms: 10_000,
+            max_connections: 10_000,
+            header_read_timeout_ms: 10_000,
+            max_in_flight: 4096,
         }
     }
 

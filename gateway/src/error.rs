@@ -176,6 +176,9 @@ fn scheduler_message(reason: Reason) -> Said {
         Reason::RateLimited => "A rate limit was reached; retry later",
         Reason::BudgetExhausted => "The token budget is spent",
         Reason::LimitsUnavailable => "Rate limits cannot be checked right now; retry shortly",
+        Reason::GatewayOverloaded => {
+            "The gateway is at its limit of requests in flight; retry shortly"
+        }
         Reason::QueueFull => "Too many requests are waiting for this model; retry later",
         Reason::Displaced => {
             "A higher-priority request took this request's place in the queue; retry later"

@@ -8,7 +8,8 @@
 //!    for the whole request (streams keep it until their last byte); `x-trace-id` on responses.
 //! 3. [`observe`]: `llmgw_http_requests_total` for every response and its duration (streams
 //!    record theirs when they end), labelled by the matched route, never the raw path.
-//! 4. [`caller`] (API routes only): who is calling and how urgent it is — the API key's tenant,
+//! 4. [`shed`]: beyond `GATEWAY_MAX_IN_FLIGHT` requests in flight, a fast 503.
+//! 5. [`caller`] (API routes only): who is calling and how urgent it is — the API key's tenant,
 //!    or open mode's headers — as a [`crate::caller::Caller`] extension, with `x-llmgw-tenant`
 //!    / `x-llmgw-priority` explaining the decision; a bad header is a 400, a bad key a 401.
 
@@ -21,11 +22,12 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use llmgw_telemetry::{TraceContext, propagation};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::caller::{priority_name, valid_token};
-use crate::error::ApiError;
+use crate::error::{ApiError, Refusal};
 use crate::governance::Governance;
 use crate::metrics::GatewayMetrics;
 
@@ -164,6 +166,68 @@ pub async fn caller(
     put(headers, "x-llmgw-tenant", &explained.0);
     put(headers, "x-llmgw-priority", explained.1);
     response
+}
+
+/// The in-flight limit (`None`: unlimited).
+#[derive(Debug, Clone)]
+pub struct InFlight(pub Option<Arc<Semaphore>>);
+
+impl InFlight {
+    pub fn new(max: usize) -> Self {
+        Self((max > 0).then(|| Arc::new(Semaphore::new(max))))
+    }
+}
+
+/// Sheds load beyond `GATEWAY_MAX_IN_FLIGHT` with a fast 503 `gateway_overloaded` (and
+/// `Retry-After: 1`) instead of letting memory and latency grow. A request is in flight until
+/// its response body's last byte, so a stream holds its place for its whole length.
+pub async fn shed(State(limit): State<InFlight>, request: Request, next: Next) -> Response {
+    let Some(semaphore) = &limit.0 else {
+        return next.run(request).await;
+    };
+    let Ok(permit) = Arc::clone(semaphore).try_acquire_owned() else {
+        return ApiError::Refused(Box::new(Refusal {
+            status: axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            reason: llmgw_proto::Reason::GatewayOverloaded,
+            message: "The gateway is at its limit of requests in flight; retry shortly".to_owned(),
+            param: None,
+            retry_after_s: Some(1),
+            headers: HeaderMap::new(),
+        }))
+        .into_response();
+    };
+    next.run(request)
+        .await
+        .map(|body| axum::body::Body::new(Held { body, permit }))
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that keeps its request's in-flight place until it ends.
+    struct Held<B> {
+        #[pin]
+        body: B,
+        permit: OwnedSemaphorePermit,
+    }
+}
+
+impl<B: http_body::Body> http_body::Body for Held<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        self.project().body.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// What the caller layer needs.

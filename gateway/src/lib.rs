@@ -3,7 +3,8 @@
 //!
 //! # Layout
 //! - [`config`]: flags and environment (`GATEWAY_*`, `SCHEDULER_URL`).
-//! - [`server`]: [`serve`] and the router with its layer stack.
+//! - [`server`]: [`serve`] and the router with its layer stack; [`edge`]: the accept loop
+//!   (connection limit, header-read timeout, graceful drain).
 //! - [`layers`]: request-wide concerns, one layer each (request id, server span, request
 //!   metric, caller).
 //! - [`routes`]: one file per endpoint (chat completions, models, limits, health, metrics).
@@ -19,6 +20,7 @@
 
 pub mod caller;
 pub mod config;
+pub mod edge;
 pub mod error;
 pub mod governance;
 pub mod layers;

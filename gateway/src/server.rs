@@ -10,12 +10,12 @@ use axum::http::Uri;
 use axum::middleware;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::edge::{self, EdgeLimits};
 use crate::error::ApiError;
 use crate::governance::Governance;
 use crate::layers;
@@ -76,6 +76,12 @@ fn build(config: &Config) -> Result<(Router, Arc<Governance>, SchedulerClients),
                 max_body_bytes: config.max_body_bytes,
             },
             layers::caller,
+        ))
+        // load shedding beyond GATEWAY_MAX_IN_FLIGHT, before any work (API routes only: probes
+        // and Prometheus must answer under overload).
+        .route_layer(middleware::from_fn_with_state(
+            layers::InFlight::new(config.max_in_flight),
+            layers::shed,
         ));
     let router = Router::new()
         .merge(api)
@@ -128,25 +134,12 @@ pub async fn serve(
             .await;
         });
     }
-    // Every accepted socket: token-sized SSE writes must not wait on Nagle.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(err) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %err, "cannot set TCP_NODELAY");
-        }
-    });
-    let grace = Duration::from_millis(config.shutdown_grace_ms);
-    let drain_deadline = {
-        let shutdown = shutdown.clone();
-        async move {
-            shutdown.cancelled().await;
-            tokio::time::sleep(grace).await;
-        }
+    let limits = EdgeLimits {
+        max_connections: config.max_connections,
+        header_read_timeout: Duration::from_millis(config.header_read_timeout_ms),
+        grace: Duration::from_millis(config.shutdown_grace_ms),
     };
-    let serving = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned());
-    tokio::select! {
-        served = serving => served?,
-        () = drain_deadline => tracing::warn!(grace_ms = config.shutdown_grace_ms, "drain grace period over; closing remaining requests"),
-    }
+    edge::accept(listener, app, limits, shutdown).await;
     tasks.close();
     tasks.wait().await;
     Ok(())

@@ -10,6 +10,7 @@ mod support;
 mod bad_input;
 mod cancellation;
 mod chat_content;
+mod edge_limits;
 mod governance;
 mod keepalive;
 mod large_messages;

@@ -1,0 +1,96 @@
+//! The edge protects itself: a client that trickles its headers is disconnected after the
+//! header-read timeout, connections beyond the limit wait until one closes, and requests beyond
+//! the in-flight limit get a fast 503 while probes keep answering.
+
+use std::time::Duration;
+
+use llm_sim::SimConfig;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::{Stack, chat_body, quick_sim};
+
+#[tokio::test]
+async fn a_client_that_trickles_its_headers_is_disconnected() {
+    let stack = Stack::start_with(
+        Some(quick_sim()),
+        |_| {},
+        |g| g.header_read_timeout_ms = 300,
+    )
+    .await;
+    let mut slow = TcpStream::connect(stack.gateway).await.unwrap();
+    slow.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let began = std::time::Instant::now();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "the connection was closed, not left open");
+    assert!(
+        answer.is_empty() || answer.starts_with(b"HTTP/1.1 408"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert!(began.elapsed() >= Duration::from_millis(250));
+}
+
+#[tokio::test]
+async fn connections_beyond_the_limit_wait_until_one_closes() {
+    let stack = Stack::start_with(Some(quick_sim()), |_| {}, |g| g.max_connections = 2).await;
+    let fresh = || {
+        reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap()
+    };
+    let probe = || {
+        fresh()
+            .get(stack.url("/healthz"))
+            .timeout(Duration::from_millis(500))
+            .send()
+    };
+    // Idle connections (ours, and the stack client's pooled one) fill the limit: then a new
+    // connection is not served.
+    let mut held = Vec::new();
+    while probe().await.is_ok() {
+        assert!(held.len() < 3, "the limit of 2 connections is not enforced");
+        held.push(TcpStream::connect(stack.gateway).await.unwrap());
+    }
+    assert!(!held.is_empty());
+    // Closing them frees the places: served again.
+    held.clear();
+    let served = fresh()
+        .get(stack.url("/healthz"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(served.status(), 200);
+}
+
+#[tokio::test]
+async fn requests_beyond_the_in_flight_limit_are_shed_fast_and_probes_still_answer() {
+    let sim = SimConfig {
+        ttft_ms: 5,
+        tpot_ms: 10,
+        output_tokens: 60,
+        ..SimConfig::default()
+    };
+    let stack = Stack::start_with(Some(sim), |_| {}, |g| g.max_in_flight = 1).await;
+    let mut long = chat_body("llama3.2", "hold the only place");
+    long["stream"] = json!(true);
+    let holding = stack.chat(long).await;
+    assert_eq!(holding.status(), 200);
+    let shed = stack.chat(chat_body("llama3.2", "one more")).await;
+    assert_eq!(shed.status(), 503);
+    assert_eq!(shed.headers()["x-llmgw-reason"], "gateway_overloaded");
+    assert_eq!(shed.headers()["retry-after"], "1");
+    assert!(shed.headers().contains_key("x-request-id"));
+    let health = stack.http.get(stack.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200, "probes are not shed");
+    // The stream holds its place to its last byte; then the next request is served.
+    let body = holding.text().await.unwrap();
+    assert!(body.ends_with("data: [DONE]\n\n"));
+    assert_eq!(stack.chat(chat_body("llama3.2", "now")).await.status(), 200);
+}
