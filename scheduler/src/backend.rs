@@ -53,6 +53,25 @@ pub(crate) fn http_client(connect_timeout: Duration) -> Result<reqwest::Client, 
         .map_err(|err| BackendError::Unreachable(format!("cannot build HTTP client: {err}")))
 }
 
+/// The most of an error body read (the message is quoted truncated anyway): a backend cannot
+/// make the scheduler buffer an arbitrarily large error page.
+const ERROR_BODY_BYTES: usize = 64 << 10;
+
+/// Reads at most [`ERROR_BODY_BYTES`] of a non-200 answer's body, as text.
+pub(crate) async fn error_body(response: reqwest::Response) -> String {
+    use futures::StreamExt;
+    let mut body = Vec::new();
+    let mut chunks = response.bytes_stream();
+    while let Some(Ok(chunk)) = chunks.next().await {
+        let room = ERROR_BODY_BYTES - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() >= ERROR_BODY_BYTES {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&body).into_owned()
+}
+
 /// A failed send: nothing usable came back.
 pub(crate) fn transport_error(err: reqwest::Error) -> BackendError {
     BackendError::Unreachable(error_chain(&err))
@@ -175,11 +194,7 @@ pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
     let response = request.send().await.map_err(transport_error)?;
     let status = response.status().as_u16();
     if status != 200 {
-        return Err(status_error(
-            status,
-            &response.text().await.unwrap_or_default(),
-            "",
-        ));
+        return Err(status_error(status, &error_body(response).await, ""));
     }
     response
         .json()

@@ -68,7 +68,7 @@ impl Backend for OllamaBackend {
                 .map_err(transport_error)?;
             let status = response.status().as_u16();
             if status != 200 {
-                let text = response.text().await.unwrap_or_default();
+                let text = super::error_body(response).await;
                 return Err(status_error(status, &text, &model));
             }
             Ok(decode_events(response.bytes_stream(), prompt_words))

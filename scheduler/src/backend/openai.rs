@@ -92,7 +92,7 @@ impl Backend for OpenAiBackend {
             let response = call.send().await.map_err(transport_error)?;
             let status = response.status().as_u16();
             if status != 200 {
-                let text = response.text().await.unwrap_or_default();
+                let text = super::error_body(response).await;
                 return Err(status_error(status, &text, &model));
             }
             let mut state = DecodeState {

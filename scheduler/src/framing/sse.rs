@@ -21,6 +21,8 @@ pub struct SseDecoder {
     lines: LineDecoder,
     event: Option<String>,
     data: Option<String>,
+    /// An event's joined `data` may not grow beyond this either (many short lines).
+    max_data: usize,
 }
 
 impl SseDecoder {
@@ -30,29 +32,35 @@ impl SseDecoder {
             lines: LineDecoder::keeping_blank(max_line),
             event: None,
             data: None,
+            max_data: max_line,
         }
     }
 
     /// Feeds `chunk` and returns every event it completes.
     pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<SseEvent>, LineTooLong> {
         let lines = self.lines.push(chunk)?;
-        Ok(lines
-            .into_iter()
-            .filter_map(|line| self.line(line))
-            .collect())
+        let mut events = Vec::new();
+        for line in lines {
+            if let Some(event) = self.line(line)? {
+                events.push(event);
+            }
+        }
+        Ok(events)
     }
 
-    fn line(&mut self, line: Bytes) -> Option<SseEvent> {
+    fn line(&mut self, line: Bytes) -> Result<Option<SseEvent>, LineTooLong> {
         if line.is_empty() {
-            let data = self.data.take()?;
-            return Some(SseEvent {
+            let Some(data) = self.data.take() else {
+                return Ok(None);
+            };
+            return Ok(Some(SseEvent {
                 event: self.event.take(),
                 data,
-            });
+            }));
         }
         let text = String::from_utf8_lossy(&line);
         let (field, value) = match text.split_once(':') {
-            Some(("", _comment)) => return None,
+            Some(("", _comment)) => return Ok(None),
             Some((field, value)) => (field, value.strip_prefix(' ').unwrap_or(value)),
             None => (text.as_ref(), ""),
         };
@@ -63,11 +71,14 @@ impl SseDecoder {
                     data.push('\n');
                 }
                 data.push_str(value);
+                if data.len() > self.max_data {
+                    return Err(LineTooLong(self.max_data));
+                }
             }
             "event" => self.event = Some(value.to_owned()),
             _ => {}
         }
-        None
+        Ok(None)
     }
 }
 
@@ -93,6 +104,13 @@ mod tests {
             event: None,
             data: text.to_owned(),
         }
+    }
+
+    #[test]
+    fn an_event_of_many_short_data_lines_is_bounded_too() {
+        let mut decoder = SseDecoder::new(64);
+        let many: String = "data: 0123456789\n".repeat(10);
+        assert!(decoder.push(many.as_bytes()).is_err());
     }
 
     #[test]
