@@ -231,6 +231,8 @@ impl SchedulerClients {
     /// `shutdown`.
     pub async fn watch(self, shutdown: CancellationToken) {
         for target in self.targets() {
+            // Not tracked: a follower only reads health and ends on `shutdown` (or when its
+            // address leaves DNS); nothing is lost if the runtime drops it first.
             tokio::spawn(self.clone().follow(target, shutdown.clone()));
         }
         if !self.sources.iter().any(|s| s.resolved) {
@@ -279,6 +281,7 @@ impl SchedulerClients {
                 Ok(target) => {
                     tracing::info!(scheduler = %address, "scheduler address found");
                     let target = Arc::new(target);
+                    // Not tracked, as above: it ends on `shutdown` or when the address goes.
                     tokio::spawn(self.clone().follow(Arc::clone(&target), shutdown.clone()));
                     next.push(target);
                 }
