@@ -67,9 +67,11 @@ impl Scheduler for SchedulerService {
             status
         };
         let refuse = |err: SchedulerError| {
-            span.in_scope(
-                || tracing::info!(reason = err.reason().as_str(), error = %err, "chat refused"),
-            );
+            span.in_scope(|| {
+                // The message may quote what the caller sent (a role, a key name): debug only.
+                tracing::info!(reason = err.reason().as_str(), "chat refused");
+                tracing::debug!(error = %err, "chat refused: details");
+            });
             record(Status::from(err))
         };
         // A standby starts nothing: the gateway retries on the leader it names.
