@@ -40,6 +40,12 @@ async fn probe(endpoint: Arc<Endpoint>, timeout: Duration) {
     }
 }
 
+/// How long a probe may take: at least a second, so a backend busy with a burst of requests is
+/// not taken for dead (a failed probe ejects an endpoint at once), and at most two.
+fn probe_timeout(interval: Duration) -> Duration {
+    interval.clamp(Duration::from_secs(1), Duration::from_secs(2))
+}
+
 /// Probes every endpoint of the current topology each `interval` (every 500 ms while nothing
 /// can serve) until `shutdown`, then reports NOT_SERVING.
 pub async fn run_probes(
@@ -54,7 +60,7 @@ pub async fn run_probes(
             .pools
             .values()
             .flat_map(|pool| pool.endpoints.iter())
-            .map(|endpoint| probe(Arc::clone(endpoint), interval.min(Duration::from_secs(2))));
+            .map(|endpoint| probe(Arc::clone(endpoint), probe_timeout(interval)));
         futures::future::join_all(probes).await;
         let mut any_up = false;
         for pool in topology.pools.values() {

@@ -89,7 +89,7 @@ class Stack:
     SCHEDULER_CONFIG file's text from the sim's base URL."""
 
     def __init__(self, tmp: Path, extra_env: dict | None = None, scheduler_config=None,
-                 gateway_env: dict | None = None):
+                 gateway_env: dict | None = None, sim_env: dict | None = None):
         self.sim_port, self.scheduler_port, self.gateway_port = free_port(), free_port(), free_port()
         self.metrics_port = free_port()
         self.processes = []
@@ -98,7 +98,7 @@ class Stack:
         self.env = env
         self.spawn("llm-sim", [], {**env,
             "SIM_LISTEN": f"127.0.0.1:{self.sim_port}", "SIM_TTFT_MS": "5", "SIM_TPOT_MS": "2",
-            "SIM_OUTPUT_TOKENS": str(SIM_OUTPUT_TOKENS)})
+            "SIM_OUTPUT_TOKENS": str(SIM_OUTPUT_TOKENS), **(sim_env or {})})
         scheduler_env = {**env,
             "SCHEDULER_LISTEN": f"127.0.0.1:{self.scheduler_port}", "OLLAMA_BASE": self.sim_url,
             "SCHEDULER_METRICS_LISTEN": f"127.0.0.1:{self.metrics_port}",
@@ -108,6 +108,7 @@ class Stack:
             self.config_path = tmp / "scheduler.toml"
             self.config_path.write_text(scheduler_config(self.sim_url))
             scheduler_env["SCHEDULER_CONFIG"] = str(self.config_path)
+        self.scheduler_env = scheduler_env
         self.spawn("scheduler", [], scheduler_env)
         self.spawn("gateway", [], {**env,
             "GATEWAY_LISTEN": f"127.0.0.1:{self.gateway_port}",
@@ -133,6 +134,22 @@ class Stack:
     @property
     def scheduler_process(self):
         return self.processes[1]
+
+    @property
+    def sim_process(self):
+        return self.processes[0]
+
+    @property
+    def gateway_process(self):
+        return self.processes[2]
+
+    def restart_scheduler(self) -> None:
+        """Starts a new scheduler with the same environment (same port) in place of the old
+        one, which must have exited; its log is appended to scheduler.log."""
+        assert self.scheduler_process.poll() is not None, "the old scheduler still runs"
+        log = open(self.tmp / "scheduler.log", "ab")
+        self.processes[1] = subprocess.Popen([str(BIN_DIR / "scheduler")], env=self.scheduler_env,
+                                             stdout=log, stderr=log)
 
     @property
     def sim_url(self) -> str:
