@@ -93,13 +93,7 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, Api
     }
 }
 
-/// 1 to 64 letters, digits, `.`, `_` or `-`: tenant ids and request ids.
-pub fn valid_token(value: &str) -> bool {
-    (1..=64).contains(&value.len())
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-}
+pub use llmgw_proto::valid_token;
 
 #[cfg(test)]
 mod tests {

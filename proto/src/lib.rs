@@ -24,3 +24,13 @@ mod reason;
 
 pub use auth::{EmptyToken, SchedulerToken};
 pub use reason::{REASON_METADATA, Reason, UnknownReason};
+
+/// The grammar of tenant ids, request ids and group names both services accept: 1 to 64
+/// letters, digits, `.`, `_` or `-`. One definition, so a direct gRPC caller is held to the
+/// same rule as an HTTP client.
+pub fn valid_token(value: &str) -> bool {
+    (1..=64).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}

@@ -79,7 +79,7 @@ pub fn validate(request: ChatRequest, received: Instant) -> Result<Admissible, S
     };
     let tenant = if request.tenant.is_empty() {
         ANONYMOUS
-    } else if valid_tenant(&request.tenant) {
+    } else if llmgw_proto::valid_token(&request.tenant) {
         request.tenant.as_str()
     } else {
         return invalid(
@@ -113,14 +113,6 @@ pub fn validate(request: ChatRequest, received: Instant) -> Result<Admissible, S
         ask,
         deadline,
     })
-}
-
-/// The gateway's tenant grammar, so a direct gRPC caller cannot mint odd tenant ids either.
-pub fn valid_tenant(value: &str) -> bool {
-    (1..=64).contains(&value.len())
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 #[cfg(test)]

@@ -196,7 +196,7 @@ impl Config {
         if self.redis_url.is_some() && self.lease_ttl_ms < 300 {
             return Err("SCHEDULER_LEASE_TTL_MS must be at least 300".to_owned());
         }
-        if !crate::admissible::valid_tenant(&self.group) {
+        if !llmgw_proto::valid_token(&self.group) {
             return Err(
                 "SCHEDULER_GROUP must be 1 to 64 characters of letters, digits, `.`, `_` or `-`"
                     .to_owned(),
