@@ -5,7 +5,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// How one request went.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Outcome {
     /// HTTP status (0 if the request failed below HTTP).
     pub status: u16,
@@ -15,6 +15,8 @@ pub struct Outcome {
     pub total: Duration,
     /// The server's `Retry-After` on a refusal.
     pub retry_after: Option<Duration>,
+    /// Streams: the time between consecutive body chunks after the first token.
+    pub gaps: Vec<Duration>,
 }
 
 impl Outcome {
@@ -63,12 +65,9 @@ impl ChatCall {
             ttft: start.elapsed(),
             total: start.elapsed(),
             retry_after: None,
+            gaps: Vec::new(),
         };
-        let mut request = http.post(&self.url).json(&self.body);
-        for (name, value) in &self.headers {
-            request = request.header(*name, value);
-        }
-        let Ok(mut response) = request.send().await else {
+        let Ok(mut response) = self.request(http).send().await else {
             return failed(0);
         };
         let status = response.status().as_u16();
@@ -94,19 +93,26 @@ impl ChatCall {
                 ttft: total,
                 total,
                 retry_after: None,
+                gaps: Vec::new(),
             };
         }
         let mut ttft = None;
         let mut seen = Vec::new();
+        let mut gaps = Vec::new();
+        let mut last_chunk = start;
         loop {
             match response.chunk().await {
                 Ok(Some(chunk)) => {
+                    let now = Instant::now();
                     if ttft.is_none() {
                         seen.extend_from_slice(&chunk);
                         if has_content_token(&seen) {
-                            ttft = Some(start.elapsed());
+                            ttft = Some(now - start);
                         }
+                    } else {
+                        gaps.push(now - last_chunk);
                     }
+                    last_chunk = now;
                 }
                 Ok(None) => break,
                 Err(_) => return failed(0),
@@ -118,7 +124,33 @@ impl ChatCall {
             ttft: ttft.unwrap_or(total),
             total,
             retry_after: None,
+            gaps,
         }
+    }
+
+    /// Opens a stream and reads until its first content token; the response is returned still
+    /// open (None if it failed or ended first), so callers can hold many streams at once.
+    pub async fn open_stream(&self, http: &reqwest::Client) -> Option<reqwest::Response> {
+        let mut response = self.request(http).send().await.ok()?;
+        if response.status() != 200 {
+            return None;
+        }
+        let mut seen = Vec::new();
+        while let Some(chunk) = response.chunk().await.ok()? {
+            seen.extend_from_slice(&chunk);
+            if has_content_token(&seen) {
+                return Some(response);
+            }
+        }
+        None
+    }
+
+    fn request(&self, http: &reqwest::Client) -> reqwest::RequestBuilder {
+        let mut request = http.post(&self.url).json(&self.body);
+        for (name, value) in &self.headers {
+            request = request.header(*name, value);
+        }
+        request
     }
 }
 

@@ -80,6 +80,10 @@ pub struct Config {
     /// `gateway_overloaded` at once. 0 = no limit.
     #[arg(long, env = "GATEWAY_MAX_IN_FLIGHT", default_value_t = 4096)]
     pub max_in_flight: usize,
+    /// Threads that run requests: 1 = a single-threaded runtime (no cross-thread wake-ups;
+    /// the cheapest per request where cores are shared), 0 = one per available core.
+    #[arg(long, env = "GATEWAY_WORKER_THREADS", default_value_t = 0)]
+    pub worker_threads: usize,
     /// Grace period for in-flight requests on SIGTERM, in milliseconds.
     #[arg(long, env = "GATEWAY_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
     pub shutdown_grace_ms: u64,
@@ -103,6 +107,7 @@ impl Config {
             max_connections: 10_000,
             header_read_timeout_ms: 10_000,
             max_in_flight: 4096,
+            worker_threads: 0,
         }
     }
 

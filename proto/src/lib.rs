@@ -5,6 +5,7 @@
 //! # Layout
 //! - `proto/llmgw/scheduler/v1/scheduler.proto`: the contract itself.
 //! - `build.rs`: compiles it with protox (no system `protoc`).
+//! - [`codec::LeanCodec`]: the generated code's codec (prost, small per-call buffers).
 //! - [`SchedulerToken`]: the bearer token gRPC callers present (`SCHEDULER_AUTH_TOKEN`).
 //! - [`Reason`]: the closed vocabulary of refusal and failure reasons both services share.
 
@@ -20,6 +21,7 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/scheduler_descriptor.bin"));
 
 mod auth;
+pub mod codec;
 mod reason;
 
 pub use auth::{EmptyToken, SchedulerToken};

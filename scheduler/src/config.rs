@@ -75,6 +75,10 @@ pub struct Config {
     /// Interval of the active backend health probe, in milliseconds.
     #[arg(long, env = "SCHEDULER_PROBE_INTERVAL_MS", default_value_t = 5_000)]
     pub probe_interval_ms: u64,
+    /// Threads that run requests: 1 = a single-threaded runtime (no cross-thread wake-ups;
+    /// the cheapest per request where cores are shared), 0 = one per available core.
+    #[arg(long, env = "SCHEDULER_WORKER_THREADS", default_value_t = 0)]
+    pub worker_threads: usize,
     /// Grace period for in-flight streams on SIGTERM, in milliseconds.
     #[arg(long, env = "SCHEDULER_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
     pub shutdown_grace_ms: u64,
@@ -120,6 +124,7 @@ impl Config {
             total_timeout_ms: 600_000,
             probe_interval_ms: 5_000,
             shutdown_grace_ms: 10_000,
+            worker_threads: 0,
             auth_token: None,
             redis_url: None,
             group: "default".to_owned(),

@@ -14,9 +14,13 @@ use tonic_health::pb::health_client::HealthClient;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let runtime = llmgw_telemetry::runtime::build(cli.config.worker_threads)?;
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(Command::Healthcheck) = cli.command {
         return healthcheck(&cli.config.listen).await;
     }

@@ -3,22 +3,31 @@
 //!
 //! # Layout
 //! - [`logging`]: `RUST_LOG` filtering and `LOG_FORMAT` (`text` | `json`) output.
+//! - [`log_fields`]: text log lines without the trace attributes (cheaper, and readable).
 //! - [`otel`]: the OTLP/gRPC trace exporter, configured only by the standard `OTEL_*`
 //!   variables; with `OTEL_EXPORTER_OTLP_ENDPOINT` unset there is no exporter and no cost.
 //! - [`propagation`]: `traceparent` in and out of HTTP headers and gRPC metadata, and the ids
 //!   of a span for logs and response headers.
+//! - [`runtime`]: the Tokio runtime sized by `*_WORKER_THREADS` (one = current-thread).
 //! - [`signals`]: the stop signals every binary shuts down on, and config-file watching
 //!   (SIGHUP or a changed file).
 //!
 //! [`init`] is the one call both binaries make; the returned [`TelemetryGuard`] flushes the
 //! exporter when dropped, so `main` drops it last.
 
+pub mod log_fields;
 pub mod logging;
 pub mod otel;
 pub mod propagation;
+pub mod runtime;
 pub mod signals;
 
 pub use signals::shutdown_signal;
+
+/// Target of the per-request decision events (admission, routing, first token): recorded on
+/// traces always, logged only at `debug` (`RUST_LOG=llmgw_decisions=debug`), so the default
+/// log level writes one summary line per request.
+pub const DECISIONS: &str = "llmgw_decisions";
 
 pub use logging::{LogFormat, LogFormatError};
 /// A trace context (the remote parent, or what is sent downstream).

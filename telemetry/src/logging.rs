@@ -1,13 +1,25 @@
 //! Log output: `RUST_LOG` (default `info`) decides what, `LOG_FORMAT` decides how.
 
+use std::io::IsTerminal;
 use std::str::FromStr;
 
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::Layer;
+use tracing_subscriber::filter::{FilterExt, filter_fn};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::TelemetryError;
+use crate::log_fields::LogFields;
+
+/// Events, and of the spans only the request's root span: its id on every line of the
+/// request is the context a log reader needs; the child spans are for traces.
+fn log_context(metadata: &tracing::Metadata<'_>) -> bool {
+    metadata.is_event() || ROOT_SPANS.contains(&metadata.name())
+}
+
+/// Per-request root spans: the gateway's HTTP server span and the scheduler's call span.
+pub const ROOT_SPANS: [&str; 2] = ["http_request", "scheduler_chat"];
 
 /// How log lines are written to stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,19 +63,23 @@ pub(crate) fn install(
     let log_filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let trace_layer = tracer.map(|tracer| {
         let spans = EnvFilter::new(
-            "info,h2=off,hyper=off,tonic=off,tower=off,reqwest=off,opentelemetry=off",
+            "info,llmgw_decisions=debug,h2=off,hyper=off,tonic=off,tower=off,reqwest=off,opentelemetry=off",
         );
         tracing_opentelemetry::layer()
             .with_tracer(tracer)
             .with_filter(spans)
     });
     let registry = tracing_subscriber::registry().with(trace_layer);
+    // Colour codes only for a person at a terminal, not for a log shipper to strip.
+    let colours = std::io::stderr().is_terminal();
     let installed = match format {
         LogFormat::Text => registry
             .with(
                 tracing_subscriber::fmt::layer()
+                    .fmt_fields(LogFields)
+                    .with_ansi(colours)
                     .with_writer(std::io::stderr)
-                    .with_filter(log_filter),
+                    .with_filter(log_filter.and(filter_fn(log_context))),
             )
             .try_init(),
         // Span fields are included, so `trace_id`/`span_id` recorded on request spans lead
@@ -76,7 +92,7 @@ pub(crate) fn install(
                     .with_current_span(true)
                     .with_span_list(false)
                     .with_writer(std::io::stderr)
-                    .with_filter(log_filter),
+                    .with_filter(log_filter.and(filter_fn(log_context))),
             )
             .try_init(),
     };

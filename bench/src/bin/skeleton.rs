@@ -1,7 +1,8 @@
 //! `skeleton`: the gateway pair's architecture with zero logic, the physical floor our
 //! services are measured against (R10 in the background notes): an axum edge that wraps the
 //! request body into one server-streaming gRPC call, and a tonic middle that POSTs it to the
-//! upstream's OpenAI-compatible endpoint and streams the answer back as one event. No
+//! upstream's OpenAI-compatible endpoint and relays each upstream body chunk as one event, which
+//! the edge writes out as one body chunk — streamed answers stream through, as in the pair. No
 //! validation, admission, routing, tracing or metrics. Never a product: a ruler.
 //!
 //!   skeleton mid  --listen 127.0.0.1:19051 --upstream http://127.0.0.1:18434
@@ -9,12 +10,12 @@
 
 use std::pin::Pin;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::routing::post;
 use axum::serve::ListenerExt;
 use clap::Parser;
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use llmgw_proto::v1::scheduler_client::SchedulerClient;
 use llmgw_proto::v1::scheduler_server::{Scheduler, SchedulerServer};
 use llmgw_proto::v1::{
@@ -54,24 +55,24 @@ impl Scheduler for Mid {
 
     async fn chat(&self, request: Request<ChatRequest>) -> Result<Response<Events>, Status> {
         let body = request.into_inner().extra_json;
-        let answer = self
+        let upstream = self
             .http
             .post(&self.url)
             .header("content-type", "application/json")
             .body(body)
             .send()
             .await
-            .map_err(|err| Status::unavailable(err.to_string()))?
-            .text()
-            .await
-            .map_err(|err| Status::unknown(err.to_string()))?;
-        let event = ChatEvent {
-            event: Some(Event::Delta(Delta {
-                content: answer,
-                tool_calls: Vec::new(),
-            })),
-        };
-        Ok(Response::new(Box::pin(futures::stream::iter([Ok(event)]))))
+            .map_err(|err| Status::unavailable(err.to_string()))?;
+        let events = upstream.bytes_stream().map(|chunk| {
+            let chunk = chunk.map_err(|err| Status::unknown(err.to_string()))?;
+            Ok(ChatEvent {
+                event: Some(Event::Delta(Delta {
+                    content: String::from_utf8_lossy(&chunk).into_owned(),
+                    tool_calls: Vec::new(),
+                })),
+            })
+        });
+        Ok(Response::new(Box::pin(events)))
     }
 
     async fn list_models(
@@ -82,23 +83,21 @@ impl Scheduler for Mid {
     }
 }
 
-async fn edge(State(mid): State<Channel>, body: Bytes) -> Result<String, String> {
+async fn edge(State(mid): State<Channel>, body: Bytes) -> Result<Body, String> {
     let request = ChatRequest {
         extra_json: String::from_utf8_lossy(&body).into_owned(),
         ..Default::default()
     };
-    let mut events = SchedulerClient::new(mid)
+    let events = SchedulerClient::new(mid)
         .chat(request)
         .await
         .map_err(|s| s.to_string())?
         .into_inner();
-    let mut answer = String::new();
-    while let Some(event) = events.message().await.map_err(|s| s.to_string())? {
-        if let Some(Event::Delta(delta)) = event.event {
-            answer.push_str(&delta.content);
-        }
-    }
-    Ok(answer)
+    let chunks = events.map(|event| match event?.event {
+        Some(Event::Delta(delta)) => Ok::<_, Status>(Bytes::from(delta.content)),
+        _ => Ok(Bytes::new()),
+    });
+    Ok(Body::from_stream(chunks))
 }
 
 #[tokio::main]

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use llmgw_proto::v1::Queued;
+use llmgw_telemetry::DECISIONS;
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -45,7 +46,7 @@ pub fn admit(
         Err(err) => {
             let reason = err.reason().as_str();
             metrics.admission(&pool.name, ask.class, reason);
-            tracing::info!(parent: span, pool = %pool.name, class = ask.class.name(), tenant = %ask.tenant,
+            tracing::debug!(target: DECISIONS, parent: span, pool = %pool.name, class = ask.class.name(), tenant = %ask.tenant,
                 reason, error = %err, "admission decision: refused");
             Err(err)
         }
@@ -111,7 +112,7 @@ impl Door {
         }
         wait_span.record("llmgw.admission.outcome", outcome);
         wait_span.record("llmgw.queue.wait_ms", wait_ms);
-        tracing::info!(parent: &wait_span, pool = %self.pool.name, class = ask.class.name(), tenant = %ask.tenant,
+        tracing::debug!(target: DECISIONS, parent: &wait_span, pool = %self.pool.name, class = ask.class.name(), tenant = %ask.tenant,
             position, wait_ms, outcome, "admission decision");
         waited
     }

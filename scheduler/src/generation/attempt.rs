@@ -7,6 +7,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use llmgw_proto::v1::ChatRequest;
 use llmgw_proto::v1::chat_event::Event;
+use llmgw_telemetry::DECISIONS;
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -95,7 +96,7 @@ pub async fn attempt(
         };
         attempts.left -= 1;
         attempts.tried.push(index);
-        tracing::info!(parent: &context.span,
+        tracing::debug!(target: DECISIONS, parent: &context.span,
             endpoint = endpoint.name(),
             attempt = attempts.tried.len(),
             model_loaded = endpoint.has_loaded(&route.upstream),
@@ -218,7 +219,7 @@ async fn first_token(
             Ok(Some(Ok(content))) => {
                 let ttft = start.elapsed();
                 endpoint.record_ttft(ttft);
-                tracing::info!(parent: call_span, ttft_ms = ttft.as_secs_f64() * 1000.0, "first token");
+                tracing::debug!(target: DECISIONS, parent: call_span, ttft_ms = ttft.as_secs_f64() * 1000.0, "first token");
                 return Ok((content, events));
             }
             Ok(Some(Err(err))) => return Err(err.into()),

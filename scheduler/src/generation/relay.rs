@@ -82,14 +82,14 @@ pub fn relay(
         }
         let idle = route.timeouts.idle;
         let idle_ms = idle.as_millis() as u64;
-        let mut completion_tokens = 0;
+        let (mut prompt_tokens, mut completion_tokens) = (0, 0);
         loop {
             let (limit, expired) = budget.cap(Instant::now() + idle, TimeoutKind::Idle, idle_ms);
             let failure = match tokio::time::timeout_at(limit, rest.next()).await {
                 Ok(Some(Ok(next))) => {
                     match &next {
                         Event::Usage(usage) => {
-                            completion_tokens = usage.completion_tokens;
+                            (prompt_tokens, completion_tokens) = (usage.prompt_tokens, usage.completion_tokens);
                             call_span.record("gen_ai.usage.input_tokens", i64::from(usage.prompt_tokens));
                             call_span.record("gen_ai.usage.output_tokens", i64::from(usage.completion_tokens));
                         }
@@ -113,10 +113,13 @@ pub fn relay(
         }
         let queue_ms = permit.queued().as_millis() as u64;
         drop(call_span);
+        // The one line per request at `info`: where it ran and what it cost; the decisions
+        // that led here are on the trace and at `debug`.
+        tracing::info!(parent: &context.span, pool = %pool.name, endpoint = in_flight.endpoint().name(),
+            upstream_model = %route.upstream, queue_ms, prompt_tokens, completion_tokens, "chat finished");
         drop(in_flight);
         drop(permit);
         context.span.record("rpc.grpc.status_code", 0);
-        tracing::info!(parent: &context.span, queue_ms, completion_tokens, "chat finished");
     }
 }
 
