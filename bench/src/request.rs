@@ -154,12 +154,19 @@ impl ChatCall {
     }
 }
 
-/// A `"content":"x` with a non-empty value: a real token, not the empty role chunk.
+/// A `"content":"x` (spaces allowed after the colon, as llama.cpp writes it) with a non-empty
+/// value: a real token, not the empty role chunk.
 fn has_content_token(bytes: &[u8]) -> bool {
-    const KEY: &[u8] = b"\"content\":\"";
-    bytes
-        .windows(KEY.len() + 1)
-        .any(|w| w.starts_with(KEY) && w[KEY.len()] != b'"')
+    const KEY: &[u8] = b"\"content\":";
+    bytes.windows(KEY.len()).enumerate().any(|(at, window)| {
+        if window != KEY {
+            return false;
+        }
+        let mut value = bytes[at + KEY.len()..]
+            .iter()
+            .skip_while(|b| b.is_ascii_whitespace());
+        value.next() == Some(&b'"') && value.next().is_some_and(|&b| b != b'"')
+    })
 }
 
 /// An HTTP client for load generation: no Nagle, a deep idle pool.
@@ -169,4 +176,19 @@ pub fn client() -> reqwest::Client {
         .pool_max_idle_per_host(4096)
         .build()
         .unwrap_or_else(|_| reqwest::Client::new())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_content_token;
+
+    #[test]
+    fn a_content_token_is_found_with_or_without_a_space() {
+        assert!(has_content_token(br#"{"delta":{"content":"Hi"}}"#));
+        assert!(has_content_token(br#"{"delta": {"content": "Load"}}"#));
+        assert!(!has_content_token(
+            br#"{"delta":{"role":"assistant","content":""}}"#
+        ));
+        assert!(!has_content_token(br#"{"delta":{"content": null}}"#));
+    }
 }

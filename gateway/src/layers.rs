@@ -98,6 +98,9 @@ pub async fn server_span(mut request: Request, next: Next) -> Response {
         "llmgw.key" = tracing::field::Empty,
         "llmgw.ratelimit.decision" = tracing::field::Empty,
         request_id = %request_id,
+        // Log context (trace attributes stay off log lines): who called, by key label.
+        tenant = tracing::field::Empty,
+        key = tracing::field::Empty,
         trace_id = tracing::field::Empty,
         span_id = tracing::field::Empty,
     );
@@ -155,8 +158,10 @@ pub async fn caller(
     };
     let span = tracing::Span::current();
     span.record("llmgw.tenant", caller.tenant.as_str());
+    span.record("tenant", caller.tenant.as_str());
     if let Some(key) = &caller.key_name {
         span.record("llmgw.key", key.as_str());
+        span.record("key", key.as_str());
     }
     span.record("llmgw.priority", priority_name(caller.priority));
     let explained = (caller.tenant.clone(), priority_name(caller.priority));

@@ -15,17 +15,24 @@ use tonic::Code;
 /// A backend's generation: content deltas, then one finish and one usage event.
 pub type EventStream = BoxStream<'static, Result<chat_event::Event, BackendError>>;
 
+/// Asked once more just before a request is written, after everything that can take time is
+/// done: a scheduler paused past its lease (a standby leads now) must not start a generation
+/// on resuming, so the last check sits as close to the write as it can.
+pub type SendGate = std::sync::Arc<dyn Fn() -> bool + Send + Sync>;
+
 /// What every backend protocol provides.
 pub trait Backend: Send + Sync + std::fmt::Debug {
     /// A label for logs and the `started` event, e.g. `ollama@http://host:11434`.
     fn name(&self) -> &str;
     /// Starts a generation. Resolves once the backend accepted the request (response head
     /// received); dropping the returned stream closes the upstream request. `trace` holds the
-    /// W3C trace-context headers to send, so engines can continue the trace.
+    /// W3C trace-context headers to send, so engines can continue the trace. Nothing is sent
+    /// (`NotSent`) if `gate` says no just before the write.
     fn chat(
         &self,
         request: ChatRequest,
         trace: http::HeaderMap,
+        gate: SendGate,
     ) -> BoxFuture<'static, Result<EventStream, BackendError>>;
     /// `gen_ai.provider.name` of this protocol.
     fn provider(&self) -> &'static str;
@@ -134,13 +141,16 @@ pub enum BackendError {
     /// The stream ended or broke before the generation finished.
     #[error("backend stream interrupted: {0}")]
     Interrupted(String),
+    /// The send gate said no: nothing was sent (this scheduler no longer holds its lease).
+    #[error("not sent: this scheduler no longer holds the lease")]
+    NotSent,
 }
 
 impl BackendError {
     /// gRPC code for this failure.
     pub fn code(&self) -> Code {
         match self {
-            Self::Unreachable(_) | Self::Overloaded(_) => Code::Unavailable,
+            Self::Unreachable(_) | Self::Overloaded(_) | Self::NotSent => Code::Unavailable,
             Self::ModelNotFound(_) => Code::NotFound,
             Self::Rejected(_) => Code::InvalidArgument,
             // UNKNOWN is our "bad gateway": the backend's answer was wrong, not ours.
@@ -151,12 +161,15 @@ impl BackendError {
     /// Whether another endpoint might do better (before the first token). A request the
     /// backend rejected as malformed would be rejected anywhere.
     pub fn retryable(&self) -> bool {
-        !matches!(self, Self::Rejected(_))
+        !matches!(self, Self::Rejected(_) | Self::NotSent)
     }
 
     /// Whether this counts against the endpoint's health (breaker).
     pub fn is_endpoint_fault(&self) -> bool {
-        !matches!(self, Self::Rejected(_) | Self::ModelNotFound(_))
+        !matches!(
+            self,
+            Self::Rejected(_) | Self::ModelNotFound(_) | Self::NotSent
+        )
     }
 
     /// Stable reason.
@@ -170,6 +183,7 @@ impl BackendError {
             Self::Status { .. } => Reason::BackendError,
             Self::BadResponse(_) => Reason::BackendBadResponse,
             Self::Interrupted(_) => Reason::BackendInterrupted,
+            Self::NotSent => Reason::NotLeader,
         }
     }
 }

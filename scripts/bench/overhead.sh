@@ -13,6 +13,8 @@
 #   OUT (bench/results)  where overhead.jsonl, overhead.md and overhead.png go
 #   LLMGW_BIN_DIR        use these binaries instead of building release ones (CI smoke: debug)
 #   SMOKE=1              tiny sizes: checks the script end to end, not the numbers
+#   REAL_ENGINE=1        also the seed sweep against llama.cpp + SmolLM2-135M (one slot), direct vs
+#                        the pair (prepares the engine with scripts/test/real_engine_setup.sh)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 if [ "${SMOKE:-0}" = 1 ]; then
@@ -125,5 +127,38 @@ for workers in ${SWEEP//,/ }; do
     --tag seed --workers "$workers" --seconds "$SWEEP_SECONDS" --stream
 done
 stop_all; PIDS=()
+
+# --- Phase 4 (REAL_ENGINE=1): the same sweep against a real engine, llama.cpp with SmolLM2-135M.
+if [ "${REAL_ENGINE:-0}" = 1 ]; then
+  eval "$(bash scripts/test/real_engine_setup.sh)"
+  ENGINE_PORT=$((base + 10)); ENGINE_URL="http://127.0.0.1:$ENGINE_PORT"
+  "$LLMGW_LLAMA_PYTHON" -m llama_cpp.server --model "$LLMGW_LLAMA_MODEL" --model_alias smollm2 \
+    --host 127.0.0.1 --port "$ENGINE_PORT" --n_ctx 2048 --interrupt_requests False >/dev/null 2>&1 & PIDS+=($!)
+  wait_ok "$ENGINE_URL/v1/models"
+  ENGINE_CONFIG="$OUT/real-engine.toml"
+  cat >"$ENGINE_CONFIG" <<TOML
+[[pool]]
+name = "cpu"
+[[pool.endpoint]]
+url = "$ENGINE_URL/v1"
+kind = "openai"
+slots = 1
+
+[[model]]
+name = "smollm2"
+[[model.version]]
+name = "q4"
+pool = "cpu"
+upstream = "smollm2"
+TOML
+  SCHEDULER_CONFIG="$ENGINE_CONFIG" start_pair info "$SCHED_PORT" "$GW_PORT" 1
+  note "overhead: phase 4 (real engine, llama.cpp + SmolLM2-135M, 1 slot): TTFT against workers"
+  ENGINE_SWEEP="${ENGINE_SWEEP:-1,2,4}"
+  for workers in ${ENGINE_SWEEP//,/ }; do
+    measure load --target "direct=$ENGINE_URL$CHAT" --target "pair=http://127.0.0.1:$GW_PORT$CHAT" \
+      --model smollm2 --tag engine --workers "$workers" --seconds "${ENGINE_SECONDS:-20}" --stream
+  done
+  stop_all; PIDS=()
+fi
 
 "$PYTHON" scripts/bench/overhead_report.py "$RESULTS" --markdown "$OUT/overhead.md" --plot "$OUT/overhead.png"

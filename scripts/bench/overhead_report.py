@@ -124,10 +124,10 @@ def markdown(rows):
     return "\n".join(lines) + "\n"
 
 
-def sweep_points(by):
+def sweep_points(by, tag="seed"):
     points = {}
     for r in by.get("load_stream", []):
-        if r["tag"] == "seed" and r["target"] in ("direct", "pair") and num(r.get("ttft_p50_ms")):
+        if r["tag"] == tag and r["target"] in ("direct", "pair") and num(r.get("ttft_p50_ms")):
             points.setdefault(r["target"], []).append((r["workers"], r["ttft_p50_ms"], r["ttft_p99_ms"]))
     return points
 
@@ -185,6 +185,15 @@ def main():
         for w, a, b in sorted(sweep.get("pair", [])):
             d = direct.get(w, (float("nan"), float("nan")))
             text += f"| {w} | {d[0]:.1f} / {d[1]:.1f} | {a:.1f} / {b:.1f} |\n"
+    engine = [r for r in by.get("load_stream", []) if r["tag"] == "engine"]
+    if engine:
+        text += "\nReal engine (llama.cpp + SmolLM2-135M, 1 slot), streamed:\n\n"
+        text += "| workers | target | requests | rps | rps ratio | TTFT p50 / p99 ms |\n|---:|---|---:|---:|---:|---:|\n"
+        for r in engine:
+            ratio, p50, p99 = (num(r.get(k)) for k in ("rps_ratio", "ttft_p50_ms", "ttft_p99_ms"))
+            text += (f"| {r['workers']} | {r['target']} | {r['requests']} | {r['rps']:.2f} | "
+                     f"{'—' if ratio is None else f'{ratio:.3f}'} | "
+                     f"{'—' if p50 is None else f'{p50:.1f} / {p99:.1f}'} |\n")
     print(text)
     if args.markdown:
         open(args.markdown, "w").write(text)

@@ -10,8 +10,8 @@ use serde_json::{Map, Value};
 
 use super::ollama_wire as wire;
 use super::{
-    Backend, BackendError, EventStream, error_chain, get_json, http_client, sampling_options,
-    status_error, transport_error,
+    Backend, BackendError, EventStream, SendGate, error_chain, get_json, http_client,
+    sampling_options, status_error, transport_error,
 };
 use crate::framing::LineDecoder;
 
@@ -52,20 +52,18 @@ impl Backend for OllamaBackend {
         &self,
         request: ChatRequest,
         trace: http::HeaderMap,
+        gate: SendGate,
     ) -> BoxFuture<'static, Result<EventStream, BackendError>> {
         let http = self.http.clone();
         let url = format!("{}/api/chat", self.base);
         Box::pin(async move {
             let model = request.model.clone();
             let prompt_words = super::prompt_words(&request);
-            let body = to_wire(request);
-            let response = http
-                .post(url)
-                .headers(trace)
-                .json(&body)
-                .send()
-                .await
-                .map_err(transport_error)?;
+            let call = http.post(url).headers(trace).json(&to_wire(request));
+            if !gate() {
+                return Err(BackendError::NotSent);
+            }
+            let response = call.send().await.map_err(transport_error)?;
             let status = response.status().as_u16();
             if status != 200 {
                 let text = super::error_body(response).await;
@@ -273,6 +271,23 @@ impl DecodeState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_closed_gate_sends_nothing() {
+        // A listener that counts connections: the gate is asked before any byte goes out.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let backend = OllamaBackend::new(&base, Duration::from_secs(1)).unwrap();
+        let request = ChatRequest {
+            model: "m".to_owned(),
+            ..Default::default()
+        };
+        let gate: SendGate = std::sync::Arc::new(|| false);
+        let outcome = backend.chat(request, http::HeaderMap::new(), gate).await;
+        assert!(matches!(outcome, Err(BackendError::NotSent)));
+        let accepted = tokio::time::timeout(Duration::from_millis(100), listener.accept()).await;
+        assert!(accepted.is_err(), "no connection was opened");
+    }
 
     async fn collect(body: &'static [&'static [u8]]) -> Vec<Result<Event, String>> {
         let chunks = futures::stream::iter(

@@ -12,8 +12,8 @@ use serde_json::{Map, Value};
 
 use super::openai_wire as wire;
 use super::{
-    Backend, BackendError, EventStream, get_json, http_client, sampling_options, status_error,
-    transport_error,
+    Backend, BackendError, EventStream, SendGate, get_json, http_client, sampling_options,
+    status_error, transport_error,
 };
 use crate::framing::sse::SseDecoder;
 
@@ -80,6 +80,7 @@ impl Backend for OpenAiBackend {
         &self,
         request: ChatRequest,
         trace: http::HeaderMap,
+        gate: SendGate,
     ) -> BoxFuture<'static, Result<EventStream, BackendError>> {
         let prompt_words = super::prompt_words(&request);
         let stream = request.stream;
@@ -89,6 +90,9 @@ impl Backend for OpenAiBackend {
             .headers(trace)
             .json(&to_wire(request));
         Box::pin(async move {
+            if !gate() {
+                return Err(BackendError::NotSent);
+            }
             let response = call.send().await.map_err(transport_error)?;
             let status = response.status().as_u16();
             if status != 200 {

@@ -13,7 +13,7 @@ use tracing::Instrument;
 
 use super::budget::Budget;
 use super::context::Context;
-use crate::backend::{BackendError, EventStream};
+use crate::backend::{BackendError, EventStream, SendGate};
 use crate::endpoint::{Endpoint, InFlight};
 use crate::error::{SchedulerError, TimeoutKind};
 use crate::pool::Pool;
@@ -206,11 +206,19 @@ async fn first_token(
         &llmgw_telemetry::propagation::outgoing(call_span, &context.incoming),
         &mut trace,
     );
-    let mut events =
-        match tokio::time::timeout_at(connect_by, endpoint.backend.chat(request, trace)).await {
-            Ok(started) => started?,
-            Err(_) => return Err(connect_error),
-        };
+    let lease = Arc::clone(&context.lease);
+    let gate: SendGate = Arc::new(move || lease.is_leader());
+    let call = endpoint.backend.chat(request, trace, gate);
+    let mut events = match tokio::time::timeout_at(connect_by, call).await {
+        Ok(Ok(started)) => started,
+        Ok(Err(BackendError::NotSent)) => {
+            return Err(SchedulerError::NotLeader {
+                leader: context.lease.leader(),
+            });
+        }
+        Ok(Err(err)) => return Err(err.into()),
+        Err(_) => return Err(connect_error),
+    };
     let (first_by, first_error) =
         budget.cap(start + timeouts.ttft, TimeoutKind::FirstToken, ttft_ms);
     loop {

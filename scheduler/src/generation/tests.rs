@@ -71,6 +71,7 @@ impl Backend for Scripted {
         &self,
         _request: ChatRequest,
         _trace: http::HeaderMap,
+        _gate: crate::backend::SendGate,
     ) -> BoxFuture<'static, Result<EventStream, BackendError>> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         let script = {
