@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Builds and runs the gateway pair locally, no Docker: llm-sim (unless OLLAMA_BASE is set) +
 # scheduler + gateway. Ctrl-C stops everything.
+#   ENGINE=smollm2   a real model instead of the simulator: llama.cpp serving SmolLM2-135M on the
+#                    CPU (prepared once and cached by scripts/test/real_engine_setup.sh; no GPU,
+#                    no Ollama); the model is called `smollm2`
+#   LLAMA_LISTEN     where that engine listens (default 127.0.0.1:8081)
 #   OLLAMA_BASE      use this Ollama instead of the embedded simulator
 #   GATEWAY_LISTEN   default 127.0.0.1:8080;  SCHEDULER_LISTEN default 127.0.0.1:50051
 #   PROFILE          release (default) or debug
@@ -18,7 +22,38 @@ pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
 trap cleanup EXIT INT TERM
 
-if [ -z "${OLLAMA_BASE:-}" ]; then
+model=llama3.2
+if [ "${ENGINE:-}" = smollm2 ]; then
+  engine_env="$(bash scripts/test/real_engine_setup.sh)"
+  eval "$engine_env"
+  LLAMA_LISTEN="${LLAMA_LISTEN:-127.0.0.1:8081}"
+  echo "run-local: ENGINE=smollm2, starting llama.cpp with SmolLM2-135M on $LLAMA_LISTEN"
+  "$LLMGW_LLAMA_PYTHON" -m llama_cpp.server --model "$LLMGW_LLAMA_MODEL" --model_alias smollm2 \
+    --host "${LLAMA_LISTEN%:*}" --port "${LLAMA_LISTEN##*:}" --n_ctx 2048 --interrupt_requests False \
+    >/dev/null 2>&1 & pids+=($!)
+  for _ in $(seq 1 600); do curl -fsS "http://$LLAMA_LISTEN/v1/models" >/dev/null 2>&1 && break; sleep 0.1; done
+  config="$(mktemp -t llmgw-smollm2.XXXXXX.toml)"
+  cat >"$config" <<TOML
+# Written by scripts/run-local.sh: one llama.cpp endpoint with one slot, model \`smollm2\`.
+[[pool]]
+name = "cpu"
+[[pool.endpoint]]
+url = "http://$LLAMA_LISTEN/v1"
+kind = "openai"
+slots = 1
+
+[[model]]
+name = "smollm2"
+[model.timeouts]
+ttft_ms = 60000
+[[model.version]]
+name = "q4"
+pool = "cpu"
+upstream = "smollm2"
+TOML
+  export SCHEDULER_CONFIG="$config"
+  model=smollm2
+elif [ -z "${OLLAMA_BASE:-}" ]; then
   export SIM_LISTEN="${SIM_LISTEN:-127.0.0.1:11434}"
   export OLLAMA_BASE="http://$SIM_LISTEN"
   echo "run-local: OLLAMA_BASE unset, starting llm-sim on $SIM_LISTEN (set OLLAMA_BASE to use a real Ollama)"
@@ -35,8 +70,8 @@ done
 if curl -fsS "$gateway_url/readyz" >/dev/null 2>&1; then
   echo "run-local: ready. Try:"
   echo "  curl -sN $gateway_url/v1/chat/completions -H 'content-type: application/json' \\"
-  echo "    -d '{\"model\":\"llama3.2\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}'"
+  echo "    -d '{\"model\":\"$model\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}'"
 else
-  echo "run-local: gateway not ready yet (is the backend at $OLLAMA_BASE up?); $gateway_url/readyz tells" >&2
+  echo "run-local: gateway not ready yet (is the backend up?); $gateway_url/readyz tells" >&2
 fi
 wait -n "${pids[@]}"

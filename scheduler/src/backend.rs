@@ -98,7 +98,29 @@ pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
 
 /// A non-200 answer, classified. Bodies are `{"error": "..."}` (Ollama) or
 /// `{"error": {"message": "..."}}` (OpenAI); anything else is quoted, truncated.
-pub(crate) fn status_error(status: u16, body: &str, model: &str) -> BackendError {
+/// The longest `Retry-After` passed on from a backend: a misconfigured engine cannot tell
+/// clients to go away for a day.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
+/// A backend's `Retry-After` in seconds (the HTTP-date form is not used by engines; ignored).
+pub(crate) fn retry_after_of(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let seconds: u64 = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(seconds).min(MAX_RETRY_AFTER))
+}
+
+/// The error for a non-200 answer; `retry_after` is the backend's own hint on a 429/503.
+pub(crate) fn status_error(
+    status: u16,
+    body: &str,
+    model: &str,
+    retry_after: Option<Duration>,
+) -> BackendError {
     let parsed: Option<serde_json::Value> = serde_json::from_str(body).ok();
     let message = parsed
         .as_ref()
@@ -112,7 +134,10 @@ pub(crate) fn status_error(status: u16, body: &str, model: &str) -> BackendError
     match status {
         404 => BackendError::ModelNotFound(model.to_owned()),
         400 | 422 => BackendError::Rejected(message),
-        429 | 503 => BackendError::Overloaded(status),
+        429 | 503 => BackendError::Overloaded {
+            status,
+            retry_after,
+        },
         _ => BackendError::Status { status, message },
     }
 }
@@ -130,8 +155,12 @@ pub enum BackendError {
     #[error("backend rejected the request: {0}")]
     Rejected(String),
     /// The backend said it is overloaded or unavailable (429/503).
-    #[error("backend overloaded (HTTP {0})")]
-    Overloaded(u16),
+    #[error("backend overloaded (HTTP {status})")]
+    Overloaded {
+        status: u16,
+        /// The backend's `Retry-After`, passed on to the client when no endpoint could serve.
+        retry_after: Option<Duration>,
+    },
     /// The backend answered with another error status.
     #[error("backend error (HTTP {status}): {message}")]
     Status { status: u16, message: String },
@@ -150,7 +179,7 @@ impl BackendError {
     /// gRPC code for this failure.
     pub fn code(&self) -> Code {
         match self {
-            Self::Unreachable(_) | Self::Overloaded(_) | Self::NotSent => Code::Unavailable,
+            Self::Unreachable(_) | Self::Overloaded { .. } | Self::NotSent => Code::Unavailable,
             Self::ModelNotFound(_) => Code::NotFound,
             Self::Rejected(_) => Code::InvalidArgument,
             // UNKNOWN is our "bad gateway": the backend's answer was wrong, not ours.
@@ -179,7 +208,7 @@ impl BackendError {
             Self::Unreachable(_) => Reason::BackendUnavailable,
             Self::ModelNotFound(_) => Reason::ModelNotFound,
             Self::Rejected(_) => Reason::BackendRejected,
-            Self::Overloaded(_) => Reason::BackendOverloaded,
+            Self::Overloaded { .. } => Reason::BackendOverloaded,
             Self::Status { .. } => Reason::BackendError,
             Self::BadResponse(_) => Reason::BackendBadResponse,
             Self::Interrupted(_) => Reason::BackendInterrupted,
@@ -208,7 +237,13 @@ pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
     let response = request.send().await.map_err(transport_error)?;
     let status = response.status().as_u16();
     if status != 200 {
-        return Err(status_error(status, &error_body(response).await, ""));
+        let retry_after = retry_after_of(response.headers());
+        return Err(status_error(
+            status,
+            &error_body(response).await,
+            "",
+            retry_after,
+        ));
     }
     response
         .json()

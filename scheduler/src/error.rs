@@ -109,6 +109,7 @@ impl SchedulerError {
             Self::ShuttingDown | Self::NoHealthyBackend { .. } | Self::NotLeader { .. } => {
                 Some(Duration::from_secs(1))
             }
+            Self::Backend(BackendError::Overloaded { retry_after, .. }) => *retry_after,
             Self::InvalidArgument(_)
             | Self::Unauthenticated
             | Self::DeadlineExceeded(_)

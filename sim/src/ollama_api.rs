@@ -26,7 +26,9 @@ struct ChatRequest {
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": message.into() }))).into_response()
+    crate::refusal::with_retry_after(
+        (status, Json(json!({ "error": message.into() }))).into_response(),
+    )
 }
 
 /// `POST /api/chat`.

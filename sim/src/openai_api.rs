@@ -29,7 +29,7 @@ struct ChatRequest {
 
 fn error(status: StatusCode, kind: &str, message: impl Into<String>) -> Response {
     let body = json!({ "error": { "message": message.into(), "type": kind, "param": null, "code": null } });
-    (status, Json(body)).into_response()
+    crate::refusal::with_retry_after((status, Json(body)).into_response())
 }
 
 /// `POST /v1/chat/completions`.

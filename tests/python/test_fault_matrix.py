@@ -507,8 +507,8 @@ def test_04_backend_answers_overloaded(start_stack, code):
 
 
 class RefusingOllama(BaseHTTPRequestHandler):
-    """An Ollama that answers its probes and refuses every chat with 429 and `Retry-After: 7`
-    (llm-sim's status faults send no Retry-After, so they cannot show whether one is passed on)."""
+    """An Ollama that answers its probes and refuses every chat with 429 and `Retry-After: 7`:
+    a stand-in written independently of llm-sim, so the hint is seen to travel from any engine."""
 
     def do_GET(self):
         if self.path in ("/api/tags", "/api/ps"):
@@ -554,6 +554,7 @@ def test_04c_backend_429_with_retry_after(start_stack):
                   f"backend's Retry-After: 7 passed on: {'yes' if '7' in passed else 'no'}"]
     check(row, expected={"503 backend_overloaded", "503 no_healthy_backend"},
           must_see={"503 backend_overloaded"})
+    assert passed == ["7"], f"every backend_overloaded refusal carries the engine's Retry-After: {passed}"
 
 
 def test_05_scheduler_sigkill_and_restart_under_load(start_stack):

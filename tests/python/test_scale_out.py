@@ -6,6 +6,7 @@ outcome, slots never exceeded); the leader paused with SIGSTOP past its TTL and 
 starts nothing more: its own llm-sim sees no new request); a gateway killed (clients move to
 another). Run with `pytest -s` for the table of measured numbers."""
 
+import hashlib
 import json
 import os
 import shutil
@@ -67,8 +68,9 @@ class Replica:
 
     @property
     def backend(self) -> str:
-        """What `x-llmgw-backend` says for a generation this replica ran."""
-        return f"ollama@{self.sim_url}"
+        """What `x-llmgw-backend` says for a generation this replica ran: the protocol and a
+        hash of the endpoint URL, never the address."""
+        return "ollama-" + hashlib.sha256(self.sim_url.encode()).hexdigest()[:8]
 
     def health(self, timeout_s: float = 1.0) -> str:
         """grpc.health.v1.Health/Check with the empty service: SERVING, NOT_SERVING, or the

@@ -245,7 +245,11 @@ async fn handle(
     if let Some(started) = started {
         let headers = response.headers_mut();
         put(headers, "x-llmgw-queue-ms", &started.queue_ms.to_string());
-        put(headers, "x-llmgw-backend", &started.backend);
+        put(
+            headers,
+            "x-llmgw-backend",
+            &crate::backend_label::public(&started.backend),
+        );
     }
     Ok(response)
 }

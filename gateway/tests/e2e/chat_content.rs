@@ -26,11 +26,11 @@ async fn non_stream_returns_the_simulated_text_usage_and_explaining_headers() {
     assert_eq!(headers["x-llmgw-tenant"], "team-a");
     assert_eq!(headers["x-llmgw-priority"], "batch");
     assert_eq!(headers["x-llmgw-queue-ms"], "0");
+    let backend = headers["x-llmgw-backend"].to_str().unwrap();
+    assert!(backend.starts_with("ollama-"), "{backend}");
     assert!(
-        headers["x-llmgw-backend"]
-            .to_str()
-            .unwrap()
-            .starts_with("ollama@")
+        !backend.contains("127.0.0.1"),
+        "no internal address: {backend}"
     );
     assert!(
         headers["x-request-id"]

@@ -116,9 +116,15 @@ async fn backend_error_status_is_502_and_overload_is_503() {
         ..quick_sim()
     })
     .await;
-    let (status, reason, _) =
-        status_reason_body(stack.chat(chat_body("llama3.2", "hi")).await).await;
+    let response = stack.chat(chat_body("llama3.2", "hi")).await;
+    let retry_after = response.headers().get("retry-after").cloned();
+    let (status, reason, _) = status_reason_body(response).await;
     assert_eq!((status, reason.as_str()), (503, "backend_overloaded"));
+    assert_eq!(
+        retry_after.as_ref().map(|v| v.to_str().unwrap()),
+        Some(llm_sim::refusal::RETRY_AFTER_SECS.to_string().as_str()),
+        "the engine's own Retry-After reaches the client"
+    );
 }
 
 #[tokio::test]

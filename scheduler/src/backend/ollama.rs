@@ -66,8 +66,9 @@ impl Backend for OllamaBackend {
             let response = call.send().await.map_err(transport_error)?;
             let status = response.status().as_u16();
             if status != 200 {
+                let retry_after = super::retry_after_of(response.headers());
                 let text = super::error_body(response).await;
-                return Err(status_error(status, &text, &model));
+                return Err(status_error(status, &text, &model, retry_after));
             }
             Ok(decode_events(response.bytes_stream(), prompt_words))
         })

@@ -96,8 +96,9 @@ impl Backend for OpenAiBackend {
             let response = call.send().await.map_err(transport_error)?;
             let status = response.status().as_u16();
             if status != 200 {
+                let retry_after = super::retry_after_of(response.headers());
                 let text = super::error_body(response).await;
-                return Err(status_error(status, &text, &model));
+                return Err(status_error(status, &text, &model, retry_after));
             }
             let mut state = DecodeState {
                 prompt_words,
