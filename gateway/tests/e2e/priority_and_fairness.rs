@@ -117,7 +117,26 @@ async fn a_light_tenant_goes_ahead_of_a_flooding_tenants_backlog() {
 #[tokio::test]
 async fn a_full_queue_gives_way_to_a_higher_class() {
     let (stack, holder) = one_slot_held(|s| s.max_queue = 1).await;
-    let batch = send(&stack, "t", "batch");
+    let batch = {
+        let request = stack
+            .http
+            .post(stack.url("/v1/chat/completions"))
+            .header("x-priority", "batch")
+            .json(&chat_body("llama3.2", "first batch"));
+        tokio::spawn(async move {
+            let response = request.send().await.unwrap();
+            let header = |name: &str| {
+                response
+                    .headers()
+                    .get(name)
+                    .map(|v| v.to_str().unwrap().to_owned())
+            };
+            let (reason, retry_after) = (header("x-llmgw-reason"), header("retry-after"));
+            let status = response.status().as_u16();
+            let body: serde_json::Value = response.json().await.unwrap();
+            (status, reason, retry_after, body["error"]["code"].clone())
+        })
+    };
     eventually("batch queued", WAIT, || stack.admission().waiting() == 1).await;
 
     let response = stack
@@ -132,8 +151,18 @@ async fn a_full_queue_gives_way_to_a_higher_class() {
     assert_eq!(response.headers()["x-llmgw-reason"], "queue_full");
 
     let critical = send(&stack, "t", "critical");
-    let (status, _) = batch.await.unwrap();
-    assert_eq!(status, 429, "the batch waiter was displaced");
+    let (status, reason, retry_after, code) = batch.await.unwrap();
+    assert_eq!(status, 429);
+    assert_eq!(
+        reason.as_deref(),
+        Some("displaced"),
+        "the batch waiter was displaced"
+    );
+    assert_eq!(code, "displaced");
+    assert!(
+        retry_after.is_some_and(|s| s.parse::<u64>().unwrap() >= 1),
+        "a displaced client is told when to come back"
+    );
     eventually("critical queued", WAIT, || stack.admission().waiting() == 1).await;
     drop(holder);
     assert_eq!(critical.await.unwrap().0, 200);

@@ -168,6 +168,35 @@ async fn retries_happen_before_the_first_token_and_never_after() {
 }
 
 #[tokio::test]
+async fn a_request_the_backend_rejects_is_not_retried_anywhere() {
+    // 400 and 422 mean "this request is malformed": every endpoint would say the same, so
+    // exactly one endpoint sees it and the client gets the rejection, not a retry storm.
+    for code in [400, 422] {
+        let rejecting = || SimConfig {
+            fault: Fault::Status(code),
+            ..quick_sim()
+        };
+        let stack = Stack::fleet(
+            vec![rejecting(), rejecting()],
+            |urls| pool_of(urls, ""),
+            |_| {},
+        )
+        .await;
+        let response = stack.chat(chat_body("m", "malformed for the engine")).await;
+        assert_eq!(response.status(), 400, "HTTP {code} from the engine");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "backend_rejected");
+        let seen = stack.sims[0].stats().requests + stack.sims[1].stats().requests;
+        assert_eq!(seen, 1, "HTTP {code}: one endpoint saw it, no retry");
+        let pool = stack.pool("gpus");
+        assert!(
+            pool.endpoints.iter().all(|e| e.available()),
+            "a rejected request is not the endpoint's fault: no breaker opens"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_model_whose_pool_fails_falls_back_to_another_model_in_another_pool() {
     let broken = SimConfig {
         fault: Fault::Status(503),

@@ -6,7 +6,7 @@ use std::time::Duration;
 use llm_sim::{SimConfig, completion_text};
 use serde_json::json;
 
-use crate::support::{SseData, Stack, chat_body, quick_sim, sse_data};
+use crate::support::{SseData, Stack, chat_body, eventually, quick_sim, sse_data};
 
 /// Pool `ollama` on the first sim (native API), pool `openai` on the second (OpenAI API).
 fn mixed_fleet(urls: &[String]) -> String {
@@ -150,8 +150,13 @@ async fn hot_reload_under_load_loses_nothing_and_bad_files_are_refused() {
             (response.status().as_u16(), response.text().await.unwrap())
         }));
     }
-    // Mid-way, move the stable version to the OpenAI pool.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Mid-way — with generations provably running on the backends — move the stable version
+    // to the OpenAI pool.
+    let running = || stack.sims.iter().map(|sim| sim.stats().active).sum::<u64>();
+    eventually("generations in flight", Duration::from_secs(5), || {
+        running() >= 3
+    })
+    .await;
     let moved = original.replacen(
         "pool = \"ollama\"\n        upstream",
         "pool = \"openai\"\n        upstream",

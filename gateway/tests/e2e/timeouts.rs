@@ -17,7 +17,11 @@ fn config(urls: &[String], timeouts: &str) -> String {
 }
 
 async fn reason_of(stack: &Stack, stream: bool) -> (u16, String) {
-    let mut body = chat_body("m", "time me");
+    reason_for(stack, "m", stream).await
+}
+
+async fn reason_for(stack: &Stack, model: &str, stream: bool) -> (u16, String) {
+    let mut body = chat_body(model, "time me");
     body["stream"] = json!(stream);
     let response = stack.chat(body).await;
     let status = response.status().as_u16();
@@ -141,4 +145,42 @@ async fn a_backend_that_accepts_but_never_answers_is_a_connect_timeout() {
         (504, "connect_timeout".to_owned())
     );
     held.abort();
+}
+
+#[tokio::test]
+async fn the_request_deadline_is_504_deadline_exceeded_for_the_running_and_the_waiting_request() {
+    // `GATEWAY_REQUEST_TIMEOUT_MS` is the whole request's budget: it is sent to the scheduler as
+    // the deadline, and it ends a request wherever it is — waiting for a slot or for a token.
+    let sim = SimConfig {
+        ttft_ms: 5_000,
+        ..quick_sim()
+    };
+    let stack = Stack::start_with(
+        Some(sim),
+        |scheduler| scheduler.max_concurrency = 1,
+        |gateway| gateway.request_timeout_ms = 300,
+    )
+    .await;
+    // The first request holds the only slot, waiting for a first token past its deadline; the
+    // second waits in the queue behind it (and may get the slot for its last milliseconds).
+    let (first, second) = tokio::join!(reason_for(&stack, "llama3.2", false), async {
+        eventually(
+            "the first request reached the backend",
+            Duration::from_secs(2),
+            || stack.sims[0].stats().requests == 1,
+        )
+        .await;
+        reason_for(&stack, "llama3.2", true).await
+    });
+    assert_eq!(first, (504, "deadline_exceeded".to_owned()));
+    assert_eq!(second, (504, "deadline_exceeded".to_owned()));
+    eventually("backend freed", Duration::from_secs(2), || {
+        stack.sims[0].stats().active == 0
+    })
+    .await;
+    let stats = stack.sims[0].stats();
+    assert_eq!(
+        stats.cancelled, stats.requests,
+        "every generation that started was cancelled at its deadline: {stats:?}"
+    );
 }
