@@ -9,9 +9,6 @@ use llmgw_proto::v1::Priority;
 use crate::error::ApiError;
 use crate::governance::policy::Tenant;
 
-/// Tenant used when the request names none.
-pub const ANONYMOUS: &str = "anonymous";
-
 /// The caller's identity and class for one request.
 #[derive(Debug, Clone)]
 pub struct Caller {
@@ -33,7 +30,7 @@ impl Caller {
     /// the one the request-id layer settled on.
     pub fn from_headers(headers: &HeaderMap, request_id: String) -> Result<Self, ApiError> {
         let tenant = match header(headers, "x-tenant-id")? {
-            None => ANONYMOUS.to_owned(),
+            None => llmgw_proto::ANONYMOUS_TENANT.to_owned(),
             Some(tenant) if valid_token(tenant) => tenant.to_owned(),
             Some(_) => {
                 return Err(ApiError::invalid(

@@ -27,6 +27,10 @@ mod reason;
 pub use auth::{EmptyToken, SchedulerToken};
 pub use reason::{REASON_METADATA, Reason, UnknownReason};
 
+/// The tenant of a request that names none (open mode without `x-tenant-id`, or a direct gRPC
+/// caller that leaves it empty): one name for both services.
+pub const ANONYMOUS_TENANT: &str = "anonymous";
+
 /// The grammar of tenant ids, request ids and group names both services accept: 1 to 64
 /// letters, digits, `.`, `_` or `-`. One definition, so a direct gRPC caller is held to the
 /// same rule as an HTTP client.

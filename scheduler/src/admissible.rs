@@ -11,9 +11,6 @@ use tokio::time::Instant;
 use crate::admission::{Ask, Class};
 use crate::error::SchedulerError;
 
-/// Tenant used when the caller names none.
-pub const ANONYMOUS: &str = "anonymous";
-
 const ROLES: [&str; 4] = ["system", "user", "assistant", "tool"];
 
 /// Keys the scheduler writes into the backend request itself: an engine option of the same
@@ -78,7 +75,7 @@ pub fn validate(request: ChatRequest, received: Instant) -> Result<Admissible, S
         }
     };
     let tenant = if request.tenant.is_empty() {
-        ANONYMOUS
+        llmgw_proto::ANONYMOUS_TENANT
     } else if llmgw_proto::valid_token(&request.tenant) {
         request.tenant.as_str()
     } else {
@@ -190,7 +187,7 @@ mod tests {
         assert_eq!(admissible.deadline, Some(now + Duration::from_millis(1500)));
         let defaults = validate(request("user"), now).unwrap();
         assert_eq!(defaults.ask.class, Class::Interactive);
-        assert_eq!(&*defaults.ask.tenant, ANONYMOUS);
+        assert_eq!(&*defaults.ask.tenant, llmgw_proto::ANONYMOUS_TENANT);
         assert_eq!(defaults.deadline, None);
     }
 }

@@ -3,6 +3,8 @@
 //! reason, backend time to first token; queue depth, in-flight, slots and breaker states are
 //! read from the live topology at scrape time, so they are exact.
 
+use std::sync::Arc;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -11,7 +13,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::admission::Class;
-use crate::topology::Topology;
+use crate::pool::Pool;
 
 const WAIT_BUCKETS: [f64; 14] = [
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -211,15 +213,15 @@ impl SchedulerMetrics {
             .observe(seconds);
     }
 
-    /// OpenMetrics text, with the live gauges read from `topology`.
-    pub fn render(&self, topology: &Topology) -> String {
+    /// OpenMetrics text, with the live gauges read from `pools` (the current topology's).
+    pub fn render<'a>(&self, pools: impl IntoIterator<Item = &'a Arc<Pool>>) -> String {
         self.queue_depth.clear();
         self.in_flight.clear();
         self.slots.clear();
         self.endpoint_in_flight.clear();
         self.endpoint_up.clear();
         self.breaker_state.clear();
-        for pool in topology.pools.values() {
+        for pool in pools {
             for class in Class::ALL {
                 let labels = ClassLabels {
                     pool: pool.name.clone(),

@@ -18,7 +18,8 @@ use crate::topology::Topologies;
 pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 async fn render(State(topologies): State<Arc<Topologies>>) -> impl IntoResponse {
-    let text = topologies.metrics().render(&topologies.current());
+    let current = topologies.current();
+    let text = topologies.metrics().render(current.pools.values());
     ([(header::CONTENT_TYPE, OPENMETRICS)], text)
 }
 

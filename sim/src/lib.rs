@@ -11,7 +11,8 @@
 //! - [`slots`]: slot emulation and the counters behind `GET /sim/stats`.
 //! - [`generation`]: one paced generation, faults included, shared by both APIs.
 //! - [`ollama_api`], [`openai_api`]: the two wire protocols.
-//! - [`refusal`]: the `Retry-After` on every 429/503.
+//! - [`state`]: the shared state ([`state::Sim`]); [`responses`]: streamed and cut bodies;
+//!   [`refusal`]: the `Retry-After` on every 429/503.
 //! - [`server`]: the router and [`serve`].
 
 pub mod config;
@@ -19,8 +20,10 @@ pub mod generation;
 pub mod ollama_api;
 pub mod openai_api;
 pub mod refusal;
+pub mod responses;
 pub mod server;
 pub mod slots;
+pub mod state;
 pub mod text;
 mod timestamp;
 

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::config::Fault;
 use crate::generation::{Plan, Step, prompt_from_messages, run};
-use crate::server::Sim;
+use crate::state::Sim;
 use crate::timestamp::now_rfc3339;
 
 #[derive(Debug, Deserialize)]
@@ -75,7 +75,7 @@ pub async fn chat(State(sim): State<Sim>, headers: axum::http::HeaderMap, body: 
     let steps = run(plan.clone(), &sim.config, fault, slot);
     if request.stream.unwrap_or(true) {
         let lines = steps.map(move |step| frame_line(&plan, step));
-        return crate::server::streaming_response("application/x-ndjson", lines);
+        return crate::responses::streaming_response("application/x-ndjson", lines);
     }
     let mut content = String::new();
     let mut steps = std::pin::pin!(steps);
@@ -83,10 +83,10 @@ pub async fn chat(State(sim): State<Sim>, headers: axum::http::HeaderMap, body: 
         match step {
             Step::Token(token) => content.push_str(&token),
             Step::Done => return Json(final_object(&plan, &content)).into_response(),
-            Step::Drop => return crate::server::cut_response("application/json"),
+            Step::Drop => return crate::responses::cut_response("application/json"),
             Step::Garbage => {
                 let garbage = futures::stream::once(async move { frame_line(&plan, step) });
-                return crate::server::streaming_response("application/json", garbage);
+                return crate::responses::streaming_response("application/json", garbage);
             }
         }
     }

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::config::Fault;
 use crate::generation::{Plan, Step, prompt_from_messages, run};
-use crate::server::Sim;
+use crate::state::Sim;
 use crate::timestamp::unix_seconds;
 
 #[derive(Debug, Deserialize)]
@@ -86,7 +86,7 @@ pub async fn chat(State(sim): State<Sim>, headers: axum::http::HeaderMap, body: 
         let role = futures::stream::once(futures::future::ready(Ok(framer.role_chunk())));
         let events =
             role.chain(steps.flat_map(move |step| futures::stream::iter(framer.frame(step))));
-        return crate::server::streaming_response("text/event-stream", events);
+        return crate::responses::streaming_response("text/event-stream", events);
     }
     let mut content = String::new();
     let mut steps = std::pin::pin!(steps);
@@ -94,7 +94,7 @@ pub async fn chat(State(sim): State<Sim>, headers: axum::http::HeaderMap, body: 
         match step {
             Step::Token(token) => content.push_str(&token),
             Step::Done => return Json(completion_object(&id, &plan, &content)).into_response(),
-            Step::Drop => return crate::server::cut_response("application/json"),
+            Step::Drop => return crate::responses::cut_response("application/json"),
             Step::Garbage => return (StatusCode::OK, "\u{0}<html>not json").into_response(),
         }
     }

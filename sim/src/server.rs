@@ -1,48 +1,25 @@
-//! The simulator's HTTP server: routes, shared state, and [`serve`] / [`spawn`] for tests.
+//! The simulator's HTTP server: routes and [`serve`] / [`spawn`] for tests.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 
 use axum::Json;
 use axum::Router;
-use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::Response;
+use axum::http::StatusCode;
 use axum::routing::{get, post, put};
 use axum::serve::ListenerExt;
-use futures::Stream;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Fault, SimConfig};
 use crate::slots::{Slots, StatsSnapshot};
+use crate::state::Sim;
 use crate::{ollama_api, openai_api};
-
-/// Shared state of one simulator instance.
-#[derive(Debug, Clone)]
-pub struct Sim {
-    pub(crate) config: Arc<SimConfig>,
-    pub(crate) slots: Slots,
-    fault: Arc<Mutex<Fault>>,
-}
-
-impl Sim {
-    /// The fault applied to requests arriving now.
-    pub(crate) fn fault(&self) -> Fault {
-        *self.fault.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
 
 /// The router for `config`, with the state it closes over.
 pub fn router(config: SimConfig) -> (Router, Sim) {
     let slots = Slots::new(config.slots, config.overflow, config.max_queue);
-    let fault = Arc::new(Mutex::new(config.fault));
-    let sim = Sim {
-        config: Arc::new(config),
-        slots,
-        fault,
-    };
+    let sim = Sim::new(config, slots);
     let router = Router::new()
         .route("/", get(|| async { "Ollama is running" }))
         .route("/api/chat", post(ollama_api::chat))
@@ -63,7 +40,7 @@ pub fn router(config: SimConfig) -> (Router, Sim) {
 async fn set_fault(State(sim): State<Sim>, body: String) -> (StatusCode, String) {
     match body.trim().parse::<Fault>() {
         Ok(fault) => {
-            *sim.fault.lock().unwrap_or_else(|p| p.into_inner()) = fault;
+            sim.set_fault(fault);
             (StatusCode::OK, format!("{fault:?}"))
         }
         Err(err) => (StatusCode::BAD_REQUEST, err.to_string()),
@@ -112,7 +89,7 @@ impl SimHandle {
 
     /// Changes the fault for requests arriving from now on.
     pub fn set_fault(&self, fault: Fault) {
-        *self.sim.fault.lock().unwrap_or_else(|p| p.into_inner()) = fault;
+        self.sim.set_fault(fault);
     }
 }
 
@@ -144,27 +121,4 @@ pub async fn spawn(config: SimConfig) -> std::io::Result<SimHandle> {
         sim,
         shutdown,
     })
-}
-
-/// A 200 response whose body is `chunks`; an `Err` chunk aborts the connection mid-body.
-pub(crate) fn streaming_response(
-    content_type: &'static str,
-    chunks: impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
-) -> Response {
-    Response::builder()
-        .header(header::CONTENT_TYPE, content_type)
-        .header(header::CACHE_CONTROL, "no-cache")
-        .body(Body::from_stream(chunks))
-        .unwrap_or_else(|_| Response::new(Body::empty()))
-}
-
-/// A 200 whose body starts and is then cut: the head and a few bytes reach the client (the
-/// pause lets the server flush them), then the connection drops.
-pub(crate) fn cut_response(content_type: &'static str) -> Response {
-    let chunks = async_stream::stream! {
-        yield Ok(Bytes::from_static(b"{\"model\":"));
-        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-        yield Err(std::io::Error::other("simulated drop"));
-    };
-    streaming_response(content_type, chunks)
 }

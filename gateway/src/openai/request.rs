@@ -1,42 +1,9 @@
-//! `POST /v1/chat/completions` request body as OpenAI defines it. Fields we do not model are
-//! kept in `extra` so they are passed on or refused on purpose, never silently lost.
+//! The typed pieces of a `POST /v1/chat/completions` body as OpenAI defines them. The body
+//! itself is decoded field by field (`translate::request`), so every error names its field and
+//! fields we do not model are passed on or refused on purpose, never silently lost.
 
 use serde::Deserialize;
-use serde_json::{Map, Value};
-
-#[derive(Debug, Deserialize)]
-pub struct ChatCompletionRequest {
-    pub model: String,
-    pub messages: Vec<ChatMessage>,
-    #[serde(default)]
-    pub stream: Option<bool>,
-    #[serde(default)]
-    pub stream_options: Option<StreamOptions>,
-    #[serde(default)]
-    pub temperature: Option<f64>,
-    #[serde(default)]
-    pub top_p: Option<f64>,
-    #[serde(default)]
-    pub max_tokens: Option<i64>,
-    #[serde(default)]
-    pub max_completion_tokens: Option<i64>,
-    #[serde(default)]
-    pub stop: Option<Stop>,
-    #[serde(default)]
-    pub seed: Option<i64>,
-    #[serde(default)]
-    pub presence_penalty: Option<f64>,
-    #[serde(default)]
-    pub frequency_penalty: Option<f64>,
-    #[serde(default)]
-    pub n: Option<i64>,
-    #[serde(default)]
-    pub tools: Option<Vec<ToolDefinition>>,
-    #[serde(default)]
-    pub tool_choice: Option<Value>,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
-}
+use serde_json::Value;
 
 #[derive(Debug, Deserialize)]
 pub struct StreamOptions {

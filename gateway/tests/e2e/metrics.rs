@@ -159,10 +159,8 @@ async fn a_known_sequence_moves_every_counter_by_exactly_its_share() {
         3.0
     );
 
-    let scheduler = stack
-        .topologies
-        .metrics()
-        .render(&stack.topologies.current());
+    let current = stack.topologies.current();
+    let scheduler = stack.topologies.metrics().render(current.pools.values());
     // Passthrough mode: the unknown model is admitted too and refused by the backend (404).
     let pool = "pool=\"default\",priority=\"interactive\"";
     assert_line(

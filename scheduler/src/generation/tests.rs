@@ -282,7 +282,7 @@ impl Harness {
     }
 
     fn admissions(&self) -> String {
-        self.metrics.render(&self.topology)
+        self.metrics.render(self.topology.pools.values())
     }
 }
 
