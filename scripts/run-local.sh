@@ -24,33 +24,12 @@ trap cleanup EXIT INT TERM
 
 model=llama3.2
 if [ "${ENGINE:-}" = smollm2 ]; then
-  engine_env="$(bash scripts/test/real_engine_setup.sh)"
-  eval "$engine_env"
   LLAMA_LISTEN="${LLAMA_LISTEN:-127.0.0.1:8081}"
   echo "run-local: ENGINE=smollm2, starting llama.cpp with SmolLM2-135M on $LLAMA_LISTEN"
-  "$LLMGW_LLAMA_PYTHON" -m llama_cpp.server --model "$LLMGW_LLAMA_MODEL" --model_alias smollm2 \
-    --host "${LLAMA_LISTEN%:*}" --port "${LLAMA_LISTEN##*:}" --n_ctx 2048 --interrupt_requests False \
-    >/dev/null 2>&1 & pids+=($!)
-  for _ in $(seq 1 600); do curl -fsS "http://$LLAMA_LISTEN/v1/models" >/dev/null 2>&1 && break; sleep 0.1; done
+  source scripts/lib/smollm2.sh
   config="$(mktemp -t llmgw-smollm2.XXXXXX.toml)"
-  cat >"$config" <<TOML
-# Written by scripts/run-local.sh: one llama.cpp endpoint with one slot, model \`smollm2\`.
-[[pool]]
-name = "cpu"
-[[pool.endpoint]]
-url = "http://$LLAMA_LISTEN/v1"
-kind = "openai"
-slots = 1
-
-[[model]]
-name = "smollm2"
-[model.timeouts]
-ttft_ms = 60000
-[[model.version]]
-name = "q4"
-pool = "cpu"
-upstream = "smollm2"
-TOML
+  smollm2_start "$LLAMA_LISTEN" "$config"
+  pids+=("$SMOLLM2_PID")
   export SCHEDULER_CONFIG="$config"
   model=smollm2
 elif [ -z "${OLLAMA_BASE:-}" ]; then

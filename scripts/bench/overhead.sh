@@ -130,27 +130,11 @@ stop_all; PIDS=()
 
 # --- Phase 4 (REAL_ENGINE=1): the same sweep against a real engine, llama.cpp with SmolLM2-135M.
 if [ "${REAL_ENGINE:-0}" = 1 ]; then
-  eval "$(bash scripts/test/real_engine_setup.sh)"
   ENGINE_PORT=$((base + 10)); ENGINE_URL="http://127.0.0.1:$ENGINE_PORT"
-  "$LLMGW_LLAMA_PYTHON" -m llama_cpp.server --model "$LLMGW_LLAMA_MODEL" --model_alias smollm2 \
-    --host 127.0.0.1 --port "$ENGINE_PORT" --n_ctx 2048 --interrupt_requests False >/dev/null 2>&1 & PIDS+=($!)
-  wait_ok "$ENGINE_URL/v1/models"
   ENGINE_CONFIG="$OUT/real-engine.toml"
-  cat >"$ENGINE_CONFIG" <<TOML
-[[pool]]
-name = "cpu"
-[[pool.endpoint]]
-url = "$ENGINE_URL/v1"
-kind = "openai"
-slots = 1
-
-[[model]]
-name = "smollm2"
-[[model.version]]
-name = "q4"
-pool = "cpu"
-upstream = "smollm2"
-TOML
+  source scripts/lib/smollm2.sh
+  smollm2_start "127.0.0.1:$ENGINE_PORT" "$ENGINE_CONFIG"
+  PIDS+=("$SMOLLM2_PID")
   SCHEDULER_CONFIG="$ENGINE_CONFIG" start_pair info "$SCHED_PORT" "$GW_PORT" 1
   note "overhead: phase 4 (real engine, llama.cpp + SmolLM2-135M, 1 slot): TTFT against workers"
   ENGINE_SWEEP="${ENGINE_SWEEP:-1,2,4}"
