@@ -1,9 +1,11 @@
 //! Backends sit behind one small object-safe trait; one file per wire protocol.
 
+mod decode;
 pub mod ollama;
 mod ollama_wire;
 pub mod openai;
 mod openai_wire;
+mod tools;
 
 use std::time::Duration;
 
@@ -229,23 +231,34 @@ pub(crate) fn prompt_words(request: &ChatRequest) -> u32 {
     u32::try_from(words).unwrap_or(u32::MAX)
 }
 
+/// Sends `call` unless `gate` closed just before the write; a non-200 answer becomes its
+/// classified error (`model` names the model in a 404).
+pub(crate) async fn send(
+    call: reqwest::RequestBuilder,
+    gate: &SendGate,
+    model: &str,
+) -> Result<reqwest::Response, BackendError> {
+    if !gate() {
+        return Err(BackendError::NotSent);
+    }
+    let response = call.send().await.map_err(transport_error)?;
+    let status = response.status().as_u16();
+    if status != 200 {
+        let retry_after = retry_after_of(response.headers());
+        let text = error_body(response).await;
+        return Err(status_error(status, &text, model, retry_after));
+    }
+    Ok(response)
+}
+
 /// GETs `request` and decodes its JSON body; `what` names the endpoint in errors.
 pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
     request: reqwest::RequestBuilder,
     what: &str,
 ) -> Result<T, BackendError> {
-    let response = request.send().await.map_err(transport_error)?;
-    let status = response.status().as_u16();
-    if status != 200 {
-        let retry_after = retry_after_of(response.headers());
-        return Err(status_error(
-            status,
-            &error_body(response).await,
-            "",
-            retry_after,
-        ));
-    }
-    response
+    let always: SendGate = std::sync::Arc::new(|| true);
+    send(request, &always, "")
+        .await?
         .json()
         .await
         .map_err(|err| BackendError::BadResponse(format!("{what}: {err}")))

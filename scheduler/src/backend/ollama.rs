@@ -3,15 +3,15 @@
 
 use std::time::Duration;
 
-use futures::StreamExt;
 use futures::future::BoxFuture;
 use llmgw_proto::v1::{ChatRequest, Delta, Finish, ToolCallDelta, Usage, chat_event::Event};
-use serde_json::{Map, Value};
 
+use super::decode::{ChunkDecoder, decode};
 use super::ollama_wire as wire;
+use super::tools::{json_or_string, tools_json};
 use super::{
-    Backend, BackendError, EventStream, SendGate, error_chain, get_json, http_client,
-    sampling_options, status_error, transport_error,
+    Backend, BackendError, EventStream, SendGate, get_json, http_client, sampling_options, send,
+    transport_error,
 };
 use crate::framing::LineDecoder;
 
@@ -60,16 +60,7 @@ impl Backend for OllamaBackend {
             let model = request.model.clone();
             let prompt_words = super::prompt_words(&request);
             let call = http.post(url).headers(trace).json(&to_wire(request));
-            if !gate() {
-                return Err(BackendError::NotSent);
-            }
-            let response = call.send().await.map_err(transport_error)?;
-            let status = response.status().as_u16();
-            if status != 200 {
-                let retry_after = super::retry_after_of(response.headers());
-                let text = super::error_body(response).await;
-                return Err(status_error(status, &text, &model, retry_after));
-            }
+            let response = send(call, &gate, &model).await?;
             Ok(decode_events(response.bytes_stream(), prompt_words))
         })
     }
@@ -126,19 +117,7 @@ fn to_wire(request: ChatRequest) -> wire::ChatRequest {
     } else {
         request.tools
     };
-    let tools = offered
-        .into_iter()
-        .map(|tool| {
-            serde_json::json!({
-                "type": if tool.r#type.is_empty() { "function".to_owned() } else { tool.r#type },
-                "function": {
-                    "name": tool.name,
-                    "description": tool.description,
-                    "parameters": json_or_string(&tool.parameters_json),
-                },
-            })
-        })
-        .collect();
+    let tools = tools_json(offered);
     wire::ChatRequest {
         model: request.model,
         messages,
@@ -148,63 +127,17 @@ fn to_wire(request: ChatRequest) -> wire::ChatRequest {
     }
 }
 
-fn json_or_string(text: &str) -> Value {
-    if text.is_empty() {
-        return Value::Object(Map::new());
-    }
-    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
-}
-
 /// Decodes Ollama's NDJSON body into events; a stream that ends without `done` is an error.
 fn decode_events<S, E>(body: S, prompt_words: u32) -> EventStream
 where
     S: futures::Stream<Item = Result<bytes::Bytes, E>> + Send + 'static,
     E: std::error::Error + Send + 'static,
 {
-    Box::pin(async_stream::stream! {
-        let mut decoder = LineDecoder::new(MAX_LINE_BYTES);
-        let mut state = DecodeState {
-            prompt_words,
-            ..DecodeState::default()
-        };
-        let mut body = std::pin::pin!(body);
-        loop {
-            let (lines, ended) = match body.next().await {
-                Some(Ok(chunk)) => match decoder.push(&chunk) {
-                    Ok(lines) => (lines, false),
-                    Err(err) => {
-                        yield Err(BackendError::BadResponse(err.to_string()));
-                        return;
-                    }
-                },
-                Some(Err(err)) => {
-                    yield Err(BackendError::Interrupted(error_chain(&err)));
-                    return;
-                }
-                None => (decoder.finish().into_iter().collect(), true),
-            };
-            for line in lines {
-                match state.on_line(&line) {
-                    Ok(events) => {
-                        for event in events {
-                            yield Ok(event);
-                        }
-                        if state.done {
-                            return;
-                        }
-                    }
-                    Err(err) => {
-                        yield Err(err);
-                        return;
-                    }
-                }
-            }
-            if ended {
-                break;
-            }
-        }
-        yield Err(BackendError::Interrupted("stream ended before the generation finished".to_owned()));
-    })
+    let state = DecodeState {
+        prompt_words,
+        ..DecodeState::default()
+    };
+    decode(body, LineDecoder::new(MAX_LINE_BYTES), state)
 }
 
 #[derive(Debug, Default)]
@@ -216,9 +149,21 @@ struct DecodeState {
     prompt_words: u32,
 }
 
-impl DecodeState {
-    fn on_line(&mut self, line: &[u8]) -> Result<Vec<Event>, BackendError> {
-        let chunk: wire::ChatChunk = serde_json::from_slice(line).map_err(|err| {
+impl ChunkDecoder for DecodeState {
+    type Frame = bytes::Bytes;
+
+    fn done(&self) -> bool {
+        self.done
+    }
+
+    fn at_end(&mut self) -> Result<Vec<Event>, BackendError> {
+        Err(BackendError::Interrupted(
+            "stream ended before the generation finished".to_owned(),
+        ))
+    }
+
+    fn on_frame(&mut self, line: bytes::Bytes) -> Result<Vec<Event>, BackendError> {
+        let chunk: wire::ChatChunk = serde_json::from_slice(&line).map_err(|err| {
             BackendError::BadResponse(format!("not an Ollama chat chunk ({err})"))
         })?;
         if let Some(error) = chunk.error {
@@ -289,6 +234,8 @@ mod tests {
         let accepted = tokio::time::timeout(Duration::from_millis(100), listener.accept()).await;
         assert!(accepted.is_err(), "no connection was opened");
     }
+
+    use futures::StreamExt;
 
     async fn collect(body: &'static [&'static [u8]]) -> Vec<Result<Event, String>> {
         let chunks = futures::stream::iter(

@@ -5,19 +5,19 @@
 
 use std::time::Duration;
 
-use futures::StreamExt;
 use futures::future::BoxFuture;
 use llmgw_proto::v1::{ChatRequest, Delta, Finish, ToolCallDelta, Usage, chat_event::Event};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
+use super::decode::{ChunkDecoder, WholeBody, decode};
 use super::openai_wire as wire;
+use super::tools::tools_json;
 use super::{
-    Backend, BackendError, EventStream, SendGate, get_json, http_client, sampling_options,
-    status_error, transport_error,
+    Backend, BackendError, EventStream, SendGate, get_json, http_client, sampling_options, send,
 };
-use crate::framing::sse::SseDecoder;
+use crate::framing::sse::{SseDecoder, SseEvent};
 
-/// Longest SSE line accepted (a non-streamed answer arrives as one body, not through SSE).
+/// Longest SSE line, and longest non-streamed answer, accepted.
 const MAX_LINE_BYTES: usize = 16 << 20;
 
 /// One OpenAI-compatible server.
@@ -90,33 +90,17 @@ impl Backend for OpenAiBackend {
             .headers(trace)
             .json(&to_wire(request));
         Box::pin(async move {
-            if !gate() {
-                return Err(BackendError::NotSent);
-            }
-            let response = call.send().await.map_err(transport_error)?;
-            let status = response.status().as_u16();
-            if status != 200 {
-                let retry_after = super::retry_after_of(response.headers());
-                let text = super::error_body(response).await;
-                return Err(status_error(status, &text, &model, retry_after));
-            }
-            let mut state = DecodeState {
+            let response = send(call, &gate, &model).await?;
+            let state = DecodeState {
                 prompt_words,
                 ..DecodeState::default()
             };
-            if !stream {
-                let body = response.bytes().await.map_err(transport_error)?;
-                let events = state.on_data(&body).and_then(|mut events| {
-                    events.extend(state.finish()?);
-                    Ok(events)
-                });
-                return Ok(futures::stream::iter(match events {
-                    Ok(events) => events.into_iter().map(Ok).collect::<Vec<_>>(),
-                    Err(err) => vec![Err(err)],
-                })
-                .boxed());
-            }
-            Ok(decode_sse(response.bytes_stream(), state))
+            let body = response.bytes_stream();
+            Ok(if stream {
+                decode(body, SseDecoder::new(MAX_LINE_BYTES), SseFrames(state))
+            } else {
+                decode(body, WholeBody::new(MAX_LINE_BYTES), state)
+            })
         })
     }
 
@@ -157,17 +141,7 @@ fn to_wire(request: ChatRequest) -> wire::ChatRequest {
             tool_call_id: (!m.tool_call_id.is_empty()).then_some(m.tool_call_id),
         })
         .collect();
-    let tools = request
-        .tools
-        .into_iter()
-        .map(|tool| {
-            let parameters = serde_json::from_str::<Value>(&tool.parameters_json).unwrap_or(Value::Object(Map::new()));
-            serde_json::json!({
-                "type": "function",
-                "function": { "name": tool.name, "description": tool.description, "parameters": parameters },
-            })
-        })
-        .collect();
+    let tools = tools_json(request.tools);
     wire::ChatRequest {
         model: request.model,
         messages,
@@ -181,51 +155,46 @@ fn to_wire(request: ChatRequest) -> wire::ChatRequest {
     }
 }
 
-fn decode_sse<S, E>(body: S, mut state: DecodeState) -> EventStream
-where
-    S: futures::Stream<Item = Result<bytes::Bytes, E>> + Send + 'static,
-    E: std::error::Error + Send + 'static,
-{
-    Box::pin(async_stream::stream! {
-        let mut decoder = SseDecoder::new(MAX_LINE_BYTES);
-        let mut body = std::pin::pin!(body);
-        while let Some(chunk) = body.next().await {
-            let events = match chunk {
-                Ok(chunk) => match decoder.push(&chunk) {
-                    Ok(events) => events,
-                    Err(err) => {
-                        yield Err(BackendError::BadResponse(err.to_string()));
-                        return;
-                    }
-                },
-                Err(err) => {
-                    yield Err(BackendError::Interrupted(super::error_chain(&err)));
-                    return;
-                }
-            };
-            for event in events {
-                if event.data == "[DONE]" {
-                    match state.finish() {
-                        Ok(last) => for item in last { yield Ok(item) },
-                        Err(err) => yield Err(err),
-                    }
-                    return;
-                }
-                match state.on_data(event.data.as_bytes()) {
-                    Ok(items) => for item in items { yield Ok(item) },
-                    Err(err) => {
-                        yield Err(err);
-                        return;
-                    }
-                }
-            }
+/// A streamed answer: SSE events, each a chunk, until `[DONE]`.
+struct SseFrames(DecodeState);
+
+impl ChunkDecoder for SseFrames {
+    type Frame = SseEvent;
+
+    fn on_frame(&mut self, event: SseEvent) -> Result<Vec<Event>, BackendError> {
+        if event.data == "[DONE]" {
+            return self.0.finish();
         }
-        // No [DONE]: fine if the generation finished, an interruption otherwise.
-        match state.finish() {
-            Ok(last) => for item in last { yield Ok(item) },
-            Err(err) => yield Err(err),
-        }
-    })
+        self.0.on_data(event.data.as_bytes())
+    }
+
+    fn done(&self) -> bool {
+        self.0.finished
+    }
+
+    /// No `[DONE]`: fine if the generation finished, an interruption otherwise.
+    fn at_end(&mut self) -> Result<Vec<Event>, BackendError> {
+        self.0.finish()
+    }
+}
+
+/// A non-streamed answer: the whole body is one `chat.completion`.
+impl ChunkDecoder for DecodeState {
+    type Frame = bytes::Bytes;
+
+    fn on_frame(&mut self, body: bytes::Bytes) -> Result<Vec<Event>, BackendError> {
+        let mut events = self.on_data(&body)?;
+        events.extend(self.finish()?);
+        Ok(events)
+    }
+
+    fn done(&self) -> bool {
+        self.finished
+    }
+
+    fn at_end(&mut self) -> Result<Vec<Event>, BackendError> {
+        self.finish()
+    }
 }
 
 /// Turns chunks into events, holding finish and usage back to the end so the order is always
@@ -327,22 +296,21 @@ impl DecodeState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures::StreamExt;
 
     async fn collect(body: &'static [&'static [u8]]) -> Vec<Result<Event, String>> {
         let chunks = futures::stream::iter(
             body.iter()
                 .map(|c| Ok::<_, std::io::Error>(bytes::Bytes::from_static(c))),
         );
-        decode_sse(
-            chunks,
-            DecodeState {
-                prompt_words: 4,
-                ..Default::default()
-            },
-        )
-        .map(|r| r.map_err(|e| e.reason().as_str().to_owned()))
-        .collect()
-        .await
+        let state = DecodeState {
+            prompt_words: 4,
+            ..Default::default()
+        };
+        decode(chunks, SseDecoder::new(MAX_LINE_BYTES), SseFrames(state))
+            .map(|r| r.map_err(|e| e.reason().as_str().to_owned()))
+            .collect()
+            .await
     }
 
     fn delta(text: &str) -> Result<Event, String> {
