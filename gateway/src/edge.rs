@@ -2,13 +2,23 @@
 //! `serve` does not expose: at most `GATEWAY_MAX_CONNECTIONS` open connections (beyond that,
 //! new ones wait in the kernel's backlog instead of costing memory), a header-read timeout
 //! (`GATEWAY_HEADER_READ_TIMEOUT_MS`: a client that trickles its headers is disconnected), and
-//! TCP_NODELAY on every accepted socket (token-sized SSE writes must not wait on Nagle). On
-//! shutdown it stops accepting and lets open connections finish within the grace period.
+//! TCP_NODELAY on every accepted socket (token-sized SSE writes must not wait on Nagle).
+//!
+//! On shutdown it stops accepting, then drains: every request already in flight runs to its
+//! last byte, and every response sent while draining carries `Connection: close` (HTTP/1.x),
+//! so a keep-alive client learns to reconnect (elsewhere) from an answer, never from a dropped
+//! connection. Open connections stay open until the last request ends and a short linger
+//! after it: a client that wrote its next request on a stream's connection just as that stream
+//! ended is answered, not cut off. Then the idle connections close. All within the grace period.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Version, header};
+use axum::middleware::{self, Next};
+use axum::response::Response;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -16,6 +26,38 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::layers::Held;
+
+/// After the last request in flight at shutdown ended, how long idle connections stay open
+/// for a next request that was already on its way.
+const DRAIN_LINGER: Duration = Duration::from_millis(500);
+
+/// Requests in flight (until their body's last byte) and whether the edge is draining.
+#[derive(Debug, Clone)]
+struct Drain {
+    requests: TaskTracker,
+    draining: CancellationToken,
+}
+
+/// Tracks each request until its body ends; while draining, tells HTTP/1.x clients to close.
+async fn track(State(drain): State<Drain>, request: Request, next: Next) -> Response {
+    let token = drain.requests.token();
+    let http1 = request.version() < Version::HTTP_2;
+    let mut response = next.run(request).await;
+    if http1 && drain.draining.is_cancelled() {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response.map(|body| {
+        axum::body::Body::new(Held {
+            body,
+            permit: token,
+        })
+    })
+}
 
 /// Edge limits.
 #[derive(Debug, Clone, Copy)]
@@ -40,6 +82,11 @@ pub async fn accept(
     builder.http2().timer(TokioTimer::new());
     let connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
+    let drain = Drain {
+        requests: TaskTracker::new(),
+        draining: shutdown.clone(),
+    };
+    let app = app.layer(middleware::from_fn_with_state(drain.clone(), track));
     loop {
         let permit = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -77,7 +124,16 @@ pub async fn accept(
         });
     }
     drop(listener);
-    if tokio::time::timeout(limits.grace, graceful.shutdown())
+    let deadline = tokio::time::Instant::now() + limits.grace;
+    drain.requests.close();
+    let drained = tokio::time::timeout_at(deadline, drain.requests.wait())
+        .await
+        .is_ok();
+    if drained && graceful.count() > 0 {
+        let linger_until = (tokio::time::Instant::now() + DRAIN_LINGER).min(deadline);
+        tokio::time::sleep_until(linger_until).await;
+    }
+    if tokio::time::timeout_at(deadline, graceful.shutdown())
         .await
         .is_err()
     {

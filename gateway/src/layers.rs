@@ -22,7 +22,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use llmgw_telemetry::{TraceContext, propagation};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -207,15 +207,15 @@ pub async fn shed(State(limit): State<InFlight>, request: Request, next: Next) -
 }
 
 pin_project_lite::pin_project! {
-    /// A response body that keeps its request's in-flight place until it ends.
-    struct Held<B> {
+    /// A response body that holds `permit` (an in-flight place, a drain token) until it ends.
+    pub(crate) struct Held<B, P> {
         #[pin]
-        body: B,
-        permit: OwnedSemaphorePermit,
+        pub(crate) body: B,
+        pub(crate) permit: P,
     }
 }
 
-impl<B: http_body::Body> http_body::Body for Held<B> {
+impl<B: http_body::Body, P> http_body::Body for Held<B, P> {
     type Data = B::Data;
     type Error = B::Error;
 
