@@ -34,6 +34,9 @@ else
   cargo test --workspace --locked --no-fail-fast
 fi
 
+step "fuzzing: every cargo-fuzz target for a bounded time over its seeds (no crash allowed)"
+bash scripts/test/fuzz.sh "${FUZZ_SECONDS:-30}"
+
 step "binaries for the process-level tests"
 cargo build --bins --locked
 export LLMGW_BIN_DIR="$PWD/target/debug"
