@@ -79,6 +79,7 @@ mod tests {
                     kind: EndpointKind::Ollama,
                     slots: *slots,
                     api_key_env: None,
+                    schema_format: Default::default(),
                 };
                 Arc::new(Endpoint::new(
                     config,

@@ -114,6 +114,7 @@ fn env_pool(config: &Config) -> PoolConfig {
             kind: EndpointKind::Ollama,
             slots: config.max_concurrency,
             api_key_env: None,
+            schema_format: Default::default(),
         }],
         max_queue: config.max_queue,
         max_queue_bytes: config.max_queue_bytes,
@@ -140,7 +141,9 @@ fn build_pool(
                     .as_ref()
                     .and_then(|var| std::env::var(var).ok());
                 Arc::new(
-                    OpenAiBackend::new(&endpoint.url, key, connect).map_err(|e| e.to_string())?,
+                    OpenAiBackend::new(&endpoint.url, key, connect)
+                        .map_err(|e| e.to_string())?
+                        .with_schema_format(endpoint.schema_format),
                 )
             }
         };

@@ -28,6 +28,7 @@ name = "cpu"
 url = "http://$listen/v1"
 kind = "openai"
 slots = 1
+schema_format = "json_object_schema"
 
 [[model]]
 name = "smollm2"

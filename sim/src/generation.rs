@@ -7,6 +7,7 @@ use futures::Stream;
 
 use crate::config::{Fault, SimConfig};
 use crate::slots::SlotGuard;
+use crate::structured::{JsonFormat, json_answer, pieces};
 use crate::text::{completion_tokens, prompt_tokens};
 
 /// What one chat request asks of the simulator, protocol-neutral.
@@ -22,6 +23,10 @@ pub struct Plan {
     /// Whether the output was cut by `max_tokens` (finish reason `length`).
     pub truncated: bool,
     pub prompt_tokens: usize,
+    /// Asked for JSON: the answer's pieces, in place of the vocabulary text.
+    pub json: Option<Vec<String>>,
+    /// The request's `max_tokens`, if any.
+    limit: Option<usize>,
 }
 
 impl Plan {
@@ -42,7 +47,20 @@ impl Plan {
             tokens,
             truncated: limit.is_some_and(|m| m < config.output_tokens),
             prompt,
+            json: None,
+            limit,
         }
+    }
+
+    /// Answers with JSON for `format` instead (its length is the JSON's, cut by `max_tokens`).
+    pub fn with_format(mut self, format: Option<JsonFormat>) -> Self {
+        if let Some(format) = format {
+            let pieces = pieces(&json_answer(&self.prompt, self.seed, &format));
+            self.tokens = self.limit.map_or(pieces.len(), |m| m.min(pieces.len()));
+            self.truncated = self.tokens < pieces.len();
+            self.json = Some(pieces);
+        }
+        self
     }
 
     /// `stop` or `length`.
@@ -80,7 +98,11 @@ pub fn run(
             yield Step::Garbage;
             return;
         }
-        for (index, token) in completion_tokens(&plan.prompt, plan.seed, plan.tokens).into_iter().enumerate() {
+        let tokens = match &plan.json {
+            Some(pieces) => pieces.iter().take(plan.tokens).cloned().collect(),
+            None => completion_tokens(&plan.prompt, plan.seed, plan.tokens),
+        };
+        for (index, token) in tokens.into_iter().enumerate() {
             match fault {
                 Fault::DropAfter(n) if index == n => {
                     // Let the server flush the tokens already written before the cut, as a

@@ -7,7 +7,8 @@
 //!
 //! # Layout
 //! - [`config`]: knobs (CLI flags / `SIM_*` env) and the fault grammar.
-//! - [`text`]: the deterministic text generator ([`completion_text`]).
+//! - [`text`]: the deterministic text generator ([`completion_text`]); [`structured`]: the JSON
+//!   answer when a format or schema is asked for.
 //! - [`slots`]: slot emulation and the counters behind `GET /sim/stats`.
 //! - [`generation`]: one paced generation, faults included, shared by both APIs.
 //! - [`ollama_api`], [`openai_api`]: the two wire protocols.
@@ -24,6 +25,7 @@ pub mod responses;
 pub mod server;
 pub mod slots;
 pub mod state;
+pub mod structured;
 pub mod text;
 mod timestamp;
 

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use crate::config::Fault;
 use crate::generation::{Plan, Step, prompt_from_messages, run};
 use crate::state::Sim;
+use crate::structured::JsonFormat;
 use crate::timestamp::now_rfc3339;
 
 #[derive(Debug, Deserialize)]
@@ -23,6 +24,8 @@ struct ChatRequest {
     stream: Option<bool>,
     #[serde(default)]
     options: Option<Value>,
+    #[serde(default)]
+    format: Option<Value>,
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -65,7 +68,8 @@ pub async fn chat(State(sim): State<Sim>, headers: axum::http::HeaderMap, body: 
         prompt_from_messages(&request.messages),
         option("seed"),
         option("num_predict").filter(|n| *n >= 0),
-    );
+    )
+    .with_format(request.format.as_ref().and_then(JsonFormat::from_ollama));
     let Ok(slot) = sim.slots.acquire().await else {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use crate::config::Fault;
 use crate::generation::{Plan, Step, prompt_from_messages, run};
 use crate::state::Sim;
+use crate::structured::JsonFormat;
 use crate::timestamp::unix_seconds;
 
 #[derive(Debug, Deserialize)]
@@ -25,6 +26,7 @@ struct ChatRequest {
     max_tokens: Option<i64>,
     max_completion_tokens: Option<i64>,
     seed: Option<i64>,
+    response_format: Option<Value>,
 }
 
 fn error(status: StatusCode, kind: &str, message: impl Into<String>) -> Response {
@@ -60,6 +62,12 @@ pub async fn chat(State(sim): State<Sim>, headers: axum::http::HeaderMap, body: 
         prompt_from_messages(&request.messages),
         request.seed,
         request.max_completion_tokens.or(request.max_tokens),
+    )
+    .with_format(
+        request
+            .response_format
+            .as_ref()
+            .and_then(JsonFormat::from_openai),
     );
     let Ok(slot) = sim.slots.acquire().await else {
         return error(

@@ -3,6 +3,7 @@ asking llm-sim directly: the simulator is deterministic, so the gateway must ret
 what the upstream produced, token for token, with the same usage."""
 
 import openai
+import pydantic
 import pytest
 
 from conftest import SIM_OUTPUT_TOKENS
@@ -78,3 +79,25 @@ def test_errors_surface_as_sdk_exceptions_with_status_and_param(gateway):
 def test_models_lists_the_backend_models(gateway):
     ids = [model.id for model in gateway.models.list()]
     assert ids == ["llama3.2:latest", "smollm2:135m"]
+
+
+class Person(pydantic.BaseModel):
+    name: str
+    age: int
+    hobbies: list[str]
+
+
+def test_structured_output_parses_into_the_pydantic_model(gateway, stack):
+    """`client.chat.completions.parse(response_format=Model)`: the SDK sends a strict
+    `json_schema`; the gateway passes it on (Ollama `format`) and the answer parses into the
+    model, equal to what the engine gives the same call directly."""
+    direct = openai.OpenAI(base_url=f"{stack.sim_url}/v1", api_key="unused", max_retries=0)
+    expected = direct.chat.completions.parse(model="llama3.2", messages=MESSAGES, response_format=Person)
+    completion = gateway.chat.completions.parse(model="llama3.2", messages=MESSAGES, response_format=Person)
+    person = completion.choices[0].message.parsed
+    assert isinstance(person, Person)
+    assert person == expected.choices[0].message.parsed
+    assert person.name and person.hobbies
+    with gateway.chat.completions.stream(model="llama3.2", messages=MESSAGES, response_format=Person) as stream:
+        streamed = stream.get_final_completion().choices[0].message.parsed
+    assert streamed == person

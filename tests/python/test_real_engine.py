@@ -8,6 +8,7 @@ import time
 
 import httpx
 import openai
+import pydantic
 import pytest
 
 from conftest import BIN_DIR, free_port, wait_for
@@ -30,6 +31,7 @@ name = "cpu"
 url = "http://127.0.0.1:{engine_port}/v1"
 kind = "openai"
 slots = 1
+schema_format = "json_object_schema"
 
 [[model]]
 name = "smollm2"
@@ -103,6 +105,22 @@ def test_stream_returns_real_text_and_usage(client):
     assert text.strip()
     assert chunks[-1].choices == [] and 0 < chunks[-1].usage.completion_tokens <= 12
     assert [c for c in chunks if c.choices][-1].choices[0].finish_reason in ("stop", "length")
+
+
+class Colour(pydantic.BaseModel):
+    name: str
+    hex: str
+
+
+def test_structured_output_from_the_real_engine_parses_into_the_model(client):
+    """The OpenAI SDK's `parse` sends a strict `json_schema`; this endpoint is configured with
+    the spelling llama-cpp-python takes, whose grammar then constrains the model's output."""
+    completion = client.chat.completions.parse(
+        model="smollm2", messages=[{"role": "user", "content": "Give a colour and its hex code."}],
+        response_format=Colour, max_tokens=200, temperature=0)
+    colour = completion.choices[0].message.parsed
+    assert isinstance(colour, Colour), completion.choices[0].message.content
+    assert completion.choices[0].finish_reason == "stop"
 
 
 def test_models_lists_the_public_name(client):

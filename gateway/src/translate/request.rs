@@ -6,7 +6,8 @@
 //! purpose; features we cannot honour (n > 1, logprobs) are refused; anything else is passed on
 //! to the engine as extra options (`top_k`, `num_ctx`, …).
 
-use llmgw_proto::v1::{ChatRequest, Message, SamplingParams, Tool, ToolCall};
+use llmgw_proto::v1::response_format::Kind as FormatKind;
+use llmgw_proto::v1::{ChatRequest, Message, ResponseFormat, SamplingParams, Tool, ToolCall};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
@@ -75,6 +76,7 @@ pub fn parse(body: &[u8]) -> Result<ValidChat, ApiError> {
     let tool_choice_json = field::<Value>(&mut object, "tool_choice")?
         .map(|v| v.to_string())
         .unwrap_or_default();
+    let response_format = response_format(&mut object)?;
     refuse_unsupported(&mut object)?;
     for name in IGNORED {
         object.remove(name);
@@ -93,6 +95,7 @@ pub fn parse(body: &[u8]) -> Result<ValidChat, ApiError> {
             tool_choice_json,
             stream,
             extra_json,
+            response_format,
             ..Default::default()
         },
         stream,
@@ -150,15 +153,70 @@ fn refuse_unsupported(object: &mut Map<String, Value>) -> Result<(), ApiError> {
             "`logit_bias` is not supported",
         ));
     }
-    if let Some(format) = field::<Value>(object, "response_format")?
-        && format.get("type").and_then(Value::as_str) != Some("text")
-    {
-        return Err(ApiError::invalid(
-            "response_format",
-            "`response_format` other than `text` is not supported yet",
-        ));
-    }
     Ok(())
+}
+
+/// `response_format`: `text` (the default), `json_object`, or `json_schema` with a
+/// `json_schema.schema` object (`name` and `strict` optional).
+fn response_format(object: &mut Map<String, Value>) -> Result<Option<ResponseFormat>, ApiError> {
+    let Some(format) = field::<Map<String, Value>>(object, "response_format")? else {
+        return Ok(None);
+    };
+    let kind = match format.get("type").and_then(Value::as_str) {
+        Some("text") => return Ok(None),
+        Some("json_object") => FormatKind::JsonObject,
+        Some("json_schema") => FormatKind::JsonSchema,
+        _ => {
+            return Err(ApiError::invalid(
+                "response_format.type",
+                "`response_format.type` must be `text`, `json_object` or `json_schema`",
+            ));
+        }
+    };
+    if kind == FormatKind::JsonObject {
+        return Ok(Some(ResponseFormat {
+            kind: kind as i32,
+            ..Default::default()
+        }));
+    }
+    let Some(Value::Object(spec)) = format.get("json_schema") else {
+        return Err(ApiError::invalid(
+            "response_format.json_schema",
+            "`response_format.json_schema` must be an object with a `schema`",
+        ));
+    };
+    let Some(schema @ Value::Object(_)) = spec.get("schema") else {
+        return Err(ApiError::invalid(
+            "response_format.json_schema.schema",
+            "`response_format.json_schema.schema` must be a JSON Schema object",
+        ));
+    };
+    let name = match spec.get("name") {
+        None => String::new(),
+        Some(Value::String(name)) => name.clone(),
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "response_format.json_schema.name",
+                "`response_format.json_schema.name` must be a string",
+            ));
+        }
+    };
+    let strict = match spec.get("strict") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(strict)) => *strict,
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "response_format.json_schema.strict",
+                "`response_format.json_schema.strict` must be a boolean",
+            ));
+        }
+    };
+    Ok(Some(ResponseFormat {
+        kind: kind as i32,
+        name,
+        schema_json: schema.to_string(),
+        strict,
+    }))
 }
 
 fn message(index: usize, message: ChatMessage) -> Result<Message, ApiError> {

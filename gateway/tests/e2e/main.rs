@@ -27,5 +27,6 @@ mod scale_out;
 mod scheduler_down;
 mod shutdown;
 mod slot_holding;
+mod structured_output;
 mod timeouts;
 mod upstream_failures;

@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use llmgw_proto::v1::response_format::Kind as FormatKind;
 use llmgw_proto::v1::{ChatRequest, Delta, Finish, ToolCallDelta, Usage, chat_event::Event};
+use serde_json::Value;
 
 use super::decode::{ChunkDecoder, decode};
 use super::ollama_wire as wire;
@@ -118,12 +120,20 @@ fn to_wire(request: ChatRequest) -> wire::ChatRequest {
         request.tools
     };
     let tools = tools_json(offered);
+    let format = request
+        .response_format
+        .and_then(|format| match format.kind() {
+            FormatKind::Text => None,
+            FormatKind::JsonObject => Some(Value::from("json")),
+            FormatKind::JsonSchema => Some(json_or_string(&format.schema_json)),
+        });
     wire::ChatRequest {
         model: request.model,
         messages,
         stream: request.stream,
         options,
         tools,
+        format,
     }
 }
 

@@ -12,6 +12,9 @@ pub(crate) struct ChatRequest {
     pub options: Map<String, Value>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tools: Vec<Value>,
+    /// Structured output: `"json"` or a JSON Schema.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format: Option<Value>,
 }
 
 #[derive(Debug, Serialize)]

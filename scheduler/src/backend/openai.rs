@@ -6,16 +6,20 @@
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use llmgw_proto::v1::{ChatRequest, Delta, Finish, ToolCallDelta, Usage, chat_event::Event};
+use llmgw_proto::v1::response_format::Kind as FormatKind;
+use llmgw_proto::v1::{
+    ChatRequest, Delta, Finish, ResponseFormat, ToolCallDelta, Usage, chat_event::Event,
+};
 use serde_json::Value;
 
 use super::decode::{ChunkDecoder, WholeBody, decode};
 use super::openai_wire as wire;
-use super::tools::tools_json;
+use super::tools::{json_or_string, tools_json};
 use super::{
     Backend, BackendError, EventStream, SendGate, get_json, http_client, sampling_options, send,
 };
 use crate::framing::sse::{SseDecoder, SseEvent};
+use crate::routing::config::SchemaFormat;
 
 /// Longest SSE line, and longest non-streamed answer, accepted.
 const MAX_LINE_BYTES: usize = 16 << 20;
@@ -26,6 +30,7 @@ pub struct OpenAiBackend {
     name: String,
     base: String,
     api_key: Option<String>,
+    schema_format: SchemaFormat,
     http: reqwest::Client,
 }
 
@@ -54,8 +59,15 @@ impl OpenAiBackend {
             name: format!("openai@{base}"),
             base,
             api_key,
+            schema_format: SchemaFormat::default(),
             http: http_client(connect_timeout)?,
         })
+    }
+
+    /// How this engine is asked for JSON matching a schema.
+    pub fn with_schema_format(mut self, schema_format: SchemaFormat) -> Self {
+        self.schema_format = schema_format;
+        self
     }
 
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
@@ -88,7 +100,7 @@ impl Backend for OpenAiBackend {
         let call = self
             .request(reqwest::Method::POST, "/v1/chat/completions")
             .headers(trace)
-            .json(&to_wire(request));
+            .json(&to_wire(request, self.schema_format));
         Box::pin(async move {
             let response = send(call, &gate, &model).await?;
             let state = DecodeState {
@@ -113,7 +125,7 @@ impl Backend for OpenAiBackend {
     }
 }
 
-fn to_wire(request: ChatRequest) -> wire::ChatRequest {
+fn to_wire(request: ChatRequest, schema_format: SchemaFormat) -> wire::ChatRequest {
     let options = sampling_options(request.sampling, &request.extra_json, "max_tokens");
     let messages = request
         .messages
@@ -151,7 +163,30 @@ fn to_wire(request: ChatRequest) -> wire::ChatRequest {
         }),
         tools,
         tool_choice: serde_json::from_str(&request.tool_choice_json).ok(),
+        response_format: request
+            .response_format
+            .and_then(|format| response_format(format, schema_format)),
         options,
+    }
+}
+
+/// OpenAI's `response_format` in the spelling this engine takes.
+fn response_format(format: ResponseFormat, spelling: SchemaFormat) -> Option<Value> {
+    let schema = || json_or_string(&format.schema_json);
+    match (format.kind(), spelling) {
+        (FormatKind::Text, _) => None,
+        (FormatKind::JsonObject, _) => Some(serde_json::json!({ "type": "json_object" })),
+        (FormatKind::JsonSchema, SchemaFormat::JsonSchema) => Some(serde_json::json!({
+            "type": "json_schema",
+            "json_schema": {
+                "name": if format.name.is_empty() { "response" } else { format.name.as_str() },
+                "schema": schema(),
+                "strict": format.strict,
+            },
+        })),
+        (FormatKind::JsonSchema, SchemaFormat::JsonObjectSchema) => {
+            Some(serde_json::json!({ "type": "json_object", "schema": schema() }))
+        }
     }
 }
 

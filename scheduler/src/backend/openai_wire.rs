@@ -15,6 +15,8 @@ pub(crate) struct ChatRequest {
     pub tools: Vec<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_choice: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_format: Option<Value>,
     /// Sampling parameters and engine extras, flattened into the top level.
     #[serde(flatten)]
     pub options: Map<String, Value>,

@@ -147,6 +147,7 @@ fn pool(name: &str, slots: usize, backends: &[Arc<Scripted>]) -> Pool {
                 kind: EndpointKind::Ollama,
                 slots,
                 api_key_env: None,
+                schema_format: Default::default(),
             };
             let backend: Arc<dyn Backend> = Arc::clone(backend) as Arc<dyn Backend>;
             Arc::new(Endpoint::new(

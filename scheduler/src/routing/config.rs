@@ -109,6 +109,22 @@ pub struct EndpointConfig {
     /// Environment variable holding the API key sent as a bearer token.
     #[serde(default)]
     pub api_key_env: Option<String>,
+    /// How an OpenAI-compatible engine is asked for JSON matching a schema.
+    #[serde(default)]
+    pub schema_format: SchemaFormat,
+}
+
+/// The spelling of "answer with JSON matching this schema" an OpenAI-compatible engine takes.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum SchemaFormat {
+    /// OpenAI's `{"type": "json_schema", "json_schema": {name, schema, strict}}` (vLLM, SGLang,
+    /// llama.cpp's llama-server, OpenAI).
+    #[default]
+    JsonSchema,
+    /// `{"type": "json_object", "schema": {…}}` (llama-cpp-python's server, which refuses the
+    /// first spelling).
+    JsonObjectSchema,
 }
 
 /// Three-state circuit breaker thresholds.
