@@ -17,6 +17,7 @@
 
 pub mod config;
 pub mod estimate;
+pub mod governed;
 pub mod headers;
 pub mod keys;
 pub mod ledger;
@@ -29,9 +30,9 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use self::governed::Governed;
 use axum::http::{HeaderMap, StatusCode};
 use llmgw_proto::Reason;
-use llmgw_proto::v1::{ChatRequest, SamplingParams};
 
 use self::config::{AuthMode, GatewayFile};
 use self::ledger::{Decision, Limit, Remaining};
@@ -192,10 +193,10 @@ impl Governance {
     /// Checks the model and engine options, caps the completion, and reserves against the
     /// tenant's limits. Returns the reservation (if the tenant is limited) and the
     /// rate-limit headers to send.
-    pub async fn admit_chat(
+    pub async fn admit(
         &self,
         caller: &Caller,
-        request: &mut ChatRequest,
+        request: &mut (dyn Governed + Send),
     ) -> Result<Admitted, ApiError> {
         let (Some(tenant), Some(policy), Some(limiter)) = (
             caller.governed.as_ref(),
@@ -204,19 +205,20 @@ impl Governance {
         ) else {
             return Ok(Admitted::default());
         };
-        if !tenant.allows_model(&request.model) {
+        if !tenant.allows_model(request.model()) {
             return Err(refusal(
                 StatusCode::FORBIDDEN,
                 Reason::ModelNotAllowed,
-                format!("This key may not use model `{}`", request.model),
+                format!("This key may not use model `{}`", request.model()),
                 Some("model"),
             ));
         }
         if policy.auth == AuthMode::ApiKey {
-            check_options(tenant, &request.extra_json)?;
+            check_options(tenant, request.extra_json())?;
         }
-        if let Some(cap) = tenant.max_tokens {
-            let sampling = request.sampling.get_or_insert_with(SamplingParams::default);
+        if let Some(cap) = tenant.max_tokens
+            && let Some(sampling) = request.sampling_mut()
+        {
             sampling.max_tokens = Some(sampling.max_tokens.map_or(cap, |asked| asked.min(cap)));
         }
         if !tenant.is_limited() {
@@ -226,16 +228,14 @@ impl Governance {
         let counts_tokens = limits.tpm.is_some()
             || limits.tokens_per_day.is_some()
             || limits.tokens_per_month.is_some();
+        let (texts, messages) = request.prompt_texts();
         let prompt = estimate::prompt_tokens(
-            request,
-            policy.tokenizers.for_model(&request.model),
+            &texts,
+            messages,
+            policy.tokenizers.for_model(request.model()),
             policy.accounting.prompt_bytes_per_token,
         );
-        let completion = request
-            .sampling
-            .as_ref()
-            .and_then(|s| s.max_tokens)
-            .map_or(0, u64::from);
+        let completion = request.max_output().map_or(0, u64::from);
         let tokens = if counts_tokens {
             prompt + completion
         } else {

@@ -1,10 +1,16 @@
 //! HTTP endpoints, one file each, and the state they share.
 
+pub mod call;
 pub mod chat_completions;
+pub mod completions;
+pub mod embeddings;
+mod gather;
 pub mod health;
 pub mod limits;
 pub mod metrics;
 pub mod models;
+mod observation;
+mod stream;
 
 use std::sync::Arc;
 

@@ -222,8 +222,13 @@ impl SchedulerClients {
 
     /// Adds the scheduler's bearer token, if one is configured, to a Scheduler call.
     pub fn authorize<T>(&self, call: &mut tonic::Request<T>) {
+        self.authorize_metadata(call.metadata_mut());
+    }
+
+    /// [`Self::authorize`] on a call's metadata.
+    pub fn authorize_metadata(&self, metadata: &mut tonic::metadata::MetadataMap) {
         if let Some(value) = &self.authorization {
-            call.metadata_mut().insert("authorization", value.clone());
+            metadata.insert("authorization", value.clone());
         }
     }
 

@@ -20,7 +20,9 @@ use crate::error::ApiError;
 use crate::governance::Governance;
 use crate::layers;
 use crate::metrics::GatewayMetrics;
-use crate::routes::{AppState, chat_completions, health, limits, metrics, models};
+use crate::routes::{
+    AppState, chat_completions, completions, embeddings, health, limits, metrics, models,
+};
 use crate::scheduler_client::SchedulerClients;
 
 /// Why the gateway could not start or stopped abnormally.
@@ -64,6 +66,8 @@ fn build(config: &Config) -> Result<(Router, Arc<Governance>, SchedulerClients),
             "/v1/chat/completions",
             post(chat_completions::chat_completions),
         )
+        .route("/v1/completions", post(completions::completions))
+        .route("/v1/embeddings", post(embeddings::embeddings))
         .route("/v1/models", get(models::list_models))
         .route("/v1/limits", get(limits::limits))
         // the caller (the key's tenant, or open mode's headers) as an extension, on API routes

@@ -1,4 +1,8 @@
 //! The one seam between OpenAI and the scheduler's proto: requests in, events out.
 
+pub mod completion;
+pub mod embedding;
+pub mod fields;
 pub mod request;
 pub mod response;
+pub mod shape;

@@ -1,24 +1,31 @@
-//! [`Admissible`]: a Chat request checked once at the scheduler's door. Later phases take only
+//! [`Admissible`]: a request (chat, completion or embeddings) checked once at the scheduler's
+//! door. Later phases take only
 //! this type and never parse the same field again. The gateway validates the OpenAI shape
 //! first, but direct gRPC callers (grpcurl, other services) get the same clear messages.
 
 use std::time::Duration;
 
-use llmgw_proto::v1::{ChatRequest, Priority};
-use prost::Message as _;
+use llmgw_proto::v1::Priority;
 use tokio::time::Instant;
 
 use crate::admission::{Ask, Class};
 use crate::error::SchedulerError;
+use crate::work::Work;
 
 const ROLES: [&str; 4] = ["system", "user", "assistant", "tool"];
 
 /// Keys the scheduler writes into the backend request itself: an engine option of the same
 /// name would override the routed model, the stream mode or the completion cap (which the
 /// gateway's token accounting relies on).
-const SET_BY_SCHEDULER: [&str; 10] = [
+const SET_BY_SCHEDULER: [&str; 16] = [
     "model",
     "messages",
+    "prompt",
+    "suffix",
+    "raw",
+    "input",
+    "dimensions",
+    "format",
     "stream",
     "stream_options",
     "max_tokens",
@@ -32,7 +39,7 @@ const SET_BY_SCHEDULER: [&str; 10] = [
 /// A request the scheduler can route and admit, with what admission needs parsed out.
 #[derive(Debug)]
 pub struct Admissible {
-    pub request: ChatRequest,
+    pub request: Work,
     /// Tenant, class and size, as admission sees them.
     pub ask: Ask,
     /// The caller's own deadline (`deadline_ms` after `received`), if any.
@@ -42,50 +49,61 @@ pub struct Admissible {
 impl Admissible {
     /// The caller's deadline in milliseconds as sent (0 = none), for messages.
     pub fn deadline_ms(&self) -> u64 {
-        self.request.deadline_ms
+        self.request.common().deadline_ms
     }
 }
 
 /// Checks `request` and parses what admission needs; the error names the field.
-pub fn validate(request: ChatRequest, received: Instant) -> Result<Admissible, SchedulerError> {
+pub fn validate(request: Work, received: Instant) -> Result<Admissible, SchedulerError> {
     let invalid = |message: String| Err(SchedulerError::InvalidArgument(message));
-    if request.model.trim().is_empty() {
+    let common = request.common();
+    if common.model.trim().is_empty() {
         return invalid("`model` must not be empty".to_owned());
     }
-    if request.messages.is_empty() {
-        return invalid("`messages` must not be empty".to_owned());
-    }
-    for (index, message) in request.messages.iter().enumerate() {
-        if !ROLES.contains(&message.role.as_str()) {
-            return invalid(format!(
-                "`messages[{index}].role` must be one of system, user, assistant, tool; got `{}`",
-                message.role
-            ));
+    match &request {
+        Work::Chat(chat) => {
+            if chat.messages.is_empty() {
+                return invalid("`messages` must not be empty".to_owned());
+            }
+            for (index, message) in chat.messages.iter().enumerate() {
+                if !ROLES.contains(&message.role.as_str()) {
+                    return invalid(format!(
+                        "`messages[{index}].role` must be one of system, user, assistant, tool; got `{}`",
+                        message.role
+                    ));
+                }
+            }
+        }
+        Work::Completion(_) => {}
+        Work::Embedding(embed) => {
+            if embed.input.is_empty() {
+                return invalid("`input` must hold at least one text".to_owned());
+            }
         }
     }
-    let class = match Priority::try_from(request.priority) {
+    let class = match Priority::try_from(common.priority) {
         Ok(Priority::Critical) => Class::Critical,
         Ok(Priority::Batch) => Class::Batch,
         Ok(Priority::Interactive | Priority::Unspecified) => Class::Interactive,
         Err(_) => {
             return invalid(format!(
                 "`priority` {} is not a known priority",
-                request.priority
+                common.priority
             ));
         }
     };
-    let tenant = if request.tenant.is_empty() {
+    let tenant = if common.tenant.is_empty() {
         llmgw_proto::ANONYMOUS_TENANT
-    } else if llmgw_proto::valid_token(&request.tenant) {
-        request.tenant.as_str()
+    } else if llmgw_proto::valid_token(common.tenant) {
+        common.tenant
     } else {
         return invalid(
             "`tenant` must be 1 to 64 characters of letters, digits, `.`, `_` or `-`".to_owned(),
         );
     };
-    if !request.extra_json.is_empty() {
+    if !common.extra_json.is_empty() {
         let Ok(serde_json::Value::Object(options)) =
-            serde_json::from_str::<serde_json::Value>(&request.extra_json)
+            serde_json::from_str::<serde_json::Value>(common.extra_json)
         else {
             return invalid("`extra_json` must be a JSON object".to_owned());
         };
@@ -103,8 +121,8 @@ pub fn validate(request: ChatRequest, received: Instant) -> Result<Admissible, S
         class,
         bytes: request.encoded_len(),
     };
-    let deadline =
-        (request.deadline_ms > 0).then(|| received + Duration::from_millis(request.deadline_ms));
+    let deadline_ms = common.deadline_ms;
+    let deadline = (deadline_ms > 0).then(|| received + Duration::from_millis(deadline_ms));
     Ok(Admissible {
         request,
         ask,
@@ -115,7 +133,7 @@ pub fn validate(request: ChatRequest, received: Instant) -> Result<Admissible, S
 #[cfg(test)]
 mod tests {
     use super::*;
-    use llmgw_proto::v1::Message;
+    use llmgw_proto::v1::{ChatRequest, EmbedRequest, Message};
 
     fn request(role: &str) -> ChatRequest {
         ChatRequest {
@@ -130,7 +148,7 @@ mod tests {
     }
 
     fn check(request: ChatRequest) -> Result<Admissible, String> {
-        validate(request, Instant::now()).map_err(|err| err.to_string())
+        validate(Work::Chat(request), Instant::now()).map_err(|err| err.to_string())
     }
 
     #[test]
@@ -173,21 +191,41 @@ mod tests {
     fn parses_class_tenant_and_deadline_once() {
         let now = Instant::now();
         let admissible = validate(
-            ChatRequest {
+            Work::Chat(ChatRequest {
                 priority: Priority::Batch as i32,
                 tenant: "team-a".into(),
                 deadline_ms: 1500,
                 ..request("user")
-            },
+            }),
             now,
         )
         .unwrap();
         assert_eq!(admissible.ask.class, Class::Batch);
         assert_eq!(&*admissible.ask.tenant, "team-a");
         assert_eq!(admissible.deadline, Some(now + Duration::from_millis(1500)));
-        let defaults = validate(request("user"), now).unwrap();
+        let defaults = validate(Work::Chat(request("user")), now).unwrap();
         assert_eq!(defaults.ask.class, Class::Interactive);
         assert_eq!(&*defaults.ask.tenant, llmgw_proto::ANONYMOUS_TENANT);
         assert_eq!(defaults.deadline, None);
+    }
+
+    #[test]
+    fn embeddings_need_an_input() {
+        let embed = |input: Vec<String>| {
+            validate(
+                Work::Embedding(EmbedRequest {
+                    model: "m".into(),
+                    input,
+                    ..Default::default()
+                }),
+                Instant::now(),
+            )
+            .map_err(|err| err.to_string())
+        };
+        assert!(embed(vec!["a".into()]).is_ok());
+        assert_eq!(
+            embed(vec![]).unwrap_err(),
+            "`input` must hold at least one text"
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! Backends sit behind one small object-safe trait; one file per wire protocol.
 
 mod decode;
+mod embed;
 pub mod ollama;
 mod ollama_wire;
 pub mod openai;
@@ -11,10 +12,13 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
-use llmgw_proto::v1::{ChatRequest, chat_event};
+use llmgw_proto::v1::chat_event;
 use tonic::Code;
 
-/// A backend's generation: content deltas, then one finish and one usage event.
+use crate::work::Work;
+
+/// A backend's answer: content deltas (or one `embeddings` event), then one finish and one
+/// usage event.
 pub type EventStream = BoxStream<'static, Result<chat_event::Event, BackendError>>;
 
 /// Asked once more just before a request is written, after everything that can take time is
@@ -26,13 +30,13 @@ pub type SendGate = std::sync::Arc<dyn Fn() -> bool + Send + Sync>;
 pub trait Backend: Send + Sync + std::fmt::Debug {
     /// A label for logs and the `started` event, e.g. `ollama@http://host:11434`.
     fn name(&self) -> &str;
-    /// Starts a generation. Resolves once the backend accepted the request (response head
-    /// received); dropping the returned stream closes the upstream request. `trace` holds the
-    /// W3C trace-context headers to send, so engines can continue the trace. Nothing is sent
-    /// (`NotSent`) if `gate` says no just before the write.
-    fn chat(
+    /// Starts a chat, a text completion or an embedding call. Resolves once the backend
+    /// accepted the request (response head received); dropping the returned stream closes the
+    /// upstream request. `trace` holds the W3C trace-context headers to send, so engines can
+    /// continue the trace. Nothing is sent (`NotSent`) if `gate` says no just before the write.
+    fn call(
         &self,
-        request: ChatRequest,
+        work: Work,
         trace: http::HeaderMap,
         gate: SendGate,
     ) -> BoxFuture<'static, Result<EventStream, BackendError>>;
@@ -221,14 +225,15 @@ impl BackendError {
 
 /// Prompt tokens counted the same way for every protocol when the engine reports none (Ollama
 /// omits `prompt_eval_count` when the prompt was cached; some OpenAI-compatible engines send no
-/// usage): the whitespace-separated words of the messages.
-pub(crate) fn prompt_words(request: &ChatRequest) -> u32 {
-    let words: usize = request
-        .messages
-        .iter()
-        .map(|m| m.content.split_whitespace().count())
-        .sum();
-    u32::try_from(words).unwrap_or(u32::MAX)
+/// usage): the whitespace-separated words of the messages, prompt or inputs.
+pub(crate) fn prompt_words(work: &Work) -> u32 {
+    let words = |text: &str| text.split_whitespace().count();
+    let count: usize = match work {
+        Work::Chat(chat) => chat.messages.iter().map(|m| words(&m.content)).sum(),
+        Work::Completion(completion) => words(&completion.prompt),
+        Work::Embedding(embed) => embed.input.iter().map(|input| words(input)).sum(),
+    };
+    u32::try_from(count).unwrap_or(u32::MAX)
 }
 
 /// Sends `call` unless `gate` closed just before the write; a non-200 answer becomes its

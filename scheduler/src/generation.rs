@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use llmgw_proto::v1::chat_event::Event;
-use llmgw_proto::v1::{ChatEvent, ChatRequest, Priority, Started};
+use llmgw_proto::v1::{ChatEvent, Priority, Started};
 use tonic::Status;
 
 use self::admit::{Door, admit};
@@ -40,6 +40,7 @@ use crate::error::SchedulerError;
 use crate::pool::Pool;
 use crate::routing::table::Route;
 use crate::topology::Topology;
+use crate::work::Work;
 
 /// Everything a request that entered its first pool carries into its stream.
 #[derive(Debug)]
@@ -48,7 +49,7 @@ pub struct Job {
     pub route: Route,
     /// Where the request entered (holding a slot or a place in the queue).
     pub door: Door,
-    pub request: ChatRequest,
+    pub request: Work,
     pub context: Context,
 }
 
@@ -113,7 +114,8 @@ pub fn run(job: Job) -> impl Stream<Item = Result<ChatEvent, Status>> + Send {
             priority: priority_of(context.ask.class) as i32,
             tenant: context.ask.tenant.to_string(),
         })));
-        let stream = request.stream;
+        // Non-streamed answers are gathered into one delta; an embeddings answer is one event.
+        let stream = request.stream() || matches!(request, Work::Embedding(_));
         let mut relayed = std::pin::pin!(relay(&context, Relayed { committed, permit, pool, route, budget, stream }));
         while let Some(item) = relayed.next().await {
             yield item;

@@ -45,6 +45,7 @@ pub mod routing;
 pub mod server;
 pub mod service;
 pub mod topology;
+pub mod work;
 
 pub use config::Config;
 pub use server::{ServeError, load, serve, serve_topologies};

@@ -1,5 +1,5 @@
-//! The `llmgw.scheduler.v1.Scheduler` service: validates a Chat call, admits it, and streams
-//! the backend's generation as events. The slot permit lives inside the returned stream, so
+//! The `llmgw.scheduler.v1.Scheduler` service: validates a Chat, Complete or Embed call, admits
+//! it, and streams the backend's answer as events (the same pipeline for all three). The slot permit lives inside the returned stream, so
 //! it is released when the stream ends, fails, or is dropped because the caller went away.
 
 use std::pin::Pin;
@@ -7,7 +7,10 @@ use std::sync::Arc;
 
 use futures::Stream;
 use llmgw_proto::v1::scheduler_server::Scheduler;
-use llmgw_proto::v1::{ChatEvent, ChatRequest, ListModelsRequest, ListModelsResponse, Model};
+use llmgw_proto::v1::{
+    ChatEvent, ChatRequest, CompletionRequest, EmbedRequest, ListModelsRequest, ListModelsResponse,
+    Model,
+};
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
@@ -18,6 +21,7 @@ use crate::generation::context::Context;
 use crate::generation::{self, Job};
 use crate::lease::Lease;
 use crate::topology::Topologies;
+use crate::work::Work;
 use llmgw_telemetry::propagation;
 
 /// The gRPC service.
@@ -38,83 +42,25 @@ type ChatStream = Pin<Box<dyn Stream<Item = Result<ChatEvent, Status>> + Send>>;
 #[tonic::async_trait]
 impl Scheduler for SchedulerService {
     type ChatStream = ChatStream;
+    type CompleteStream = ChatStream;
+    type EmbedStream = ChatStream;
 
     async fn chat(&self, request: Request<ChatRequest>) -> Result<Response<ChatStream>, Status> {
-        let received = Instant::now();
-        // The caller's trace context becomes the parent before the span is ever entered.
         let incoming = propagation::extract_grpc(request.metadata());
-        let request = request.into_inner();
-        let span = tracing::info_span!(
-            "scheduler_chat",
-            otel.name = "llmgw.scheduler.v1.Scheduler/Chat",
-            otel.kind = "server",
-            otel.status_code = tracing::field::Empty,
-            "rpc.system" = "grpc",
-            "rpc.service" = "llmgw.scheduler.v1.Scheduler",
-            "rpc.method" = "Chat",
-            "rpc.grpc.status_code" = tracing::field::Empty,
-            request_id = %request.request_id,
-            model = %request.model,
-            tenant = %request.tenant,
-            stream = request.stream,
-            trace_id = tracing::field::Empty,
-            span_id = tracing::field::Empty,
-        );
-        propagation::adopt(&span, incoming.clone());
-        let record = |status: Status| {
-            span.record("rpc.grpc.status_code", status.code() as i32);
-            span.record("otel.status_code", "ERROR");
-            status
-        };
-        let refuse = |err: SchedulerError| {
-            span.in_scope(|| {
-                // The message may quote what the caller sent (a role, a key name): debug only.
-                tracing::info!(reason = err.reason().as_str(), "chat refused");
-                tracing::debug!(error = %err, "chat refused: details");
-            });
-            record(Status::from(err))
-        };
-        // A standby starts nothing: the gateway retries on the leader it names.
-        if !self.lease.is_leader() {
-            return Err(refuse(SchedulerError::NotLeader {
-                leader: self.lease.leader(),
-            }));
-        }
-        let Admissible {
-            request,
-            ask,
-            deadline,
-        } = validate(request, received).map_err(refuse)?;
-        let topology = self.topologies.current();
-        let route = topology
-            .routes
-            .resolve(&request.model, &ask.tenant, fastrand::u64(..))
-            .map_err(|unknown| refuse(SchedulerError::UnknownModel(unknown.0)))?;
-        let Some(pool) = topology.pool(&route.pool).cloned() else {
-            return Err(refuse(SchedulerError::NoHealthyBackend {
-                pool: route.pool,
-            }));
-        };
-        let metrics = Arc::clone(self.topologies.metrics());
-        // The one door into a pool; fallbacks into other pools go through it too.
-        let door = admit(&pool, &ask, &metrics, &span).map_err(|err| record(Status::from(err)))?;
-        let deadline_ms = request.deadline_ms;
-        let stream = generation::run(Job {
-            topology,
-            route,
-            door,
-            request,
-            context: Context {
-                span,
-                incoming,
-                metrics,
-                ask,
-                deadline,
-                deadline_ms,
-                lease: Arc::clone(&self.lease),
-            },
-        });
-        Ok(Response::new(Box::pin(stream)))
+        self.serve(Work::Chat(request.into_inner()), incoming)
+    }
+
+    async fn complete(
+        &self,
+        request: Request<CompletionRequest>,
+    ) -> Result<Response<ChatStream>, Status> {
+        let incoming = propagation::extract_grpc(request.metadata());
+        self.serve(Work::Completion(request.into_inner()), incoming)
+    }
+
+    async fn embed(&self, request: Request<EmbedRequest>) -> Result<Response<ChatStream>, Status> {
+        let incoming = propagation::extract_grpc(request.metadata());
+        self.serve(Work::Embedding(request.into_inner()), incoming)
     }
 
     async fn list_models(
@@ -158,5 +104,89 @@ impl Scheduler for SchedulerService {
             SchedulerError::from,
         );
         Err(Status::from(err))
+    }
+}
+
+impl SchedulerService {
+    /// Validates, routes and admits one call, then streams its events.
+    fn serve(
+        &self,
+        request: Work,
+        incoming: llmgw_telemetry::TraceContext,
+    ) -> Result<Response<ChatStream>, Status> {
+        let received = Instant::now();
+        let common = request.common();
+        // The caller's trace context becomes the parent before the span is ever entered.
+        let span = tracing::info_span!(
+            "scheduler_chat",
+            otel.name = format!("llmgw.scheduler.v1.Scheduler/{}", request.method()),
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
+            "rpc.system" = "grpc",
+            "rpc.service" = "llmgw.scheduler.v1.Scheduler",
+            "rpc.method" = request.method(),
+            "rpc.grpc.status_code" = tracing::field::Empty,
+            request_id = %common.request_id,
+            model = %common.model,
+            tenant = %common.tenant,
+            stream = request.stream(),
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+        );
+        propagation::adopt(&span, incoming.clone());
+        let record = |status: Status| {
+            span.record("rpc.grpc.status_code", status.code() as i32);
+            span.record("otel.status_code", "ERROR");
+            status
+        };
+        let refuse = |err: SchedulerError| {
+            span.in_scope(|| {
+                // The message may quote what the caller sent (a role, a key name): debug only.
+                tracing::info!(reason = err.reason().as_str(), "chat refused");
+                tracing::debug!(error = %err, "chat refused: details");
+            });
+            record(Status::from(err))
+        };
+        // A standby starts nothing: the gateway retries on the leader it names.
+        if !self.lease.is_leader() {
+            return Err(refuse(SchedulerError::NotLeader {
+                leader: self.lease.leader(),
+            }));
+        }
+        let Admissible {
+            request,
+            ask,
+            deadline,
+        } = validate(request, received).map_err(refuse)?;
+        let topology = self.topologies.current();
+        let route = topology
+            .routes
+            .resolve(request.model(), &ask.tenant, fastrand::u64(..))
+            .map_err(|unknown| refuse(SchedulerError::UnknownModel(unknown.0)))?;
+        let Some(pool) = topology.pool(&route.pool).cloned() else {
+            return Err(refuse(SchedulerError::NoHealthyBackend {
+                pool: route.pool,
+            }));
+        };
+        let metrics = Arc::clone(self.topologies.metrics());
+        // The one door into a pool; fallbacks into other pools go through it too.
+        let door = admit(&pool, &ask, &metrics, &span).map_err(|err| record(Status::from(err)))?;
+        let deadline_ms = request.common().deadline_ms;
+        let stream = generation::run(Job {
+            topology,
+            route,
+            door,
+            request,
+            context: Context {
+                span,
+                incoming,
+                metrics,
+                ask,
+                deadline,
+                deadline_ms,
+                lease: Arc::clone(&self.lease),
+            },
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 }

@@ -11,12 +11,15 @@
 //!   answer when a format or schema is asked for.
 //! - [`slots`]: slot emulation and the counters behind `GET /sim/stats`.
 //! - [`generation`]: one paced generation, faults included, shared by both APIs.
-//! - [`ollama_api`], [`openai_api`]: the two wire protocols.
+//! - [`ollama_api`], [`openai_api`]: the two wire protocols' chat; [`completions`]: text
+//!   completions in both; [`embeddings`]: embeddings in both ([`embeddings::embedding`]).
 //! - [`state`]: the shared state ([`state::Sim`]); [`responses`]: streamed and cut bodies;
 //!   [`refusal`]: the `Retry-After` on every 429/503.
 //! - [`server`]: the router and [`serve`].
 
+pub mod completions;
 pub mod config;
+pub mod embeddings;
 pub mod generation;
 pub mod ollama_api;
 pub mod openai_api;

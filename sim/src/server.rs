@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Fault, SimConfig};
 use crate::slots::{Slots, StatsSnapshot};
 use crate::state::Sim;
-use crate::{ollama_api, openai_api};
+use crate::{completions, embeddings, ollama_api, openai_api};
 
 /// The router for `config`, with the state it closes over.
 pub fn router(config: SimConfig) -> (Router, Sim) {
@@ -23,10 +23,14 @@ pub fn router(config: SimConfig) -> (Router, Sim) {
     let router = Router::new()
         .route("/", get(|| async { "Ollama is running" }))
         .route("/api/chat", post(ollama_api::chat))
+        .route("/api/generate", post(completions::ollama))
+        .route("/api/embed", post(embeddings::ollama))
         .route("/api/tags", get(ollama_api::tags))
         .route("/api/ps", get(ollama_api::ps))
         .route("/api/version", get(ollama_api::version))
         .route("/v1/chat/completions", post(openai_api::chat))
+        .route("/v1/completions", post(completions::openai))
+        .route("/v1/embeddings", post(embeddings::openai))
         .route("/v1/models", get(openai_api::models))
         .route("/sim/stats", get(stats))
         .route("/sim/fault", put(set_fault))

@@ -19,7 +19,8 @@ use futures::{Stream, StreamExt};
 use llmgw_proto::v1::scheduler_client::SchedulerClient;
 use llmgw_proto::v1::scheduler_server::{Scheduler, SchedulerServer};
 use llmgw_proto::v1::{
-    ChatEvent, ChatRequest, Delta, ListModelsRequest, ListModelsResponse, chat_event::Event,
+    ChatEvent, ChatRequest, CompletionRequest, Delta, EmbedRequest, ListModelsRequest,
+    ListModelsResponse, chat_event::Event,
 };
 use tonic::transport::{Channel, Endpoint, Server};
 use tonic::{Request, Response, Status};
@@ -52,6 +53,17 @@ type Events = Pin<Box<dyn Stream<Item = Result<ChatEvent, Status>> + Send>>;
 #[tonic::async_trait]
 impl Scheduler for Mid {
     type ChatStream = Events;
+    type CompleteStream = Events;
+    type EmbedStream = Events;
+
+    // The skeleton measures the chat path only.
+    async fn complete(&self, _: Request<CompletionRequest>) -> Result<Response<Events>, Status> {
+        Err(Status::unimplemented("the skeleton serves Chat only"))
+    }
+
+    async fn embed(&self, _: Request<EmbedRequest>) -> Result<Response<Events>, Status> {
+        Err(Status::unimplemented("the skeleton serves Chat only"))
+    }
 
     async fn chat(&self, request: Request<ChatRequest>) -> Result<Response<Events>, Status> {
         let body = request.into_inner().extra_json;

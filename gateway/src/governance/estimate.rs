@@ -48,8 +48,8 @@ const PER_MESSAGE: u64 = 8;
 /// Template tokens of the assistant's opening.
 const PER_REQUEST: u64 = 8;
 
-/// The pieces of `request` the engine tokenizes.
-fn texts(request: &ChatRequest) -> impl Iterator<Item = &str> {
+/// The pieces of a chat the engine tokenizes.
+pub fn chat_texts(request: &ChatRequest) -> Vec<&str> {
     let messages = request.messages.iter().flat_map(|message| {
         [
             message.role.as_str(),
@@ -71,31 +71,36 @@ fn texts(request: &ChatRequest) -> impl Iterator<Item = &str> {
             tool.parameters_json.as_str(),
         ]
     });
-    messages.chain(tools).filter(|text| !text.is_empty())
+    messages
+        .chain(tools)
+        .filter(|text| !text.is_empty())
+        .collect()
 }
 
-/// Estimated prompt tokens of `request`: counted by `tokenizer` when there is one, else by
-/// bytes.
+/// Estimated prompt tokens of `texts` in `messages` chat messages (each adds template tokens;
+/// 0 for a completion or embeddings): counted by `tokenizer` when there is one, else by bytes.
 pub fn prompt_tokens(
-    request: &ChatRequest,
+    texts: &[&str],
+    messages: usize,
     tokenizer: Option<&Tokenizer>,
     bytes_per_token: f64,
 ) -> u64 {
     let by_bytes = |text: &str| (text.len() as f64 / bytes_per_token.max(1.0)).ceil() as u64;
     let text: u64 = match tokenizer {
-        Some(tokenizer) => texts(request)
-            .map(|text| match tokenizer.encode(text, false) {
+        Some(tokenizer) => texts
+            .iter()
+            .map(|text| match tokenizer.encode(*text, false) {
                 Ok(encoding) => encoding.len() as u64,
                 // A text the tokenizer cannot take is still counted, by bytes.
                 Err(_) => by_bytes(text),
             })
             .sum(),
         None => {
-            let bytes: usize = texts(request).map(str::len).sum();
+            let bytes: usize = texts.iter().map(|text| text.len()).sum();
             (bytes as f64 / bytes_per_token.max(1.0)).ceil() as u64
         }
     };
-    text + PER_MESSAGE * request.messages.len() as u64 + PER_REQUEST
+    text + PER_MESSAGE * messages as u64 + PER_REQUEST
 }
 
 #[cfg(test)]
@@ -113,8 +118,14 @@ mod tests {
             }],
             ..Default::default()
         };
-        assert_eq!(prompt_tokens(&request, None, 1.0), 15 + 8 + 8);
-        assert_eq!(prompt_tokens(&request, None, 4.0), 4 + 8 + 8);
+        assert_eq!(
+            prompt_tokens(&chat_texts(&request), 1, None, 1.0),
+            15 + 8 + 8
+        );
+        assert_eq!(
+            prompt_tokens(&chat_texts(&request), 1, None, 4.0),
+            4 + 8 + 8
+        );
     }
 
     /// A word-level tokenizer.json: whitespace-split words, unknown ones as `[UNK]`.
@@ -143,7 +154,10 @@ mod tests {
         let tokenizer = tokenizers.for_model("llama3.2");
         assert!(tokenizers.for_model("qwen").is_none());
         // "user" → 1, "hello big world" → 3; plus one message and the reply's opening.
-        assert_eq!(prompt_tokens(&request, tokenizer, 1.0), 4 + 8 + 8);
+        assert_eq!(
+            prompt_tokens(&chat_texts(&request), 1, tokenizer, 1.0),
+            4 + 8 + 8
+        );
         let missing = Tokenizers::load(&[TokenizerConfig {
             models: vec!["x".into()],
             file: "/nonexistent/tokenizer.json".into(),

@@ -7,13 +7,13 @@
 //! to the engine as extra options (`top_k`, `num_ctx`, …).
 
 use llmgw_proto::v1::response_format::Kind as FormatKind;
-use llmgw_proto::v1::{ChatRequest, Message, ResponseFormat, SamplingParams, Tool, ToolCall};
-use serde::de::DeserializeOwned;
+use llmgw_proto::v1::{ChatRequest, Message, ResponseFormat, Tool, ToolCall};
 use serde_json::{Map, Value};
 
+use super::fields::{body_object, extra_json, field, model, required, sampling};
 use crate::error::ApiError;
 use crate::openai::request::{
-    ChatMessage, ContentPart, MessageContent, Stop, StreamOptions, ToolDefinition,
+    ChatMessage, ContentPart, MessageContent, StreamOptions, ToolDefinition,
 };
 
 /// A chat request that passed validation, ready for the scheduler (caller fields unset).
@@ -37,19 +37,8 @@ const IGNORED: [&str; 7] = [
 
 /// Parses and validates a `/v1/chat/completions` body.
 pub fn parse(body: &[u8]) -> Result<ValidChat, ApiError> {
-    let mut object = match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(object)) => object,
-        Ok(_) => return Err(invalid_body("request body must be a JSON object")),
-        Err(err) => {
-            return Err(invalid_body(&format!(
-                "request body is not valid JSON: {err}"
-            )));
-        }
-    };
-    let model: String = required(&mut object, "model")?;
-    if model.trim().is_empty() {
-        return Err(ApiError::invalid("model", "`model` must not be empty"));
-    }
+    let mut object = body_object(body)?;
+    let model = model(&mut object)?;
     let messages: Vec<ChatMessage> = required(&mut object, "messages")?;
     if messages.is_empty() {
         return Err(ApiError::invalid(
@@ -81,11 +70,7 @@ pub fn parse(body: &[u8]) -> Result<ValidChat, ApiError> {
     for name in IGNORED {
         object.remove(name);
     }
-    let extra_json = if object.is_empty() {
-        String::new()
-    } else {
-        Value::Object(object).to_string()
-    };
+    let extra_json = extra_json(object);
     Ok(ValidChat {
         request: ChatRequest {
             model,
@@ -100,36 +85,6 @@ pub fn parse(body: &[u8]) -> Result<ValidChat, ApiError> {
         },
         stream,
         include_usage,
-    })
-}
-
-fn sampling(object: &mut Map<String, Value>) -> Result<SamplingParams, ApiError> {
-    let temperature = ranged(object, "temperature", 0.0, 2.0)?;
-    let top_p = ranged(object, "top_p", 0.0, 1.0)?;
-    let presence_penalty = ranged(object, "presence_penalty", -2.0, 2.0)?;
-    let frequency_penalty = ranged(object, "frequency_penalty", -2.0, 2.0)?;
-    let max_completion_tokens = positive(object, "max_completion_tokens")?;
-    let max_tokens = positive(object, "max_tokens")?.or(max_completion_tokens);
-    let stop = match field::<Stop>(object, "stop")? {
-        None => Vec::new(),
-        Some(Stop::One(one)) => vec![one],
-        Some(Stop::Many(many)) if many.len() <= 4 => many,
-        Some(Stop::Many(many)) => {
-            return Err(ApiError::invalid(
-                "stop",
-                format!("`stop` may hold at most 4 sequences, got {}", many.len()),
-            ));
-        }
-    };
-    let seed = field::<i64>(object, "seed")?;
-    Ok(SamplingParams {
-        temperature,
-        top_p,
-        max_tokens,
-        stop,
-        seed,
-        presence_penalty,
-        frequency_penalty,
     })
 }
 
@@ -315,73 +270,6 @@ fn tool(index: usize, tool: ToolDefinition) -> Result<Tool, ApiError> {
             .map(|p| p.to_string())
             .unwrap_or_default(),
     })
-}
-
-fn invalid_body(message: &str) -> ApiError {
-    ApiError::InvalidRequest {
-        message: message.to_owned(),
-        param: None,
-    }
-}
-
-/// Removes `name` from the object and deserializes it; `null` counts as absent.
-fn field<T: DeserializeOwned>(
-    object: &mut Map<String, Value>,
-    name: &str,
-) -> Result<Option<T>, ApiError> {
-    match object.remove(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(value) => serde_path_to_error::deserialize(value)
-            .map(Some)
-            .map_err(|err| {
-                let path = format!("{name}{}", render_path(err.path()));
-                ApiError::invalid(path.clone(), format!("`{path}`: {}", err.inner()))
-            }),
-    }
-}
-
-fn required<T: DeserializeOwned>(
-    object: &mut Map<String, Value>,
-    name: &str,
-) -> Result<T, ApiError> {
-    field(object, name)?.ok_or_else(|| ApiError::invalid(name, format!("`{name}` is required")))
-}
-
-fn ranged(
-    object: &mut Map<String, Value>,
-    name: &str,
-    min: f64,
-    max: f64,
-) -> Result<Option<f32>, ApiError> {
-    match field::<f64>(object, name)? {
-        Some(value) if !(min..=max).contains(&value) => Err(ApiError::invalid(
-            name,
-            format!("`{name}` must be between {min} and {max}, got {value}"),
-        )),
-        value => Ok(value.map(|v| v as f32)),
-    }
-}
-
-fn positive(object: &mut Map<String, Value>, name: &str) -> Result<Option<u32>, ApiError> {
-    match field::<i64>(object, name)? {
-        Some(value) if value < 1 || value > i64::from(u32::MAX) => Err(ApiError::invalid(
-            name,
-            format!("`{name}` must be a positive integer, got {value}"),
-        )),
-        value => Ok(value.map(|v| v as u32)),
-    }
-}
-
-fn render_path(path: &serde_path_to_error::Path) -> String {
-    use serde_path_to_error::Segment;
-    path.iter()
-        .map(|segment| match segment {
-            Segment::Seq { index } => format!("[{index}]"),
-            Segment::Map { key } => format!(".{key}"),
-            Segment::Enum { variant } => format!(".{variant}"),
-            Segment::Unknown => String::new(),
-        })
-        .collect()
 }
 
 #[cfg(test)]

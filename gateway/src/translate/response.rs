@@ -7,6 +7,7 @@ use bytes::Bytes;
 use llmgw_proto::v1::chat_event::Event;
 use llmgw_proto::v1::{Delta, ToolCallDelta};
 
+use super::shape::{SSE_DONE, StreamShape, sse_comment, sse_data};
 use crate::error::ApiError;
 use crate::openai::response::{
     AssistantMessage, ChatCompletion, ChatCompletionChunk, Choice, ChunkChoice, ChunkDelta,
@@ -44,9 +45,6 @@ pub struct SseTranslator {
     finished: bool,
 }
 
-/// The stream's last frame.
-pub const DONE_FRAME: &[u8] = b"data: [DONE]\n\n";
-
 impl SseTranslator {
     pub fn new(meta: ResponseMeta, include_usage: bool) -> Self {
         Self {
@@ -54,11 +52,6 @@ impl SseTranslator {
             include_usage,
             finished: false,
         }
-    }
-
-    /// Whether a finish event was seen (a stream ending before it is an interruption).
-    pub fn finished(&self) -> bool {
-        self.finished
     }
 
     /// The opening chunk announcing the assistant role, as OpenAI sends it.
@@ -74,7 +67,7 @@ impl SseTranslator {
     /// The frame for one event, if it produces one.
     pub fn frame(&mut self, event: Event) -> Option<Bytes> {
         match event {
-            Event::Queued(_) | Event::Started(_) => None,
+            Event::Queued(_) | Event::Started(_) | Event::Embeddings(_) => None,
             Event::Delta(delta) => Some(self.chunk_frame(chunk_delta(delta), None)),
             Event::Finish(finish) => {
                 self.finished = true;
@@ -121,14 +114,26 @@ pub fn error_frame(error: &ApiError) -> Bytes {
     sse_data(&error.envelope())
 }
 
-fn sse_data(value: &impl serde::Serialize) -> Bytes {
-    let mut frame = b"data: ".to_vec();
-    // Serializing our own plain structs cannot fail; an empty object keeps the frame valid.
-    if serde_json::to_writer(&mut frame, value).is_err() {
-        frame.extend_from_slice(b"{}");
+impl StreamShape for SseTranslator {
+    const CONTENT_TYPE: &'static str = "text/event-stream";
+    fn opening(&self) -> Option<Bytes> {
+        Some(self.role_frame())
     }
-    frame.extend_from_slice(b"\n\n");
-    Bytes::from(frame)
+    fn frame(&mut self, event: Event) -> Option<Bytes> {
+        SseTranslator::frame(self, event)
+    }
+    fn finished(&self) -> bool {
+        self.finished
+    }
+    fn done(&self) -> Option<Bytes> {
+        Some(Bytes::from_static(SSE_DONE))
+    }
+    fn error(&self, error: &ApiError) -> Bytes {
+        error_frame(error)
+    }
+    fn comment(&self, text: &str) -> Option<Bytes> {
+        Some(sse_comment(text))
+    }
 }
 
 fn chunk_delta(delta: Delta) -> ChunkDelta {
@@ -176,7 +181,7 @@ impl Aggregate {
     /// Adds one event.
     pub fn push(&mut self, event: Event) {
         match event {
-            Event::Queued(_) | Event::Started(_) => {}
+            Event::Queued(_) | Event::Started(_) | Event::Embeddings(_) => {}
             Event::Delta(delta) => {
                 self.content.push_str(&delta.content);
                 delta

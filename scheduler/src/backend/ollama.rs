@@ -1,14 +1,19 @@
-//! Ollama's native API: `POST /api/chat` (NDJSON stream or one object), `GET /api/tags`.
-//! Usage comes from `prompt_eval_count` / `eval_count`; tool calls are passed through.
+//! Ollama's native API: `POST /api/chat` and `/api/generate` (NDJSON stream or one object),
+//! `POST /api/embed`, `GET /api/tags`. Usage comes from `prompt_eval_count` / `eval_count`;
+//! tool calls are passed through.
 
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use llmgw_proto::v1::response_format::Kind as FormatKind;
-use llmgw_proto::v1::{ChatRequest, Delta, Finish, ToolCallDelta, Usage, chat_event::Event};
+use llmgw_proto::v1::{
+    ChatRequest, CompletionRequest, Delta, EmbedRequest, Finish, ToolCallDelta, Usage,
+    chat_event::Event,
+};
 use serde_json::Value;
 
-use super::decode::{ChunkDecoder, decode};
+use super::decode::{ChunkDecoder, WholeBody, decode};
+use super::embed::EmbedDecoder;
 use super::ollama_wire as wire;
 use super::tools::{json_or_string, tools_json};
 use super::{
@@ -16,6 +21,7 @@ use super::{
     transport_error,
 };
 use crate::framing::LineDecoder;
+use crate::work::Work;
 
 /// Longest NDJSON line accepted from Ollama (a non-streamed answer is one line).
 const MAX_LINE_BYTES: usize = 16 << 20;
@@ -50,20 +56,39 @@ impl Backend for OllamaBackend {
         "ollama"
     }
 
-    fn chat(
+    fn call(
         &self,
-        request: ChatRequest,
+        work: Work,
         trace: http::HeaderMap,
         gate: SendGate,
     ) -> BoxFuture<'static, Result<EventStream, BackendError>> {
-        let http = self.http.clone();
-        let url = format!("{}/api/chat", self.base);
+        let model = work.model().to_owned();
+        let prompt_words = super::prompt_words(&work);
+        let post = |path: &str| {
+            self.http
+                .post(format!("{}{path}", self.base))
+                .headers(trace)
+        };
+        let (call, embeddings) = match work {
+            Work::Chat(chat) => (post("/api/chat").json(&to_wire(chat)), None),
+            Work::Completion(completion) => {
+                (post("/api/generate").json(&generate_wire(completion)), None)
+            }
+            Work::Embedding(embed) => {
+                let inputs = embed.input.len();
+                (post("/api/embed").json(&embed_wire(embed)), Some(inputs))
+            }
+        };
         Box::pin(async move {
-            let model = request.model.clone();
-            let prompt_words = super::prompt_words(&request);
-            let call = http.post(url).headers(trace).json(&to_wire(request));
-            let response = send(call, &gate, &model).await?;
-            Ok(decode_events(response.bytes_stream(), prompt_words))
+            let body = send(call, &gate, &model).await?.bytes_stream();
+            Ok(match embeddings {
+                None => decode_events(body, prompt_words),
+                Some(inputs) => decode(
+                    body,
+                    WholeBody::new(MAX_LINE_BYTES),
+                    EmbedDecoder::new(parse_embeddings, prompt_words, inputs),
+                ),
+            })
         })
     }
 
@@ -137,6 +162,32 @@ fn to_wire(request: ChatRequest) -> wire::ChatRequest {
     }
 }
 
+fn generate_wire(request: CompletionRequest) -> wire::GenerateRequest {
+    wire::GenerateRequest {
+        options: sampling_options(request.sampling, &request.extra_json, "num_predict"),
+        model: request.model,
+        prompt: request.prompt,
+        suffix: request.suffix,
+        raw: request.raw,
+        stream: request.stream,
+    }
+}
+
+fn embed_wire(request: EmbedRequest) -> wire::EmbedRequest {
+    wire::EmbedRequest {
+        options: sampling_options(None, &request.extra_json, "num_predict"),
+        model: request.model,
+        input: request.input,
+        dimensions: (request.dimensions > 0).then_some(request.dimensions),
+    }
+}
+
+fn parse_embeddings(body: &[u8]) -> Result<(Vec<Vec<f32>>, Option<u32>), BackendError> {
+    let answer: wire::EmbedResponse = serde_json::from_slice(body)
+        .map_err(|err| BackendError::BadResponse(format!("not an Ollama embed answer ({err})")))?;
+    Ok((answer.embeddings, answer.prompt_eval_count))
+}
+
 /// Decodes Ollama's NDJSON body into events; a stream that ends without `done` is an error.
 fn decode_events<S, E>(body: S, prompt_words: u32) -> EventStream
 where
@@ -180,6 +231,13 @@ impl ChunkDecoder for DecodeState {
             return Err(BackendError::Interrupted(error));
         }
         let mut events = Vec::new();
+        if let Some(text) = chunk.response.filter(|text| !text.is_empty()) {
+            self.deltas += 1;
+            events.push(Event::Delta(Delta {
+                content: text,
+                tool_calls: Vec::new(),
+            }));
+        }
         if let Some(message) = chunk.message {
             let tool_calls: Vec<ToolCallDelta> = message
                 .tool_calls
@@ -239,7 +297,9 @@ mod tests {
             ..Default::default()
         };
         let gate: SendGate = std::sync::Arc::new(|| false);
-        let outcome = backend.chat(request, http::HeaderMap::new(), gate).await;
+        let outcome = backend
+            .call(Work::Chat(request), http::HeaderMap::new(), gate)
+            .await;
         assert!(matches!(outcome, Err(BackendError::NotSent)));
         let accepted = tokio::time::timeout(Duration::from_millis(100), listener.accept()).await;
         assert!(accepted.is_err(), "no connection was opened");

@@ -1,4 +1,5 @@
-//! Ollama's native `/api/chat` and `/api/tags` wire types (plain data, serde only).
+//! Ollama's native `/api/chat`, `/api/generate`, `/api/embed` and `/api/tags` wire types
+//! (plain data, serde only).
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -39,11 +40,45 @@ pub(crate) struct FunctionCall {
     pub arguments: Value,
 }
 
-/// One NDJSON line of a streamed answer, or the whole non-streamed answer.
+#[derive(Debug, Serialize)]
+pub(crate) struct GenerateRequest {
+    pub model: String,
+    pub prompt: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub suffix: String,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub raw: bool,
+    pub stream: bool,
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    pub options: Map<String, Value>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct EmbedRequest {
+    pub model: String,
+    pub input: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dimensions: Option<u32>,
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    pub options: Map<String, Value>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct EmbedResponse {
+    #[serde(default)]
+    pub embeddings: Vec<Vec<f32>>,
+    #[serde(default)]
+    pub prompt_eval_count: Option<u32>,
+}
+
+/// One NDJSON line of a streamed answer, or the whole non-streamed answer; `/api/chat` puts
+/// the text in `message`, `/api/generate` in `response`.
 #[derive(Debug, Deserialize)]
 pub(crate) struct ChatChunk {
     #[serde(default)]
     pub message: Option<ChunkMessage>,
+    #[serde(default)]
+    pub response: Option<String>,
     #[serde(default)]
     pub done: bool,
     #[serde(default)]

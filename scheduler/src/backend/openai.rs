@@ -1,5 +1,5 @@
-//! OpenAI-compatible engines: `POST /v1/chat/completions` (SSE stream or one object),
-//! `GET /v1/models`. Streams ask for usage (`stream_options.include_usage`); when an engine
+//! OpenAI-compatible engines: `POST /v1/chat/completions` and `/v1/completions` (SSE stream or
+//! one object), `POST /v1/embeddings`, `GET /v1/models`. Streams ask for usage (`stream_options.include_usage`); when an engine
 //! does not report it, completion tokens are counted (one per content delta) and prompt tokens
 //! estimated (whitespace-separated words).
 
@@ -8,11 +8,13 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use llmgw_proto::v1::response_format::Kind as FormatKind;
 use llmgw_proto::v1::{
-    ChatRequest, Delta, Finish, ResponseFormat, ToolCallDelta, Usage, chat_event::Event,
+    ChatRequest, CompletionRequest, Delta, EmbedRequest, Finish, ResponseFormat, ToolCallDelta,
+    Usage, chat_event::Event,
 };
 use serde_json::Value;
 
 use super::decode::{ChunkDecoder, WholeBody, decode};
+use super::embed::EmbedDecoder;
 use super::openai_wire as wire;
 use super::tools::{json_or_string, tools_json};
 use super::{
@@ -20,6 +22,7 @@ use super::{
 };
 use crate::framing::sse::{SseDecoder, SseEvent};
 use crate::routing::config::SchemaFormat;
+use crate::work::Work;
 
 /// Longest SSE line, and longest non-streamed answer, accepted.
 const MAX_LINE_BYTES: usize = 16 << 20;
@@ -88,19 +91,33 @@ impl Backend for OpenAiBackend {
         "openai"
     }
 
-    fn chat(
+    fn call(
         &self,
-        request: ChatRequest,
+        work: Work,
         trace: http::HeaderMap,
         gate: SendGate,
     ) -> BoxFuture<'static, Result<EventStream, BackendError>> {
-        let prompt_words = super::prompt_words(&request);
-        let stream = request.stream;
-        let model = request.model.clone();
-        let call = self
-            .request(reqwest::Method::POST, "/v1/chat/completions")
-            .headers(trace)
-            .json(&to_wire(request, self.schema_format));
+        let prompt_words = super::prompt_words(&work);
+        let stream = work.stream();
+        let model = work.model().to_owned();
+        let post = |path: &str| self.request(reqwest::Method::POST, path).headers(trace);
+        let (call, embeddings) = match work {
+            Work::Chat(chat) => (
+                post("/v1/chat/completions").json(&to_wire(chat, self.schema_format)),
+                None,
+            ),
+            Work::Completion(completion) => (
+                post("/v1/completions").json(&completion_wire(completion)),
+                None,
+            ),
+            Work::Embedding(embed) => {
+                let inputs = embed.input.len();
+                (
+                    post("/v1/embeddings").json(&embed_wire(embed)),
+                    Some(inputs),
+                )
+            }
+        };
         Box::pin(async move {
             let response = send(call, &gate, &model).await?;
             let state = DecodeState {
@@ -108,10 +125,14 @@ impl Backend for OpenAiBackend {
                 ..DecodeState::default()
             };
             let body = response.bytes_stream();
-            Ok(if stream {
-                decode(body, SseDecoder::new(MAX_LINE_BYTES), SseFrames(state))
-            } else {
-                decode(body, WholeBody::new(MAX_LINE_BYTES), state)
+            Ok(match embeddings {
+                Some(inputs) => decode(
+                    body,
+                    WholeBody::new(MAX_LINE_BYTES),
+                    EmbedDecoder::new(parse_embeddings, prompt_words, inputs),
+                ),
+                None if stream => decode(body, SseDecoder::new(MAX_LINE_BYTES), SseFrames(state)),
+                None => decode(body, WholeBody::new(MAX_LINE_BYTES), state),
             })
         })
     }
@@ -168,6 +189,43 @@ fn to_wire(request: ChatRequest, schema_format: SchemaFormat) -> wire::ChatReque
             .and_then(|format| response_format(format, schema_format)),
         options,
     }
+}
+
+fn completion_wire(request: CompletionRequest) -> wire::CompletionRequest {
+    wire::CompletionRequest {
+        options: sampling_options(request.sampling, &request.extra_json, "max_tokens"),
+        model: request.model,
+        prompt: request.prompt,
+        suffix: (!request.suffix.is_empty()).then_some(request.suffix),
+        stream: request.stream,
+        stream_options: request.stream.then_some(wire::StreamOptions {
+            include_usage: true,
+        }),
+    }
+}
+
+fn embed_wire(request: EmbedRequest) -> wire::EmbedRequest {
+    wire::EmbedRequest {
+        options: sampling_options(None, &request.extra_json, "max_tokens"),
+        model: request.model,
+        input: request.input,
+        dimensions: (request.dimensions > 0).then_some(request.dimensions),
+        encoding_format: "float",
+    }
+}
+
+/// `data[]` in `index` order (engines may answer out of order).
+fn parse_embeddings(body: &[u8]) -> Result<(Vec<Vec<f32>>, Option<u32>), BackendError> {
+    let mut answer: wire::EmbedResponse = serde_json::from_slice(body).map_err(|err| {
+        BackendError::BadResponse(format!("not an OpenAI embeddings answer ({err})"))
+    })?;
+    answer.data.sort_by_key(|entry| entry.index);
+    let vectors = answer
+        .data
+        .into_iter()
+        .map(|entry| entry.embedding)
+        .collect();
+    Ok((vectors, answer.usage.map(|usage| usage.prompt_tokens)))
 }
 
 /// OpenAI's `response_format` in the spelling this engine takes.
@@ -280,7 +338,7 @@ impl DecodeState {
                     }
                 })
                 .collect();
-            let content = delta.content.unwrap_or_default();
+            let content = delta.content.or(choice.text).unwrap_or_default();
             if !content.is_empty() || !tool_calls.is_empty() {
                 self.saw_tool_calls |= !tool_calls.is_empty();
                 self.deltas += 1;

@@ -23,6 +23,45 @@ pub(crate) struct ChatRequest {
 }
 
 #[derive(Debug, Serialize)]
+pub(crate) struct CompletionRequest {
+    pub model: String,
+    pub prompt: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suffix: Option<String>,
+    pub stream: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream_options: Option<StreamOptions>,
+    #[serde(flatten)]
+    pub options: Map<String, Value>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct EmbedRequest {
+    pub model: String,
+    pub input: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dimensions: Option<u32>,
+    pub encoding_format: &'static str,
+    #[serde(flatten)]
+    pub options: Map<String, Value>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct EmbedResponse {
+    #[serde(default)]
+    pub data: Vec<EmbeddingEntry>,
+    #[serde(default)]
+    pub usage: Option<Usage>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct EmbeddingEntry {
+    pub embedding: Vec<f32>,
+    #[serde(default)]
+    pub index: Option<usize>,
+}
+
+#[derive(Debug, Serialize)]
 pub(crate) struct StreamOptions {
     pub include_usage: bool,
 }
@@ -68,6 +107,9 @@ pub(crate) struct Chunk {
 pub(crate) struct ChunkChoice {
     #[serde(default, alias = "message")]
     pub delta: Option<ChunkDelta>,
+    /// `/v1/completions` puts the text here.
+    #[serde(default)]
+    pub text: Option<String>,
     #[serde(default)]
     pub finish_reason: Option<String>,
 }

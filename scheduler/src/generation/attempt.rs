@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use futures::StreamExt;
-use llmgw_proto::v1::ChatRequest;
 use llmgw_proto::v1::chat_event::Event;
 use llmgw_telemetry::DECISIONS;
 use tokio::time::Instant;
@@ -18,6 +17,7 @@ use crate::endpoint::{Endpoint, InFlight};
 use crate::error::{SchedulerError, TimeoutKind};
 use crate::pool::Pool;
 use crate::routing::table::{Route, Timeouts};
+use crate::work::Work;
 
 /// A backend produced its first content event: the request is committed to it.
 pub struct Committed {
@@ -78,7 +78,7 @@ pub async fn attempt(
     context: &Context,
     pool: &Pool,
     route: &Route,
-    request: &ChatRequest,
+    request: &Work,
     budget: &Budget,
     attempts: &mut Attempts,
 ) -> Result<Committed, NotCommitted> {
@@ -109,11 +109,7 @@ pub async fn attempt(
         let started = Instant::now();
         // Backends always stream: first-token and idle timeouts, and cancellation, then work
         // the same for non-streamed requests, whose answer is assembled by the relay.
-        let call = ChatRequest {
-            model: route.upstream.clone(),
-            stream: true,
-            ..request.clone()
-        };
+        let call = request.for_backend(&route.upstream);
         let first = first_token(
             &endpoint,
             call,
@@ -184,7 +180,7 @@ pub fn record_failure(
 /// token within the first-token timeout; both capped by the budget.
 async fn first_token(
     endpoint: &Arc<Endpoint>,
-    request: ChatRequest,
+    request: Work,
     timeouts: &Timeouts,
     budget: &Budget,
     call_span: &tracing::Span,
@@ -208,7 +204,7 @@ async fn first_token(
     );
     let lease = Arc::clone(&context.lease);
     let gate: SendGate = Arc::new(move || lease.is_leader());
-    let call = endpoint.backend.chat(request, trace, gate);
+    let call = endpoint.backend.call(request, trace, gate);
     let mut events = match tokio::time::timeout_at(connect_by, call).await {
         Ok(Ok(started)) => started,
         Ok(Err(BackendError::NotSent)) => {
@@ -247,13 +243,14 @@ fn backend_span(
     parent: &tracing::Span,
     endpoint: &Endpoint,
     route: &Route,
-    request: &ChatRequest,
+    request: &Work,
 ) -> tracing::Span {
+    let operation = request.operation();
     let span = tracing::info_span!(parent: parent, "gen_ai.chat",
-        otel.name = format!("chat {}", route.upstream),
+        otel.name = format!("{operation} {}", route.upstream),
         otel.kind = "client",
         otel.status_code = tracing::field::Empty,
-        "gen_ai.operation.name" = "chat",
+        "gen_ai.operation.name" = operation,
         "gen_ai.provider.name" = endpoint.backend.provider(),
         "gen_ai.request.model" = %route.upstream,
         "gen_ai.request.max_tokens" = tracing::field::Empty,
@@ -265,7 +262,7 @@ fn backend_span(
         "server.address" = %endpoint.config.url,
         "error.type" = tracing::field::Empty,
     );
-    if let Some(sampling) = &request.sampling {
+    if let Some(sampling) = request.sampling() {
         if let Some(max_tokens) = sampling.max_tokens {
             span.record("gen_ai.request.max_tokens", i64::from(max_tokens));
         }

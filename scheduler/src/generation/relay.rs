@@ -96,7 +96,7 @@ pub fn relay(
                         Event::Finish(finish) => {
                             call_span.record("gen_ai.response.finish_reasons", format!("[\"{}\"]", finish.reason));
                         }
-                        Event::Queued(_) | Event::Started(_) | Event::Delta(_) => {}
+                        Event::Queued(_) | Event::Started(_) | Event::Delta(_) | Event::Embeddings(_) => {}
                     }
                     for out in gather.push(next) {
                         yield Ok(event(out));

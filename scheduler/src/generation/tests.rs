@@ -22,6 +22,7 @@ use crate::endpoint::Endpoint;
 use crate::metrics::SchedulerMetrics;
 use crate::routing::config::{BreakerConfig, EndpointConfig, EndpointKind, FileConfig};
 use crate::routing::table::{RouteTable, Timeouts};
+use crate::work::Work;
 
 /// What one backend call does.
 #[derive(Debug, Clone)]
@@ -67,9 +68,9 @@ impl Backend for Scripted {
         &self.name
     }
 
-    fn chat(
+    fn call(
         &self,
-        _request: ChatRequest,
+        _request: Work,
         _trace: http::HeaderMap,
         _gate: crate::backend::SendGate,
     ) -> BoxFuture<'static, Result<EventStream, BackendError>> {
@@ -255,7 +256,8 @@ impl Harness {
             deadline_ms,
             ..Default::default()
         };
-        let admissible = validate(request, Instant::now()).map_err(|e| e.to_string())?;
+        let admissible =
+            validate(Work::Chat(request), Instant::now()).map_err(|e| e.to_string())?;
         let route = self
             .topology
             .routes

@@ -1,6 +1,7 @@
-//! The SSE body of a streamed chat completion: queue comments and keep-alives until the first
-//! token, then chunks, then `[DONE]` — or an error event if the generation fails after the
-//! response was committed (never a hang, never a fake `[DONE]`).
+//! The body of a streamed answer, for every route that streams (chat and text completions, in
+//! their OpenAI SSE shapes): queue comments and keep-alives until the first token, then
+//! chunks, then the end marker — or an error frame if the generation fails after the response
+//! was committed (never a hang, never a fake end).
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -13,11 +14,11 @@ use llmgw_proto::v1::ChatEvent;
 use llmgw_proto::v1::chat_event::Event;
 use tonic::Streaming;
 
-use super::open::{Opening, record_rpc_status};
-use super::{Observation, ROUTE};
+use super::observation::Observation;
 use crate::error::ApiError;
 use crate::governance::reservation::Reservation;
-use crate::translate::response::{DONE_FRAME, SseTranslator, error_frame};
+use crate::routes::call::{Opening, record_rpc_status};
+use crate::translate::shape::StreamShape;
 
 /// What the SSE body does next.
 enum Step {
@@ -27,8 +28,8 @@ enum Step {
     Failed(tonic::Status),
 }
 
-pub(super) fn stream_response(
-    mut translator: SseTranslator,
+pub(crate) fn stream_response<S: StreamShape>(
+    mut translator: S,
     opening: Opening,
     mut events: Streaming<ChatEvent>,
     keepalive: Duration,
@@ -41,15 +42,15 @@ pub(super) fn stream_response(
         // The server and call spans end with the stream, not with the response head.
         let (server_span, rpc_span) = spans;
         let Opening { first, queued_position, .. } = opening;
-        let Observation { metrics, model, tenant, received, .. } = observation;
+        let Observation { metrics, model, tenant, received, route, .. } = observation;
         let model = model.unwrap_or_default();
         let mut first_token_at: Option<Duration> = None;
         let mut output_tokens = 0;
         // No data chunk before the first real one: while the request still waits for a slot,
         // only SSE comments go out, so proxies see traffic and clients see nothing.
         let mut opened = false;
-        if let Some(position) = queued_position.filter(|_| first.is_none()) {
-            yield Ok(queued_comment(position));
+        if let Some(comment) = queued_position.filter(|_| first.is_none()).and_then(|p| translator.comment(&format!("queued position={p}"))) {
+            yield Ok(comment);
         }
         let mut pending_first = first;
         loop {
@@ -64,22 +65,32 @@ pub(super) fn stream_response(
                 }
             };
             match step {
-                Step::KeepAlive => yield Ok::<Bytes, Infallible>(Bytes::from_static(KEEPALIVE_FRAME)),
+                Step::KeepAlive => {
+                    if let Some(comment) = translator.comment("keep-alive") {
+                        yield Ok::<Bytes, Infallible>(comment);
+                    }
+                }
                 Step::Event(Event::Queued(queued)) if !opened => {
-                    yield Ok(queued_comment(queued.position));
+                    if let Some(comment) = translator.comment(&format!("queued position={}", queued.position)) {
+                        yield Ok(comment);
+                    }
                 }
                 // Headers are gone already: the queue time the header would carry goes here.
                 Step::Event(Event::Started(started)) if !opened => {
                     if let Some(reservation) = &mut reservation {
                         reservation.generating(true);
                     }
-                    yield Ok(Bytes::from(format!(": started queue_ms={}\n\n", started.queue_ms)));
+                    if let Some(comment) = translator.comment(&format!("started queue_ms={}", started.queue_ms)) {
+                        yield Ok(comment);
+                    }
                 }
                 Step::Event(event) => {
                     let content = matches!(event, Event::Delta(_) | Event::Finish(_) | Event::Usage(_));
                     if content && !opened {
                         opened = true;
-                        yield Ok(translator.role_frame());
+                        if let Some(opening) = translator.opening() {
+                            yield Ok(opening);
+                        }
                     }
                     if let (Some(reservation), Event::Delta(_)) = (&mut reservation, &event) {
                         reservation.generating(true);
@@ -104,20 +115,22 @@ pub(super) fn stream_response(
                 Step::End if translator.finished() => {
                     rpc_span.record("rpc.grpc.status_code", 0);
                     let total = received.elapsed();
-                    metrics.duration(ROUTE, &model, 200, total.as_secs_f64());
+                    metrics.duration(route, &model, 200, total.as_secs_f64());
                     if let Some(ttft) = first_token_at.filter(|_| output_tokens > 1) {
                         metrics.per_output_token(&model, (total - ttft).as_secs_f64() / f64::from(output_tokens - 1));
                     }
-                    tracing::info!(status = 200, elapsed_ms = received.elapsed().as_millis() as u64, "chat stream completed");
-                    yield Ok(Bytes::from_static(DONE_FRAME));
+                    tracing::info!(status = 200, elapsed_ms = received.elapsed().as_millis() as u64, "stream completed");
+                    if let Some(done) = translator.done() {
+                        yield Ok(done);
+                    }
                     break;
                 }
                 Step::End => {
                     let err = ApiError::backend_interrupted();
                     metrics.stream_error(&model, err.reason().as_str());
-                    metrics.duration(ROUTE, &model, 200, received.elapsed().as_secs_f64());
-                    tracing::warn!(reason = err.reason().as_str(), "chat stream ended before finishing");
-                    yield Ok(error_frame(&err));
+                    metrics.duration(route, &model, 200, received.elapsed().as_secs_f64());
+                    tracing::warn!(reason = err.reason().as_str(), "stream ended before finishing");
+                    yield Ok(translator.error(&err));
                     break;
                 }
                 Step::Failed(status) => {
@@ -125,9 +138,9 @@ pub(super) fn stream_response(
                     server_span.record("otel.status_code", "ERROR");
                     let err = ApiError::Scheduler(status);
                     metrics.stream_error(&model, err.reason().as_str());
-                    metrics.duration(ROUTE, &model, 200, received.elapsed().as_secs_f64());
-                    tracing::warn!(reason = err.reason().as_str(), error = %err, "chat stream failed after the response was committed");
-                    yield Ok(error_frame(&err));
+                    metrics.duration(route, &model, 200, received.elapsed().as_secs_f64());
+                    tracing::warn!(reason = err.reason().as_str(), error = %err, "stream failed after the response was committed");
+                    yield Ok(translator.error(&err));
                     break;
                 }
             }
@@ -137,19 +150,12 @@ pub(super) fn stream_response(
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
+        HeaderValue::from_static(S::CONTENT_TYPE),
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     // Tells nginx-style proxies not to buffer the stream.
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     response
-}
-
-/// An SSE comment: ignored by clients, seen as traffic by proxies.
-const KEEPALIVE_FRAME: &[u8] = b": keep-alive\n\n";
-
-fn queued_comment(position: u32) -> Bytes {
-    Bytes::from(format!(": queued position={position}\n\n"))
 }
 
 fn next_step(next: Option<Result<ChatEvent, tonic::Status>>) -> Step {

@@ -1,13 +1,14 @@
-//! Opening a scheduler call: pick a scheduler, send the request, and read up to the first
-//! content event — moving on to another scheduler (or waiting, bounded, for a new leader)
-//! when one fails before the client got any byte.
+//! Opening a scheduler call (Chat, Complete or Embed): pick a scheduler, send the request, and
+//! read up to the first content event — moving on to another scheduler (or waiting, bounded,
+//! for a new leader) when one fails before the client got any byte. Every route that reaches
+//! the scheduler goes through here.
 
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use llmgw_proto::Reason;
 use llmgw_proto::v1::chat_event::Event;
-use llmgw_proto::v1::{ChatEvent, ChatRequest, Started};
+use llmgw_proto::v1::{ChatEvent, ChatRequest, CompletionRequest, EmbedRequest, Started};
 use llmgw_telemetry::{TraceContext, propagation};
 use tokio::time::Instant;
 use tonic::Streaming;
@@ -16,17 +17,66 @@ use tracing::Instrument;
 use crate::error::ApiError;
 use crate::governance::reservation::Reservation;
 use crate::routes::AppState;
+use crate::scheduler_client::Target;
 
-/// The client span of one scheduler call.
-pub(super) fn rpc_span() -> tracing::Span {
+/// One scheduler request, by RPC.
+#[derive(Debug, Clone)]
+pub(crate) enum Call {
+    Chat(ChatRequest),
+    Complete(CompletionRequest),
+    Embed(EmbedRequest),
+}
+
+impl Call {
+    fn model(&self) -> &str {
+        match self {
+            Self::Chat(r) => &r.model,
+            Self::Complete(r) => &r.model,
+            Self::Embed(r) => &r.model,
+        }
+    }
+
+    fn stream(&self) -> bool {
+        match self {
+            Self::Chat(r) => r.stream,
+            Self::Complete(r) => r.stream,
+            Self::Embed(_) => false,
+        }
+    }
+
+    /// Sends the call with `prepare` applied to its metadata (trace context, token).
+    async fn send(
+        self,
+        target: &Target,
+        prepare: impl Fn(&mut tonic::metadata::MetadataMap),
+    ) -> Result<tonic::Response<Streaming<ChatEvent>>, tonic::Status> {
+        fn request<T>(
+            message: T,
+            prepare: impl Fn(&mut tonic::metadata::MetadataMap),
+        ) -> tonic::Request<T> {
+            let mut request = tonic::Request::new(message);
+            prepare(request.metadata_mut());
+            request
+        }
+        let mut client = target.scheduler();
+        match self {
+            Self::Chat(r) => client.chat(request(r, prepare)).await,
+            Self::Complete(r) => client.complete(request(r, prepare)).await,
+            Self::Embed(r) => client.embed(request(r, prepare)).await,
+        }
+    }
+}
+
+/// The client span of one scheduler call to `method`.
+pub(crate) fn rpc_span(method: &'static str) -> tracing::Span {
     tracing::info_span!(
         "scheduler_call",
-        otel.name = "llmgw.scheduler.v1.Scheduler/Chat",
+        otel.name = format!("llmgw.scheduler.v1.Scheduler/{method}"),
         otel.kind = "client",
         otel.status_code = tracing::field::Empty,
         "rpc.system" = "grpc",
         "rpc.service" = "llmgw.scheduler.v1.Scheduler",
-        "rpc.method" = "Chat",
+        "rpc.method" = method,
         "rpc.grpc.status_code" = tracing::field::Empty,
     )
 }
@@ -34,16 +84,16 @@ pub(super) fn rpc_span() -> tracing::Span {
 /// Calls a scheduler with `request` and reads up to its first content event. With
 /// `commit_after` (streams) it returns early so the caller can commit the response and keep
 /// it alive while the request waits.
-pub(super) async fn open(
+pub(crate) async fn open(
     state: &AppState,
-    request: ChatRequest,
+    request: Call,
     incoming: &TraceContext,
     rpc_span: &tracing::Span,
     commit_after: Option<Duration>,
     reservation: &mut Option<Reservation>,
 ) -> Result<(Streaming<ChatEvent>, Opening), ApiError> {
-    let model = request.model.clone();
-    let stream = request.stream;
+    let model = request.model().to_owned();
+    let stream = request.stream();
     // Another scheduler is tried — before the client got any byte — when one is down, stands
     // by (`not_leader`), shuts down, or its connection breaks. The request is cloned only when
     // a retry is possible.
@@ -78,18 +128,17 @@ pub(super) async fn open(
         if several {
             pending = Some(this.clone());
         }
-        let mut call = tonic::Request::new(this);
-        propagation::inject_grpc(
-            &propagation::outgoing(rpc_span, incoming),
-            call.metadata_mut(),
-        );
-        state.scheduler.authorize(&mut call);
+        let context = propagation::outgoing(rpc_span, incoming);
+        let prepare = |metadata: &mut tonic::metadata::MetadataMap| {
+            propagation::inject_grpc(&context, metadata);
+            state.scheduler.authorize_metadata(metadata);
+        };
         // The response head comes as soon as the scheduler admitted or queued the call; a
         // scheduler that does not send it in time (paused, cut off) is skipped like a dead one.
         let head_timeout = state.config.scheduler_connect_timeout() + SCHEDULER_HEAD_GRACE;
         let called = tokio::time::timeout(
             head_timeout,
-            target.scheduler().chat(call).instrument(rpc_span.clone()),
+            this.send(&target, prepare).instrument(rpc_span.clone()),
         )
         .await
         .unwrap_or_else(|_| {
@@ -123,7 +172,7 @@ pub(super) async fn open(
 
 /// Everything the scheduler said before the first content event.
 #[derive(Debug, Default)]
-pub(super) struct Opening {
+pub(crate) struct Opening {
     pub started: Option<Started>,
     /// Set if the request had to wait for a slot.
     pub queued_position: Option<u32>,
@@ -134,7 +183,7 @@ pub(super) struct Opening {
 impl Opening {
     /// Reads events up to the first content event. With `commit_after` (streams), gives up
     /// waiting after that long so the caller can commit the SSE response and keep it alive.
-    pub(super) async fn read<S>(
+    pub(crate) async fn read<S>(
         events: &mut S,
         commit_after: Option<Duration>,
         stream: bool,
@@ -209,12 +258,12 @@ fn moves_on(status: &tonic::Status) -> MoveOn {
     }
 }
 
-pub(super) fn record_rpc_status(span: &tracing::Span, status: &tonic::Status) {
+pub(crate) fn record_rpc_status(span: &tracing::Span, status: &tonic::Status) {
     span.record("rpc.grpc.status_code", status.code() as i32);
     span.record("otel.status_code", "ERROR");
 }
 
-pub(super) fn record_rpc_failure(span: &tracing::Span, status: tonic::Status) -> ApiError {
+pub(crate) fn record_rpc_failure(span: &tracing::Span, status: tonic::Status) -> ApiError {
     record_rpc_status(span, &status);
     ApiError::Scheduler(status)
 }

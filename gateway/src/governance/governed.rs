@@ -1,0 +1,74 @@
+//! [`Governed`]: what admission reads of a request of any kind (chat, completion, embeddings)
+//! and the one thing it writes — a tenant's completion cap — so every route is governed by the
+//! same code: model allow-list, engine options, caps, and the reservation against limits.
+
+use llmgw_proto::v1::{ChatRequest, CompletionRequest, EmbedRequest, SamplingParams};
+
+use super::estimate::chat_texts;
+
+pub trait Governed {
+    fn model(&self) -> &str;
+    /// Engine options as a JSON object (empty: none).
+    fn extra_json(&self) -> &str;
+    /// The sampling parameters a completion cap is written into; `None` when the request
+    /// generates nothing (embeddings).
+    fn sampling_mut(&mut self) -> Option<&mut SamplingParams>;
+    /// The most output tokens asked for, if the caller said.
+    fn max_output(&self) -> Option<u32>;
+    /// The texts the engine tokenizes, and how many chat messages wrap them.
+    fn prompt_texts(&self) -> (Vec<&str>, usize);
+}
+
+impl Governed for ChatRequest {
+    fn model(&self) -> &str {
+        &self.model
+    }
+    fn extra_json(&self) -> &str {
+        &self.extra_json
+    }
+    fn sampling_mut(&mut self) -> Option<&mut SamplingParams> {
+        Some(self.sampling.get_or_insert_with(SamplingParams::default))
+    }
+    fn max_output(&self) -> Option<u32> {
+        self.sampling.as_ref().and_then(|s| s.max_tokens)
+    }
+    fn prompt_texts(&self) -> (Vec<&str>, usize) {
+        (chat_texts(self), self.messages.len())
+    }
+}
+
+impl Governed for CompletionRequest {
+    fn model(&self) -> &str {
+        &self.model
+    }
+    fn extra_json(&self) -> &str {
+        &self.extra_json
+    }
+    fn sampling_mut(&mut self) -> Option<&mut SamplingParams> {
+        Some(self.sampling.get_or_insert_with(SamplingParams::default))
+    }
+    fn max_output(&self) -> Option<u32> {
+        self.sampling.as_ref().and_then(|s| s.max_tokens)
+    }
+    fn prompt_texts(&self) -> (Vec<&str>, usize) {
+        (vec![self.prompt.as_str(), self.suffix.as_str()], 0)
+    }
+}
+
+impl Governed for EmbedRequest {
+    fn model(&self) -> &str {
+        &self.model
+    }
+    fn extra_json(&self) -> &str {
+        &self.extra_json
+    }
+    fn sampling_mut(&mut self) -> Option<&mut SamplingParams> {
+        None
+    }
+    fn max_output(&self) -> Option<u32> {
+        Some(0)
+    }
+    fn prompt_texts(&self) -> (Vec<&str>, usize) {
+        (self.input.iter().map(String::as_str).collect(), 0)
+    }
+}

@@ -1,0 +1,62 @@
+//! [`Observation`]: what metrics need to know about one request to a scheduler-backed route,
+//! filled in as it goes, and the finishing touches every such response gets (the tenant's
+//! rate-limit headers, the model label for the metrics layer).
+
+use std::sync::Arc;
+
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use tokio::time::Instant;
+
+use super::AppState;
+use crate::caller::Caller;
+use crate::error::ApiError;
+use crate::layers::Observed;
+use crate::metrics::GatewayMetrics;
+
+#[derive(Debug, Clone)]
+pub(crate) struct Observation {
+    pub metrics: Arc<GatewayMetrics>,
+    /// The requested model once the scheduler accepted it (before, clients could mint labels).
+    pub model: Option<String>,
+    pub tenant: String,
+    pub received: Instant,
+    /// The response is a stream: its duration is recorded when the stream ends.
+    pub streaming: bool,
+    /// The route label.
+    pub route: &'static str,
+}
+
+impl Observation {
+    pub fn new(state: &AppState, caller: &Caller, route: &'static str) -> Self {
+        Self {
+            metrics: Arc::clone(&state.metrics),
+            model: None,
+            tenant: caller.metrics_tenant.clone(),
+            received: Instant::now(),
+            streaming: false,
+            route,
+        }
+    }
+
+    /// The response for `handled`, with the tenant's rate-limit state as of its reservation
+    /// (on success and failure alike) and the model label once the scheduler accepted it.
+    pub fn respond(
+        self,
+        handled: Result<Response, ApiError>,
+        limit_headers: HeaderMap,
+    ) -> Response {
+        let mut response = match handled {
+            Ok(response) => response,
+            Err(err) => err.into_response(),
+        };
+        response.headers_mut().extend(limit_headers);
+        if let Some(model) = self.model {
+            response.extensions_mut().insert(Observed {
+                model,
+                streaming: self.streaming,
+            });
+        }
+        response
+    }
+}

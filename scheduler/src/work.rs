@@ -1,0 +1,122 @@
+//! [`Work`]: what one call asks a backend to do — a chat, a text completion or embeddings. The
+//! pipeline (validation, admission, routing, attempts, relay) is the same for all three; only
+//! the backend request and the events it yields differ.
+
+use llmgw_proto::v1::{ChatRequest, CompletionRequest, EmbedRequest, SamplingParams};
+use prost::Message as _;
+
+/// One call's request, by RPC.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Work {
+    Chat(ChatRequest),
+    Completion(CompletionRequest),
+    Embedding(EmbedRequest),
+}
+
+/// The fields every kind of request has, borrowed.
+#[derive(Debug, Clone, Copy)]
+pub struct Common<'a> {
+    pub model: &'a str,
+    pub tenant: &'a str,
+    pub priority: i32,
+    pub deadline_ms: u64,
+    pub extra_json: &'a str,
+    pub request_id: &'a str,
+}
+
+impl Work {
+    pub fn common(&self) -> Common<'_> {
+        match self {
+            Self::Chat(r) => Common {
+                model: &r.model,
+                tenant: &r.tenant,
+                priority: r.priority,
+                deadline_ms: r.deadline_ms,
+                extra_json: &r.extra_json,
+                request_id: &r.request_id,
+            },
+            Self::Completion(r) => Common {
+                model: &r.model,
+                tenant: &r.tenant,
+                priority: r.priority,
+                deadline_ms: r.deadline_ms,
+                extra_json: &r.extra_json,
+                request_id: &r.request_id,
+            },
+            Self::Embedding(r) => Common {
+                model: &r.model,
+                tenant: &r.tenant,
+                priority: r.priority,
+                deadline_ms: r.deadline_ms,
+                extra_json: &r.extra_json,
+                request_id: &r.request_id,
+            },
+        }
+    }
+
+    pub fn model(&self) -> &str {
+        self.common().model
+    }
+
+    /// Whether the caller asked for a stream (embeddings never stream).
+    pub fn stream(&self) -> bool {
+        match self {
+            Self::Chat(r) => r.stream,
+            Self::Completion(r) => r.stream,
+            Self::Embedding(_) => false,
+        }
+    }
+
+    pub fn sampling(&self) -> Option<&SamplingParams> {
+        match self {
+            Self::Chat(r) => r.sampling.as_ref(),
+            Self::Completion(r) => r.sampling.as_ref(),
+            Self::Embedding(_) => None,
+        }
+    }
+
+    /// The request as sent to one backend: the upstream model name, always streamed (so
+    /// first-token and idle timeouts and cancellation work the same for every call).
+    pub fn for_backend(&self, upstream: &str) -> Self {
+        let mut call = self.clone();
+        match &mut call {
+            Self::Chat(r) => {
+                r.model = upstream.to_owned();
+                r.stream = true;
+            }
+            Self::Completion(r) => {
+                r.model = upstream.to_owned();
+                r.stream = true;
+            }
+            Self::Embedding(r) => r.model = upstream.to_owned(),
+        }
+        call
+    }
+
+    /// Its size on the wire, which bounds the queue's memory.
+    pub fn encoded_len(&self) -> usize {
+        match self {
+            Self::Chat(r) => r.encoded_len(),
+            Self::Completion(r) => r.encoded_len(),
+            Self::Embedding(r) => r.encoded_len(),
+        }
+    }
+
+    /// The OpenTelemetry GenAI operation name.
+    pub fn operation(&self) -> &'static str {
+        match self {
+            Self::Chat(_) => "chat",
+            Self::Completion(_) => "text_completion",
+            Self::Embedding(_) => "embeddings",
+        }
+    }
+
+    /// The RPC, for span names and logs.
+    pub fn method(&self) -> &'static str {
+        match self {
+            Self::Chat(_) => "Chat",
+            Self::Completion(_) => "Complete",
+            Self::Embedding(_) => "Embed",
+        }
+    }
+}
