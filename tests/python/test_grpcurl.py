@@ -79,3 +79,26 @@ def test_health_is_serving(stack):
     result = grpcurl(stack, "grpc.health.v1.Health/Check", data={"service": "llmgw.scheduler.v1.Scheduler"})
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"status": "SERVING"}
+
+
+def test_complete_and_embed_are_callable_directly(stack):
+    """The Complete and Embed RPCs, as a platform team would call them without the gateway."""
+    result = grpcurl(stack, "llmgw.scheduler.v1.Scheduler/Complete",
+                     data={"model": "llama3.2", "prompt": "Once upon a time", "sampling": {"max_tokens": 3}})
+    assert result.returncode == 0, result.stderr
+    events = json_objects(result.stdout)
+    assert [next(iter(e)) for e in events][-2:] == ["finish", "usage"]
+    assert len("".join(e["delta"]["content"] for e in events if "delta" in e).split()) == 3
+
+    result = grpcurl(stack, "llmgw.scheduler.v1.Scheduler/Embed",
+                     data={"model": "llama3.2", "input": ["the cat", "a dog barks"]})
+    assert result.returncode == 0, result.stderr
+    events = json_objects(result.stdout)
+    assert [next(iter(e)) for e in events] == ["started", "embeddings", "finish", "usage"]
+    vectors = events[1]["embeddings"]["vectors"]
+    assert [len(v["values"]) for v in vectors] == [16, 16]
+    assert events[3]["usage"] == {"promptTokens": 5}
+
+    refused = grpcurl(stack, "llmgw.scheduler.v1.Scheduler/Embed", data={"model": "llama3.2"})
+    assert refused.returncode != 0 and "InvalidArgument" in refused.stderr
+    assert "`input`" in refused.stderr

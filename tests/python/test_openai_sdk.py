@@ -101,3 +101,31 @@ def test_structured_output_parses_into_the_pydantic_model(gateway, stack):
     with gateway.chat.completions.stream(model="llama3.2", messages=MESSAGES, response_format=Person) as stream:
         streamed = stream.get_final_completion().choices[0].message.parsed
     assert streamed == person
+
+
+def test_text_completions_match_the_upstream_answer(gateway, stack):
+    direct = openai.OpenAI(base_url=f"{stack.sim_url}/v1", api_key="unused", max_retries=0)
+    expected = direct.completions.create(model="llama3.2", prompt="Once upon a time", seed=3)
+    completion = gateway.completions.create(model="llama3.2", prompt="Once upon a time", seed=3)
+    assert completion.object == "text_completion"
+    assert completion.choices[0].text == expected.choices[0].text
+    assert completion.usage.completion_tokens == SIM_OUTPUT_TOKENS
+    chunks = list(gateway.completions.create(model="llama3.2", prompt="Once upon a time", seed=3,
+                                             stream=True))
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == expected.choices[0].text
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+
+
+def test_embeddings_match_the_upstream_vectors(gateway, stack):
+    """The SDK asks for base64 by default and decodes it; the vectors equal the engine's own."""
+    direct = openai.OpenAI(base_url=f"{stack.sim_url}/v1", api_key="unused", max_retries=0)
+    inputs = ["the cat", "a dog barks"]
+    expected = direct.embeddings.create(model="llama3.2", input=inputs, encoding_format="float")
+    got = gateway.embeddings.create(model="llama3.2", input=inputs)
+    assert len(got.data) == 2
+    for mine, theirs in zip(got.data, expected.data):
+        assert mine.embedding == pytest.approx(theirs.embedding, rel=1e-6)
+    assert got.usage.prompt_tokens == expected.usage.prompt_tokens == 5
+    with pytest.raises(openai.BadRequestError) as refused:
+        gateway.embeddings.create(model="llama3.2", input=[""])
+    assert refused.value.body["param"] == "input[0]"

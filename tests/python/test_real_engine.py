@@ -5,6 +5,7 @@ gateway, driven with the official OpenAI SDK. scripts/test.sh prepares the engin
 
 import os
 import time
+from pathlib import Path
 
 import httpx
 import openai
@@ -41,6 +42,21 @@ ttft_ms = 60000
 name = "q4"
 pool = "cpu"
 upstream = "smollm2"
+
+# The same weights in llama.cpp's embedding mode (mean-pooled), as a second engine.
+[[pool]]
+name = "embed"
+[[pool.endpoint]]
+url = "http://127.0.0.1:{embed_port}/v1"
+kind = "openai"
+slots = 1
+
+[[model]]
+name = "smollm2-embed"
+[[model.version]]
+name = "q4"
+pool = "embed"
+upstream = "smollm2"
 """
 
 
@@ -49,9 +65,9 @@ def real(tmp_path_factory):
     import subprocess
 
     tmp = tmp_path_factory.mktemp("real")
-    engine_port, scheduler_port, gateway_port = free_port(), free_port(), free_port()
+    engine_port, embed_port, scheduler_port, gateway_port = free_port(), free_port(), free_port(), free_port()
     config = tmp / "scheduler.toml"
-    config.write_text(CONFIG.format(engine_port=engine_port))
+    config.write_text(CONFIG.format(engine_port=engine_port, embed_port=embed_port))
     env = {**os.environ, "RUST_LOG": "info"}
     processes = []
 
@@ -62,7 +78,12 @@ def real(tmp_path_factory):
     spawn("llama", [LLAMA_PYTHON, "-m", "llama_cpp.server", "--model", LLAMA_MODEL, "--model_alias", "smollm2",
                     "--host", "127.0.0.1", "--port", str(engine_port), "--n_ctx", "2048",
                     "--interrupt_requests", "False"], {})
+    spawn("llama-embed", [LLAMA_PYTHON, str(Path(__file__).parent / "engines" / "llama_embed_server.py"),
+                          "--model", LLAMA_MODEL, "--model_alias", "smollm2",
+                          "--host", "127.0.0.1", "--port", str(embed_port), "--n_ctx", "512",
+                          "--embedding", "True"], {})
     wait_for(f"http://127.0.0.1:{engine_port}/v1/models", deadline_s=120)
+    wait_for(f"http://127.0.0.1:{embed_port}/v1/models", deadline_s=120)
     spawn("scheduler", [str(BIN_DIR / "scheduler")], {
         "SCHEDULER_LISTEN": f"127.0.0.1:{scheduler_port}", "SCHEDULER_CONFIG": str(config),
         "SCHEDULER_METRICS_LISTEN": f"127.0.0.1:{free_port()}",
@@ -70,7 +91,7 @@ def real(tmp_path_factory):
     spawn("gateway", [str(BIN_DIR / "gateway")], {
         "GATEWAY_LISTEN": f"127.0.0.1:{gateway_port}", "SCHEDULER_URL": f"http://127.0.0.1:{scheduler_port}"})
     wait_for(f"http://127.0.0.1:{gateway_port}/readyz", deadline_s=30)
-    yield f"http://127.0.0.1:{gateway_port}"
+    yield {"gateway": f"http://127.0.0.1:{gateway_port}", "embed": f"http://127.0.0.1:{embed_port}"}
     for process in reversed(processes):
         process.terminate()
     for process in processes:
@@ -82,7 +103,7 @@ def real(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(real):
-    return openai.OpenAI(base_url=f"{real}/v1", api_key="unused", max_retries=0, timeout=120)
+    return openai.OpenAI(base_url=f"{real['gateway']}/v1", api_key="unused", max_retries=0, timeout=120)
 
 
 MESSAGES = [{"role": "user", "content": "Name a colour."}]
@@ -123,11 +144,38 @@ def test_structured_output_from_the_real_engine_parses_into_the_model(client):
     assert completion.choices[0].finish_reason == "stop"
 
 
-def test_models_lists_the_public_name(client):
-    assert [m.id for m in client.models.list()] == ["smollm2"]
+def test_text_completions_from_the_real_engine(client):
+    completion = client.completions.create(model="smollm2", prompt="The capital of France is",
+                                           max_tokens=8, temperature=0)
+    assert completion.object == "text_completion"
+    assert completion.choices[0].text.strip()
+    assert completion.choices[0].finish_reason in ("stop", "length")
+    assert 0 < completion.usage.completion_tokens <= 8
+    streamed = list(client.completions.create(model="smollm2", prompt="The capital of France is",
+                                              max_tokens=8, temperature=0, stream=True))
+    assert "".join(c.choices[0].text for c in streamed if c.choices) == completion.choices[0].text
+
+
+def test_embeddings_equal_the_engines_own(client, real):
+    """llama.cpp in embedding mode behind the gateway: the vectors (SmolLM2's 576 dimensions)
+    equal what the engine gives the same SDK call directly (the SDK asks for base64; the
+    gateway relays the engine's float32 values exactly)."""
+    inputs = ["The cat sat on the mat.", "Quantum chromodynamics"]
+    through = client.embeddings.create(model="smollm2-embed", input=inputs)
+    direct = openai.OpenAI(base_url=f"{real['embed']}/v1", api_key="unused", max_retries=0) \
+        .embeddings.create(model="smollm2", input=inputs, encoding_format="float")
+    assert [len(d.embedding) for d in through.data] == [576, 576]
+    for got, want in zip(through.data, direct.data):
+        assert got.embedding == pytest.approx(want.embedding, rel=1e-5, abs=1e-6)
+    assert through.usage.prompt_tokens > 0
+
+
+def test_models_lists_the_public_names(client):
+    assert sorted(m.id for m in client.models.list()) == ["smollm2", "smollm2-embed"]
 
 
 def test_client_disconnect_stops_the_generation(real):
+    real = real["gateway"]
     """With one slot, a second request can only start once the first generation is gone. A
     1,500-token story takes ~20 s here; cancelled after a few tokens, the next short request
     must finish in a few seconds."""
