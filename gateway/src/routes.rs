@@ -10,6 +10,8 @@ pub mod limits;
 pub mod metrics;
 pub mod models;
 mod observation;
+pub mod ollama;
+pub mod ollama_info;
 mod stream;
 
 use std::sync::Arc;

@@ -9,7 +9,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::Uri;
 use axum::middleware;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -21,7 +21,8 @@ use crate::governance::Governance;
 use crate::layers;
 use crate::metrics::GatewayMetrics;
 use crate::routes::{
-    AppState, chat_completions, completions, embeddings, health, limits, metrics, models,
+    AppState, chat_completions, completions, embeddings, health, limits, metrics, models, ollama,
+    ollama_info,
 };
 use crate::scheduler_client::SchedulerClients;
 
@@ -61,34 +62,59 @@ fn build(config: &Config) -> Result<(Router, Arc<Governance>, SchedulerClients),
         metrics: Arc::clone(&metrics),
         governance: Arc::clone(&governance),
     };
-    let api = Router::new()
-        .route(
-            "/v1/chat/completions",
-            post(chat_completions::chat_completions),
-        )
-        .route("/v1/completions", post(completions::completions))
-        .route("/v1/embeddings", post(embeddings::embeddings))
-        .route("/v1/models", get(models::list_models))
-        .route("/v1/limits", get(limits::limits))
-        // the caller (the key's tenant, or open mode's headers) as an extension, on API routes
-        // only: probes and Prometheus need no key. A refusal here (400 bad header, 401 bad
-        // key, 403 priority) still passes through every layer below: counted, traced, with
-        // its request id.
-        .route_layer(middleware::from_fn_with_state(
-            layers::CallerState {
-                governance: Arc::clone(&governance),
-                max_body_bytes: config.max_body_bytes,
-            },
-            layers::caller,
-        ))
-        // load shedding beyond GATEWAY_MAX_IN_FLIGHT, before any work (API routes only: probes
-        // and Prometheus must answer under overload).
-        .route_layer(middleware::from_fn_with_state(
-            layers::InFlight::new(config.max_in_flight),
-            layers::shed,
-        ));
+    // The edge's API routes: OpenAI's, and Ollama's native ones (with its error bodies). Both
+    // get the caller (the key's tenant, or open mode's headers) as an extension — probes and
+    // Prometheus need no key; a refusal there (400 bad header, 401 bad key, 403 priority)
+    // still passes through every layer below: counted, traced, with its request id — and load
+    // shedding beyond GATEWAY_MAX_IN_FLIGHT before any work, one limit for both.
+    let in_flight = layers::InFlight::new(config.max_in_flight);
+    let caller = layers::CallerState {
+        governance: Arc::clone(&governance),
+        max_body_bytes: config.max_body_bytes,
+    };
+    let governed = |routes: Router<AppState>| {
+        routes
+            .route_layer(middleware::from_fn_with_state(
+                caller.clone(),
+                layers::caller,
+            ))
+            .route_layer(middleware::from_fn_with_state(
+                in_flight.clone(),
+                layers::shed,
+            ))
+    };
+    let api = governed(
+        Router::new()
+            .route(
+                "/v1/chat/completions",
+                post(chat_completions::chat_completions),
+            )
+            .route("/v1/completions", post(completions::completions))
+            .route("/v1/embeddings", post(embeddings::embeddings))
+            .route("/v1/models", get(models::list_models))
+            .route("/v1/limits", get(limits::limits)),
+    );
+    let refuse = || any(ollama_info::management);
+    let ollama_api = governed(
+        Router::new()
+            .route("/api/chat", post(ollama::chat))
+            .route("/api/generate", post(ollama::generate))
+            .route("/api/embed", post(ollama::embed))
+            .route("/api/embeddings", post(ollama::embeddings))
+            .route("/api/tags", get(ollama_info::tags))
+            .route("/api/ps", get(ollama_info::ps))
+            .route("/api/version", get(ollama_info::version))
+            .route("/api/pull", refuse())
+            .route("/api/push", refuse())
+            .route("/api/create", refuse())
+            .route("/api/copy", refuse())
+            .route("/api/delete", refuse())
+            .route("/api/blobs/{digest}", refuse()),
+    )
+    .route_layer(middleware::from_fn(ollama_info::ollama_errors));
     let router = Router::new()
         .merge(api)
+        .merge(ollama_api)
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::render))

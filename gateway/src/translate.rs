@@ -3,6 +3,8 @@
 pub mod completion;
 pub mod embedding;
 pub mod fields;
+pub mod ollama_request;
+pub mod ollama_response;
 pub mod request;
 pub mod response;
 pub mod shape;

@@ -8,6 +8,7 @@
 //! - [`codec::LeanCodec`]: the generated code's codec (prost, small per-call buffers).
 //! - [`SchedulerToken`]: the bearer token gRPC callers present (`SCHEDULER_AUTH_TOKEN`).
 //! - [`Reason`]: the closed vocabulary of refusal and failure reasons both services share.
+//! - [`merge_tool_call`]: the one way streamed tool-call pieces join into whole calls.
 
 #![allow(clippy::all)]
 
@@ -23,9 +24,11 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 mod auth;
 pub mod codec;
 mod reason;
+mod tool_calls;
 
 pub use auth::{EmptyToken, SchedulerToken};
 pub use reason::{REASON_METADATA, Reason, UnknownReason};
+pub use tool_calls::merge_tool_call;
 
 /// The tenant of a request that names none (open mode without `x-tenant-id`, or a direct gRPC
 /// caller that leaves it empty): one name for both services.

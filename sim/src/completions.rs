@@ -15,7 +15,7 @@ use crate::config::Fault;
 use crate::generation::{Plan, Step, run};
 use crate::state::Sim;
 use crate::structured::JsonFormat;
-use crate::timestamp::{now_rfc3339, unix_seconds};
+use llmgw_telemetry::timestamp::{now_rfc3339, unix_seconds};
 
 #[derive(Debug, Deserialize)]
 struct GenerateRequest {

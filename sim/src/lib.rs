@@ -30,7 +30,6 @@ pub mod slots;
 pub mod state;
 pub mod structured;
 pub mod text;
-mod timestamp;
 
 pub use config::{Fault, Overflow, SimConfig};
 pub use server::{SimHandle, serve, spawn};

@@ -14,7 +14,7 @@ use crate::config::Fault;
 use crate::generation::{Plan, Step, prompt_from_messages, run};
 use crate::state::Sim;
 use crate::structured::JsonFormat;
-use crate::timestamp::now_rfc3339;
+use llmgw_telemetry::timestamp::now_rfc3339;
 
 #[derive(Debug, Deserialize)]
 struct ChatRequest {

@@ -13,7 +13,7 @@ use crate::config::Fault;
 use crate::generation::{Plan, Step, prompt_from_messages, run};
 use crate::state::Sim;
 use crate::structured::JsonFormat;
-use crate::timestamp::unix_seconds;
+use llmgw_telemetry::timestamp::unix_seconds;
 
 #[derive(Debug, Deserialize)]
 struct ChatRequest {

@@ -21,6 +21,7 @@ pub mod otel;
 pub mod propagation;
 pub mod runtime;
 pub mod signals;
+pub mod timestamp;
 
 pub use signals::shutdown_signal;
 

@@ -1,4 +1,5 @@
-//! `GET /v1/models`: the models of every scheduler, in OpenAI's list shape.
+//! `GET /v1/models`: the models of every scheduler, in OpenAI's list shape ([`served`] is
+//! the list itself, which Ollama's `/api/tags` shows too).
 
 use axum::Json;
 use axum::extract::State;
@@ -9,7 +10,25 @@ use crate::error::ApiError;
 use crate::openai::response::{ModelEntry, ModelList};
 
 pub async fn list_models(State(state): State<AppState>) -> Result<Json<ModelList>, ApiError> {
-    // The union over the schedulers that answer; the first failure is the answer if none does.
+    let data = served(&state)
+        .await?
+        .into_iter()
+        .map(|m| ModelEntry {
+            id: m.id,
+            object: "model",
+            created: m.created,
+            owned_by: m.owned_by,
+        })
+        .collect();
+    Ok(Json(ModelList {
+        object: "list",
+        data,
+    }))
+}
+
+/// The models of every scheduler: the union over those that answer; the first failure is the
+/// answer if none does.
+pub(crate) async fn served(state: &AppState) -> Result<Vec<llmgw_proto::v1::Model>, ApiError> {
     let mut models: Vec<llmgw_proto::v1::Model> = Vec::new();
     let mut failure = None;
     let mut answered = false;
@@ -33,17 +52,5 @@ pub async fn list_models(State(state): State<AppState>) -> Result<Json<ModelList
     if let (false, Some(status)) = (answered, failure) {
         return Err(ApiError::Scheduler(status));
     }
-    let data = models
-        .into_iter()
-        .map(|m| ModelEntry {
-            id: m.id,
-            object: "model",
-            created: m.created,
-            owned_by: m.owned_by,
-        })
-        .collect();
-    Ok(Json(ModelList {
-        object: "list",
-        data,
-    }))
+    Ok(models)
 }

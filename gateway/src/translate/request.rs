@@ -243,7 +243,7 @@ fn text_parts(index: usize, parts: Vec<ContentPart>) -> Result<String, ApiError>
     Ok(text)
 }
 
-fn tool(index: usize, tool: ToolDefinition) -> Result<Tool, ApiError> {
+pub(crate) fn tool(index: usize, tool: ToolDefinition) -> Result<Tool, ApiError> {
     if tool.kind != "function" {
         return Err(ApiError::invalid(
             format!("tools[{index}].type"),

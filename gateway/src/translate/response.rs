@@ -162,7 +162,7 @@ fn chunk_delta(delta: Delta) -> ChunkDelta {
 pub struct Aggregate {
     meta: ResponseMeta,
     content: String,
-    tool_calls: Vec<ToolCall>,
+    tool_calls: Vec<ToolCallDelta>,
     finish_reason: Option<String>,
     usage: Option<Usage>,
 }
@@ -184,10 +184,9 @@ impl Aggregate {
             Event::Queued(_) | Event::Started(_) | Event::Embeddings(_) => {}
             Event::Delta(delta) => {
                 self.content.push_str(&delta.content);
-                delta
-                    .tool_calls
-                    .into_iter()
-                    .for_each(|call| self.merge_tool_call(call));
+                for piece in delta.tool_calls {
+                    llmgw_proto::merge_tool_call(&mut self.tool_calls, piece);
+                }
             }
             Event::Finish(finish) => self.finish_reason = Some(finish.reason),
             Event::Usage(usage) => {
@@ -196,51 +195,67 @@ impl Aggregate {
         }
     }
 
-    /// Streamed tool calls arrive in pieces keyed by index; the first piece carries id and name.
-    fn merge_tool_call(&mut self, call: ToolCallDelta) {
-        let index = call.index as usize;
-        if let Some(existing) = self.tool_calls.get_mut(index) {
-            existing.function.arguments.push_str(&call.arguments);
-            return;
-        }
-        self.tool_calls.push(ToolCall {
-            id: call.id,
-            kind: if call.r#type.is_empty() {
-                "function".to_owned()
-            } else {
-                call.r#type
-            },
-            function: FunctionCall {
-                name: call.name,
-                arguments: call.arguments,
-            },
-        });
-    }
-
     /// The completed response, or an error if the backend never finished.
     pub fn finish(self) -> Result<ChatCompletion, ApiError> {
-        let Some(finish_reason) = self.finish_reason else {
-            return Err(ApiError::backend_interrupted());
-        };
+        let meta = self.meta.clone();
+        let whole = self.whole()?;
         let content =
-            (!self.content.is_empty() || self.tool_calls.is_empty()).then_some(self.content);
+            (!whole.content.is_empty() || whole.tool_calls.is_empty()).then_some(whole.content);
         Ok(ChatCompletion {
-            id: self.meta.id,
+            id: meta.id,
             object: "chat.completion",
-            created: self.meta.created,
-            model: self.meta.model,
+            created: meta.created,
+            model: meta.model,
             choices: vec![Choice {
                 index: 0,
                 message: AssistantMessage {
                     role: "assistant",
                     content,
-                    tool_calls: self.tool_calls,
+                    tool_calls: whole.tool_calls.into_iter().map(whole_tool_call).collect(),
                 },
-                finish_reason,
+                finish_reason: whole.finish_reason,
                 logprobs: None,
             }],
+            usage: whole.usage,
+        })
+    }
+
+    /// The answer's parts, in no API's shape, or an error if the backend never finished.
+    pub fn whole(self) -> Result<Whole, ApiError> {
+        let Some(finish_reason) = self.finish_reason else {
+            return Err(ApiError::backend_interrupted());
+        };
+        Ok(Whole {
+            content: self.content,
+            tool_calls: self.tool_calls,
+            finish_reason,
             usage: self.usage.unwrap_or(Usage::new(0, 0)),
         })
+    }
+}
+
+/// A finished answer's parts.
+#[derive(Debug)]
+pub struct Whole {
+    pub content: String,
+    pub tool_calls: Vec<ToolCallDelta>,
+    pub finish_reason: String,
+    pub usage: Usage,
+}
+
+/// A merged call in OpenAI's shape.
+fn whole_tool_call(call: ToolCallDelta) -> ToolCall {
+    ToolCall {
+        id: call.id,
+        kind: if call.r#type.is_empty() {
+            "function".to_owned()
+        } else {
+            call.r#type
+        },
+        function: FunctionCall {
+            name: call.name,
+            arguments: call.arguments,
+        },
     }
 }
 

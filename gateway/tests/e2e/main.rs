@@ -17,6 +17,7 @@ mod keepalive;
 mod large_messages;
 mod limit_store;
 mod metrics;
+mod ollama_api;
 mod priority_and_fairness;
 mod queue_limits;
 mod redis_server;

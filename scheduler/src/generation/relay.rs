@@ -37,14 +37,7 @@ impl Gather {
             (Some(gathered), Event::Delta(delta)) => {
                 gathered.content.push_str(&delta.content);
                 for piece in delta.tool_calls {
-                    match gathered
-                        .tool_calls
-                        .iter_mut()
-                        .find(|call| call.index == piece.index)
-                    {
-                        Some(call) => call.arguments.push_str(&piece.arguments),
-                        None => gathered.tool_calls.push(piece),
-                    }
+                    llmgw_proto::merge_tool_call(&mut gathered.tool_calls, piece);
                 }
                 Vec::new()
             }

@@ -1,9 +1,10 @@
-//! RFC 3339 timestamps for Ollama's `created_at`, without a date crate.
+//! Wall-clock timestamps for API bodies (Ollama's RFC 3339 `created_at`, OpenAI's Unix
+//! `created`), without a date crate.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Now as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
-pub(crate) fn now_rfc3339() -> String {
+pub fn now_rfc3339() -> String {
     let since_epoch = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
@@ -20,7 +21,7 @@ pub(crate) fn now_rfc3339() -> String {
 }
 
 /// Unix seconds now.
-pub(crate) fn unix_seconds() -> u64 {
+pub fn unix_seconds() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()

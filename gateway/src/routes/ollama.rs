@@ -1,0 +1,292 @@
+//! Ollama's native API at the edge — `POST /api/chat`, `/api/generate`, `/api/embed` (and the
+//! older `/api/embeddings`) — through the same path as the OpenAI routes: keys (a Bearer
+//! header), tenants, limits, the scheduler's queue, routing, fallbacks and traces. Answers are
+//! Ollama's own shapes: NDJSON streams (Ollama's default) or one object.
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use llmgw_proto::v1::chat_event::Event;
+use llmgw_telemetry::TraceContext;
+use serde_json::json;
+
+use super::AppState;
+use super::call::{self, Call};
+use super::observation::Observation;
+use super::{gather, stream};
+use crate::caller::Caller;
+use crate::error::ApiError;
+use crate::governance::Admitted;
+use crate::layers::IncomingTrace;
+use crate::translate::ollama_request::{self, OllamaChat, OllamaGenerate};
+use crate::translate::ollama_response::{Endpoint, NdjsonStream, Totals, object};
+use crate::translate::response::{Aggregate, ResponseMeta};
+
+/// `POST /api/chat`.
+pub async fn chat(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Extension(IncomingTrace(incoming)): Extension<IncomingTrace>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let mut observation = Observation::new(&state, &caller, "/api/chat");
+    let mut limit_headers = HeaderMap::new();
+    let handled = async {
+        let body = gather::body(body, state.config.max_body_bytes)?;
+        let OllamaChat {
+            mut request,
+            stream,
+        } = ollama_request::chat(&body)?;
+        request.tenant = caller.tenant.clone();
+        request.priority = caller.priority as i32;
+        request.request_id = caller.request_id.clone();
+        request.deadline_ms = state.config.request_timeout_ms;
+        let admitted = state.governance.admit(&caller, &mut request).await?;
+        let model = request.model.clone();
+        let call = Governed {
+            call: Call::Chat(request),
+            method: "Chat",
+            admitted,
+        };
+        generate_or_chat(
+            &state,
+            call,
+            Endpoint::Chat,
+            (model, stream),
+            &incoming,
+            &mut observation,
+            &mut limit_headers,
+        )
+        .await
+    }
+    .await;
+    observation.respond(handled, limit_headers)
+}
+
+/// `POST /api/generate`. An empty prompt is Ollama's "load the model": answered at once.
+pub async fn generate(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Extension(IncomingTrace(incoming)): Extension<IncomingTrace>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let mut observation = Observation::new(&state, &caller, "/api/generate");
+    let mut limit_headers = HeaderMap::new();
+    let handled = async {
+        let body = gather::body(body, state.config.max_body_bytes)?;
+        let OllamaGenerate {
+            mut request,
+            stream,
+        } = ollama_request::generate(&body)?;
+        if request.prompt.is_empty() && request.suffix.is_empty() {
+            let mut loaded = object(Endpoint::Generate, &request.model, "", &[], None);
+            loaded["done"] = json!(true);
+            loaded["done_reason"] = json!("load");
+            return Ok(Json(loaded).into_response());
+        }
+        request.tenant = caller.tenant.clone();
+        request.priority = caller.priority as i32;
+        request.request_id = caller.request_id.clone();
+        request.deadline_ms = state.config.request_timeout_ms;
+        let admitted = state.governance.admit(&caller, &mut request).await?;
+        let model = request.model.clone();
+        let call = Governed {
+            call: Call::Complete(request),
+            method: "Complete",
+            admitted,
+        };
+        generate_or_chat(
+            &state,
+            call,
+            Endpoint::Generate,
+            (model, stream),
+            &incoming,
+            &mut observation,
+            &mut limit_headers,
+        )
+        .await
+    }
+    .await;
+    observation.respond(handled, limit_headers)
+}
+
+/// A request that passed governance, ready for its scheduler call.
+struct Governed {
+    call: Call,
+    method: &'static str,
+    admitted: Admitted,
+}
+
+/// The scheduler call of a chat or generate, answered in Ollama's shape.
+async fn generate_or_chat(
+    state: &AppState,
+    governed: Governed,
+    endpoint: Endpoint,
+    (model, stream): (String, bool),
+    incoming: &TraceContext,
+    observation: &mut Observation,
+    limit_headers: &mut HeaderMap,
+) -> Result<Response, ApiError> {
+    let Governed {
+        call,
+        method,
+        admitted: Admitted {
+            mut reservation,
+            headers,
+        },
+    } = governed;
+    *limit_headers = headers;
+    let server_span = tracing::Span::current();
+    server_span.record("gen_ai.request.model", model.as_str());
+    let rpc_span = call::rpc_span(method);
+    let keepalive = Duration::from_millis(state.config.sse_keepalive_ms);
+    // NDJSON has no comments to keep a waiting stream alive: the head goes out when the
+    // answer starts, so a refusal while queued is still an honest status.
+    let (mut events, opening) =
+        call::open(state, call, incoming, &rpc_span, None, &mut reservation).await?;
+    let started = opening.started.clone();
+    observation.model = Some(model.clone());
+    observation.streaming = stream;
+    let mut response = if stream {
+        let shape = NdjsonStream::new(endpoint, model, observation.received);
+        stream::stream_response(
+            shape,
+            opening,
+            events,
+            keepalive,
+            observation.clone(),
+            (server_span, rpc_span),
+            reservation,
+        )
+    } else {
+        let mut aggregate = Aggregate::new(ResponseMeta::new(model.clone()));
+        for event in gather::rest(opening, &mut events, &rpc_span).await? {
+            aggregate.push(event);
+        }
+        let whole = aggregate.whole()?;
+        let usage = whole.usage;
+        gather::settle(
+            reservation,
+            observation,
+            &model,
+            (usage.prompt_tokens, usage.completion_tokens),
+        );
+        let totals = Totals {
+            done_reason: whole.finish_reason,
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+        };
+        let answer = object(
+            endpoint,
+            &model,
+            &whole.content,
+            &whole.tool_calls,
+            Some((&totals, observation.received)),
+        );
+        Json(answer).into_response()
+    };
+    if let Some(started) = started {
+        gather::started_headers(response.headers_mut(), &started);
+    }
+    Ok(response)
+}
+
+/// `POST /api/embed`.
+pub async fn embed(
+    state: State<AppState>,
+    caller: Extension<Caller>,
+    incoming: Extension<IncomingTrace>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    embed_route(state, caller, incoming, body, false).await
+}
+
+/// `POST /api/embeddings`: the older single-prompt form (`embedding`, one vector).
+pub async fn embeddings(
+    state: State<AppState>,
+    caller: Extension<Caller>,
+    incoming: Extension<IncomingTrace>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    embed_route(state, caller, incoming, body, true).await
+}
+
+async fn embed_route(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Extension(IncomingTrace(incoming)): Extension<IncomingTrace>,
+    body: Result<Bytes, BytesRejection>,
+    legacy: bool,
+) -> Response {
+    let route = if legacy {
+        "/api/embeddings"
+    } else {
+        "/api/embed"
+    };
+    let mut observation = Observation::new(&state, &caller, route);
+    let mut limit_headers = HeaderMap::new();
+    let handled = async {
+        let body = gather::body(body, state.config.max_body_bytes)?;
+        let mut request = ollama_request::embed(&body, legacy)?;
+        request.tenant = caller.tenant.clone();
+        request.priority = caller.priority as i32;
+        request.request_id = caller.request_id.clone();
+        request.deadline_ms = state.config.request_timeout_ms;
+        let Admitted {
+            mut reservation,
+            headers,
+        } = state.governance.admit(&caller, &mut request).await?;
+        limit_headers = headers;
+        let model = request.model.clone();
+        let rpc_span = call::rpc_span("Embed");
+        let (mut events, opening) = call::open(
+            &state,
+            Call::Embed(request),
+            &incoming,
+            &rpc_span,
+            None,
+            &mut reservation,
+        )
+        .await?;
+        let started = opening.started.clone();
+        observation.model = Some(model.clone());
+        let (mut vectors, mut prompt_tokens) = (None, 0);
+        for event in gather::rest(opening, &mut events, &rpc_span).await? {
+            match event {
+                Event::Embeddings(embeddings) => vectors = Some(embeddings.vectors),
+                Event::Usage(usage) => prompt_tokens = usage.prompt_tokens,
+                _ => {}
+            }
+        }
+        let Some(vectors) = vectors else {
+            return Err(ApiError::backend_interrupted());
+        };
+        gather::settle(reservation, &observation, &model, (prompt_tokens, 0));
+        let mut vectors = vectors.into_iter().map(|vector| vector.values);
+        let answer = if legacy {
+            json!({ "embedding": vectors.next().unwrap_or_default() })
+        } else {
+            let total_ns =
+                u64::try_from(observation.received.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            json!({
+                "model": model,
+                "embeddings": vectors.collect::<Vec<_>>(),
+                "total_duration": total_ns,
+                "load_duration": 0,
+                "prompt_eval_count": prompt_tokens,
+            })
+        };
+        let mut response = Json(answer).into_response();
+        if let Some(started) = started {
+            gather::started_headers(response.headers_mut(), &started);
+        }
+        Ok(response)
+    }
+    .await;
+    observation.respond(handled, limit_headers)
+}

@@ -1,0 +1,225 @@
+//! Ollama's native API at the edge, over an Ollama-kind and an OpenAI-kind backend: the same
+//! text, vectors and counts the engine computed, in Ollama's NDJSON and JSON shapes; model
+//! management refused; errors as Ollama's `{"error": …}`.
+
+use llm_sim::completion_text;
+use llm_sim::embeddings::embedding;
+use serde_json::{Value, json};
+
+use crate::support::{Stack, quick_sim};
+
+fn two_kinds(urls: &[String]) -> String {
+    format!(
+        r#"
+        [[pool]]
+        name = "ollama"
+        [[pool.endpoint]]
+        url = "{}"
+        kind = "ollama"
+        slots = 2
+
+        [[pool]]
+        name = "openai"
+        [[pool.endpoint]]
+        url = "{}"
+        kind = "openai"
+        slots = 2
+
+        [[model]]
+        name = "via-ollama"
+        [[model.version]]
+        name = "v"
+        pool = "ollama"
+        upstream = "llama3.2"
+
+        [[model]]
+        name = "via-openai"
+        [[model.version]]
+        name = "v"
+        pool = "openai"
+        upstream = "llama3.2"
+        "#,
+        urls[0], urls[1]
+    )
+}
+
+async fn post(stack: &Stack, path: &str, body: Value) -> reqwest::Response {
+    stack
+        .http
+        .post(stack.url(path))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+fn lines(body: &str) -> Vec<Value> {
+    body.lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn chat_generate_and_embed_in_ollamas_shapes_on_both_backend_kinds() {
+    let stack = Stack::fleet(vec![quick_sim(), quick_sim()], two_kinds, |_| {}).await;
+    let tokens = quick_sim().output_tokens;
+    for model in ["via-ollama", "via-openai"] {
+        let messages = json!([{"role": "user", "content": "hi there"}]);
+        // Ollama streams by default: NDJSON, one line per token, then the final object.
+        let response = post(
+            &stack,
+            "/api/chat",
+            json!({"model": model, "messages": messages}),
+        )
+        .await;
+        assert_eq!(response.status(), 200, "{model}");
+        assert_eq!(response.headers()["content-type"], "application/x-ndjson");
+        let lines = lines(&response.text().await.unwrap());
+        assert_eq!(lines.len(), tokens + 1, "{model}");
+        let text: String = lines
+            .iter()
+            .filter_map(|l| l["message"]["content"].as_str())
+            .collect();
+        assert_eq!(text, completion_text("hi there", 0, tokens));
+        let last = lines.last().unwrap();
+        assert_eq!(
+            (last["done"].clone(), last["done_reason"].clone()),
+            (json!(true), json!("stop"))
+        );
+        assert_eq!(
+            (
+                last["prompt_eval_count"].clone(),
+                last["eval_count"].clone()
+            ),
+            (json!(2), json!(tokens))
+        );
+        assert!(
+            lines[..tokens]
+                .iter()
+                .all(|l| l["done"] == false && l["model"] == model)
+        );
+
+        let body = json!({"model": model, "messages": messages, "stream": false, "options": {"num_predict": 3}});
+        let whole: Value = post(&stack, "/api/chat", body).await.json().await.unwrap();
+        assert_eq!(whole["message"]["role"], "assistant");
+        assert_eq!(
+            whole["message"]["content"],
+            completion_text("hi there", 0, 3)
+        );
+        assert_eq!(whole["done_reason"], "length");
+
+        let body =
+            json!({"model": model, "prompt": "Once upon a time", "stream": false, "raw": true});
+        let generated: Value = post(&stack, "/api/generate", body)
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            generated["response"],
+            completion_text("Once upon a time", 0, tokens),
+            "{model}"
+        );
+        assert_eq!(generated["done"], true);
+
+        let embedded: Value = post(
+            &stack,
+            "/api/embed",
+            json!({"model": model, "input": ["the cat", "a dog"]}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+        let vectors: Vec<Vec<f32>> =
+            serde_json::from_value(embedded["embeddings"].clone()).unwrap();
+        assert_eq!(
+            vectors,
+            vec![embedding("the cat", None), embedding("a dog", None)],
+            "{model}"
+        );
+        assert_eq!(embedded["prompt_eval_count"], 4);
+    }
+}
+
+#[tokio::test]
+async fn listing_version_management_and_errors_speak_ollama() {
+    let stack = Stack::start(quick_sim()).await;
+    let tags: Value = stack
+        .http
+        .get(stack.url("/api/tags"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = tags["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"llama3.2:latest"), "{tags}");
+    let version: Value = stack
+        .http
+        .get(stack.url("/api/version"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(version["version"].as_str().unwrap().starts_with("0."));
+
+    for path in ["/api/pull", "/api/delete", "/api/create"] {
+        let response = post(&stack, path, json!({"model": "llama3.2"})).await;
+        assert_eq!(response.status(), 403, "{path}");
+        let error: Value = response.json().await.unwrap();
+        assert!(
+            error["error"]
+                .as_str()
+                .unwrap()
+                .contains("model management"),
+            "{error}"
+        );
+    }
+    // A bad request: Ollama's error shape, the message naming the field.
+    let response = post(
+        &stack,
+        "/api/chat",
+        json!({"model": "llama3.2", "messages": [], "stream": false}),
+    )
+    .await;
+    assert_eq!(response.status(), 400);
+    let error: Value = response.json().await.unwrap();
+    assert!(
+        error["error"].as_str().unwrap().contains("`messages`"),
+        "{error}"
+    );
+    // The backend's 404 for an unknown model.
+    let response = post(
+        &stack,
+        "/api/chat",
+        json!({"model": "nope", "stream": false,
+        "messages": [{"role": "user", "content": "x"}]}),
+    )
+    .await;
+    assert_eq!(response.status(), 404);
+    assert!(response.json::<Value>().await.unwrap()["error"].is_string());
+    // Generate with no prompt is Ollama's "load the model": answered without a generation.
+    let loaded: Value = post(&stack, "/api/generate", json!({"model": "llama3.2"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (loaded["done"].clone(), loaded["done_reason"].clone()),
+        (json!(true), json!("load"))
+    );
+    assert_eq!(
+        stack.sim().stats().requests,
+        1,
+        "only the unknown model's request reached the engine"
+    );
+}
