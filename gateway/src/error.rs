@@ -123,6 +123,11 @@ impl ApiError {
         match self {
             Self::InvalidRequest { param, .. } => param.clone(),
             Self::Scheduler(status) if status.code() == Code::NotFound => Some("model".to_owned()),
+            Self::Scheduler(status) if status.code() == Code::InvalidArgument => status
+                .metadata()
+                .get(llmgw_proto::PARAM_METADATA)
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_owned),
             Self::Refused(refusal) => refusal.param.clone(),
             Self::BodyTooLarge { .. } | Self::RouteNotFound(_) | Self::Scheduler(_) => None,
         }

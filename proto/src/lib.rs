@@ -27,7 +27,7 @@ mod reason;
 mod tool_calls;
 
 pub use auth::{EmptyToken, SchedulerToken};
-pub use reason::{REASON_METADATA, Reason, UnknownReason};
+pub use reason::{PARAM_METADATA, REASON_METADATA, Reason, UnknownReason};
 pub use tool_calls::merge_tool_call;
 
 /// The tenant of a request that names none (open mode without `x-tenant-id`, or a direct gRPC

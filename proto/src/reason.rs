@@ -128,6 +128,10 @@ impl fmt::Display for Reason {
 /// The status metadata key that carries the reason.
 pub const REASON_METADATA: &str = "x-llmgw-reason";
 
+/// The status metadata key that names the request field an `INVALID_ARGUMENT` is about
+/// (`messages[0].role`, `n`), so the gateway's 400 names it in `param` like its own.
+pub const PARAM_METADATA: &str = "x-llmgw-param";
+
 #[cfg(test)]
 mod tests {
     use super::*;

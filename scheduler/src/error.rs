@@ -192,6 +192,16 @@ impl From<SchedulerError> for Status {
         {
             metadata.insert(LEADER_METADATA, value);
         }
+        // Validation messages start with the field they are about: "`messages[0].role` must…".
+        if let SchedulerError::InvalidArgument(message) = &err
+            && let Some(param) = message
+                .strip_prefix('`')
+                .and_then(|rest| rest.split_once('`'))
+                .map(|(param, _)| param)
+            && let Ok(value) = param.parse()
+        {
+            metadata.insert(llmgw_proto::PARAM_METADATA, value);
+        }
         if let Some(retry_after) = err.retry_after() {
             // Whole seconds, rounded up, at least 1: what HTTP's Retry-After can say.
             let seconds = retry_after.as_millis().div_ceil(1000).max(1);

@@ -168,6 +168,9 @@ impl SchedulerService {
                 pool: route.pool,
             }));
         };
+        if let Some(unsupported) = unsupported_by(&request, &pool) {
+            return Err(refuse(unsupported));
+        }
         let metrics = Arc::clone(self.topologies.metrics());
         // The one door into a pool; fallbacks into other pools go through it too.
         let door = admit(&pool, &ask, &metrics, &span).map_err(|err| record(Status::from(err)))?;
@@ -189,4 +192,26 @@ impl SchedulerService {
         });
         Ok(Response::new(Box::pin(stream)))
     }
+}
+
+/// A chat asking for what the pool's endpoint kind cannot give: several choices or log
+/// probabilities from an Ollama endpoint. Refused before it waits for a slot.
+fn unsupported_by(request: &Work, pool: &crate::pool::Pool) -> Option<SchedulerError> {
+    let Work::Chat(chat) = request else {
+        return None;
+    };
+    let ollama = pool
+        .endpoints
+        .iter()
+        .any(|endpoint| endpoint.config.kind == crate::routing::config::EndpointKind::Ollama);
+    let field = match (chat.n > 1, chat.logprobs) {
+        _ if !ollama => return None,
+        (true, _) => "n",
+        (false, true) => "logprobs",
+        (false, false) => return None,
+    };
+    Some(SchedulerError::InvalidArgument(format!(
+        "`{field}` is not supported by the Ollama endpoints of pool `{}` (OpenAI-compatible endpoints support it)",
+        pool.name
+    )))
 }

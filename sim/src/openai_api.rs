@@ -27,6 +27,11 @@ struct ChatRequest {
     max_completion_tokens: Option<i64>,
     seed: Option<i64>,
     response_format: Option<Value>,
+    /// Choices: choice `i` is the text for seed `seed + i`.
+    n: Option<u32>,
+    #[serde(default)]
+    logprobs: bool,
+    top_logprobs: Option<u32>,
 }
 
 fn error(status: StatusCode, kind: &str, message: impl Into<String>) -> Response {
@@ -77,6 +82,11 @@ pub async fn chat(State(sim): State<Sim>, headers: axum::http::HeaderMap, body: 
         );
     };
     let id = format!("chatcmpl-sim{}", sim.slots.stats().snapshot().requests);
+    let choices = Choices {
+        n: request.n.unwrap_or(1).clamp(1, 16),
+        logprobs: request.logprobs,
+        top_logprobs: request.top_logprobs.unwrap_or(0).min(20),
+    };
     let steps = run(plan.clone(), &sim.config, fault, slot);
     if request.stream {
         let include_usage = request
@@ -90,6 +100,8 @@ pub async fn chat(State(sim): State<Sim>, headers: axum::http::HeaderMap, body: 
             plan,
             include_usage,
             created: unix_seconds(),
+            choices,
+            next_token: std::sync::atomic::AtomicUsize::new(0),
         };
         let role = futures::stream::once(futures::future::ready(Ok(framer.role_chunk())));
         let events =
@@ -101,7 +113,9 @@ pub async fn chat(State(sim): State<Sim>, headers: axum::http::HeaderMap, body: 
     while let Some(step) = steps.next().await {
         match step {
             Step::Token(token) => content.push_str(&token),
-            Step::Done => return Json(completion_object(&id, &plan, &content)).into_response(),
+            Step::Done => {
+                return Json(completion_object(&id, &plan, &content, choices)).into_response();
+            }
             Step::Drop => return crate::responses::cut_response("application/json"),
             Step::Garbage => return (StatusCode::OK, "\u{0}<html>not json").into_response(),
         }
@@ -118,14 +132,56 @@ struct SseFramer {
     plan: Plan,
     include_usage: bool,
     created: u64,
+    choices: Choices,
+    /// Tokens framed so far (the other choices' tokens at the same place).
+    next_token: std::sync::atomic::AtomicUsize,
+}
+
+/// What a request asked beyond one plain choice.
+#[derive(Debug, Clone, Copy)]
+struct Choices {
+    n: u32,
+    logprobs: bool,
+    top_logprobs: u32,
+}
+
+impl Choices {
+    /// Choice `choice`'s token at `index` (choice 0 is the plan's own text).
+    fn token(&self, plan: &Plan, choice: u32, index: usize) -> String {
+        crate::text::completion_tokens(&plan.prompt, plan.seed + u64::from(choice), index + 1)
+            .pop()
+            .unwrap_or_default()
+    }
+
+    /// OpenAI's `logprobs` for one token: deterministic values (−0.1 × (index + 1)).
+    fn logprobs(&self, token: &str, index: usize) -> Value {
+        if !self.logprobs {
+            return Value::Null;
+        }
+        let logprob = -0.1 * (index as f64 + 1.0);
+        let top: Vec<Value> = (0..self.top_logprobs)
+            .map(|rank| json!({ "token": format!("alt{rank}"), "logprob": logprob - 1.0 - f64::from(rank), "bytes": null }))
+            .collect();
+        json!({ "content": [{ "token": token, "logprob": logprob, "bytes": token.as_bytes(), "top_logprobs": top }] })
+    }
 }
 
 impl SseFramer {
     fn chunk(&self, delta: Value, finish_reason: Option<&str>) -> Value {
+        self.chunk_of(0, delta, finish_reason, Value::Null)
+    }
+
+    fn chunk_of(
+        &self,
+        choice: u32,
+        delta: Value,
+        finish_reason: Option<&str>,
+        logprobs: Value,
+    ) -> Value {
         let mut chunk = json!({
             "id": self.id, "object": "chat.completion.chunk", "created": self.created,
             "model": self.plan.model,
-            "choices": [{ "index": 0, "delta": delta, "finish_reason": finish_reason }],
+            "choices": [{ "index": choice, "delta": delta, "finish_reason": finish_reason, "logprobs": logprobs }],
         });
         if self.include_usage {
             chunk["usage"] = Value::Null;
@@ -139,11 +195,38 @@ impl SseFramer {
 
     fn frame(&self, step: Step) -> Vec<Result<Bytes, std::io::Error>> {
         match step {
-            Step::Token(token) => vec![Ok(event(&self.chunk(json!({ "content": token }), None)))],
+            Step::Token(token) => {
+                let index = self
+                    .next_token
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                (0..self.choices.n)
+                    .map(|choice| {
+                        let token = if choice == 0 {
+                            token.clone()
+                        } else {
+                            self.choices.token(&self.plan, choice, index)
+                        };
+                        let logprobs = self.choices.logprobs(&token, index);
+                        Ok(event(&self.chunk_of(
+                            choice,
+                            json!({ "content": token }),
+                            None,
+                            logprobs,
+                        )))
+                    })
+                    .collect()
+            }
             Step::Done => {
-                let mut out = vec![Ok(event(
-                    &self.chunk(json!({}), Some(self.plan.finish_reason())),
-                ))];
+                let mut out: Vec<Result<Bytes, std::io::Error>> = (0..self.choices.n)
+                    .map(|choice| {
+                        Ok(event(&self.chunk_of(
+                            choice,
+                            json!({}),
+                            Some(self.plan.finish_reason()),
+                            Value::Null,
+                        )))
+                    })
+                    .collect();
                 if self.include_usage {
                     out.push(Ok(event(&json!({
                         "id": self.id, "object": "chat.completion.chunk", "created": self.created,
@@ -171,14 +254,51 @@ fn usage(plan: &Plan) -> Value {
     })
 }
 
-fn completion_object(id: &str, plan: &Plan, content: &str) -> Value {
+fn completion_object(id: &str, plan: &Plan, content: &str, choices: Choices) -> Value {
+    let tokens_of = |choice: u32| -> Vec<String> {
+        match &plan.json {
+            Some(pieces) if choice == 0 => pieces.iter().take(plan.tokens).cloned().collect(),
+            _ => crate::text::completion_tokens(
+                &plan.prompt,
+                plan.seed + u64::from(choice),
+                plan.tokens,
+            ),
+        }
+    };
+    let listed: Vec<Value> = (0..choices.n)
+        .map(|choice| {
+            let tokens = tokens_of(choice);
+            let text = if choice == 0 {
+                content.to_owned()
+            } else {
+                tokens.concat()
+            };
+            let logprobs = if choices.logprobs {
+                let content: Vec<Value> = tokens
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(index, token)| {
+                        choices.logprobs(token, index)["content"]
+                            .as_array()
+                            .cloned()
+                            .unwrap_or_default()
+                    })
+                    .collect();
+                json!({ "content": content })
+            } else {
+                Value::Null
+            };
+            json!({
+                "index": choice,
+                "message": { "role": "assistant", "content": text },
+                "finish_reason": plan.finish_reason(),
+                "logprobs": logprobs,
+            })
+        })
+        .collect();
     json!({
         "id": id, "object": "chat.completion", "created": unix_seconds(), "model": plan.model,
-        "choices": [{
-            "index": 0,
-            "message": { "role": "assistant", "content": content },
-            "finish_reason": plan.finish_reason(),
-        }],
+        "choices": listed,
         "usage": usage(plan),
     })
 }

@@ -129,3 +129,13 @@ def test_embeddings_match_the_upstream_vectors(gateway, stack):
     with pytest.raises(openai.BadRequestError) as refused:
         gateway.embeddings.create(model="llama3.2", input=[""])
     assert refused.value.body["param"] == "input[0]"
+
+
+def test_choices_and_logprobs_need_an_openai_compatible_engine(gateway):
+    """This stack's model is served by Ollama, which cannot give several choices or log
+    probabilities: the SDK gets a 400 naming the field, before anything is queued."""
+    for extra, param in [({"n": 2}, "n"), ({"logprobs": True, "top_logprobs": 2}, "logprobs")]:
+        with pytest.raises(openai.BadRequestError) as refused:
+            gateway.chat.completions.create(model="llama3.2", messages=MESSAGES, **extra)
+        assert refused.value.body["param"] == param
+        assert "Ollama" in refused.value.body["message"]

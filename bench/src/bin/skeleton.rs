@@ -80,7 +80,7 @@ impl Scheduler for Mid {
             Ok(ChatEvent {
                 event: Some(Event::Delta(Delta {
                     content: String::from_utf8_lossy(&chunk).into_owned(),
-                    tool_calls: Vec::new(),
+                    ..Delta::default()
                 })),
             })
         });

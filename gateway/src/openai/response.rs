@@ -18,7 +18,8 @@ pub struct Choice {
     pub index: u32,
     pub message: AssistantMessage,
     pub finish_reason: String,
-    pub logprobs: Option<()>,
+    /// `{"content": [...]}` when asked for, else `null`.
+    pub logprobs: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Serialize)]
@@ -78,7 +79,8 @@ pub struct ChunkChoice {
     pub index: u32,
     pub delta: ChunkDelta,
     pub finish_reason: Option<String>,
-    pub logprobs: Option<()>,
+    /// This chunk's tokens' `{"content": [...]}` when asked for, else `null`.
+    pub logprobs: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Default, Serialize)]

@@ -311,6 +311,7 @@ mod tests {
         let delta = Event::Delta(Delta {
             content: "Hi".into(),
             tool_calls: vec![],
+            ..Default::default()
         });
         let mut events = futures::stream::iter(vec![
             event(Event::Queued(Queued {

@@ -103,22 +103,14 @@ async fn handle(
         for event in gather::rest(opening, &mut events, &rpc_span).await? {
             aggregate.push(event);
         }
-        let completion = aggregate.finish()?;
-        let usage = completion.usage;
+        let (answer, usage) = aggregate.whole()?;
         gather::settle(
             reservation,
             observation,
             &model,
             (usage.prompt_tokens, usage.completion_tokens),
         );
-        let choice = completion.choices.into_iter().next();
-        let (text, finish) = choice.map_or((String::new(), String::new()), |choice| {
-            (
-                choice.message.content.unwrap_or_default(),
-                choice.finish_reason,
-            )
-        });
-        Json(whole(&meta, &text, &finish, usage)).into_response()
+        Json(whole(&meta, &answer.content, &answer.finish_reason, usage)).into_response()
     };
     if let Some(started) = started {
         gather::started_headers(response.headers_mut(), &started);

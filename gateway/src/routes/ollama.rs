@@ -168,8 +168,7 @@ async fn generate_or_chat(
         for event in gather::rest(opening, &mut events, &rpc_span).await? {
             aggregate.push(event);
         }
-        let whole = aggregate.whole()?;
-        let usage = whole.usage;
+        let (whole, usage) = aggregate.whole()?;
         gather::settle(
             reservation,
             observation,

@@ -122,6 +122,7 @@ impl StreamShape for NdjsonStream {
             Event::Delta(Delta {
                 content,
                 tool_calls,
+                ..
             }) => {
                 let value = object(self.endpoint, &self.model, &content, &tool_calls, None);
                 Some(self.line(&value))
@@ -184,6 +185,7 @@ mod tests {
             .frame(Event::Delta(Delta {
                 content: "Hi".into(),
                 tool_calls: vec![],
+                ..Default::default()
             }))
             .unwrap();
         let delta = parse(&delta);
@@ -192,7 +194,8 @@ mod tests {
         assert!(
             stream
                 .frame(Event::Finish(Finish {
-                    reason: "stop".into()
+                    reason: "stop".into(),
+                    ..Default::default()
                 }))
                 .is_none()
         );

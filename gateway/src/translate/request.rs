@@ -3,7 +3,7 @@
 //!
 //! Fields are taken out of the JSON object one by one so every type error carries its path
 //! (`messages[1].content`). Known OpenAI fields we do not act on are listed and ignored on
-//! purpose; features we cannot honour (n > 1, logprobs) are refused; anything else is passed on
+//! purpose; features no engine can honour through us (`logit_bias`) are refused; anything else is passed on
 //! to the engine as extra options (`top_k`, `num_ctx`, …).
 
 use llmgw_proto::v1::response_format::Kind as FormatKind;
@@ -25,15 +25,17 @@ pub struct ValidChat {
 }
 
 /// OpenAI fields accepted and deliberately not acted on.
-const IGNORED: [&str; 7] = [
+const IGNORED: [&str; 6] = [
     "user",
     "metadata",
     "store",
     "parallel_tool_calls",
     "service_tier",
-    "top_logprobs",
     "prompt_cache_key",
 ];
+
+/// The most choices one request may ask for.
+const MAX_CHOICES: i64 = 8;
 
 /// Parses and validates a `/v1/chat/completions` body.
 pub fn parse(body: &[u8]) -> Result<ValidChat, ApiError> {
@@ -66,6 +68,11 @@ pub fn parse(body: &[u8]) -> Result<ValidChat, ApiError> {
         .map(|v| v.to_string())
         .unwrap_or_default();
     let response_format = response_format(&mut object)?;
+    let Choices {
+        n,
+        logprobs,
+        top_logprobs,
+    } = choices(&mut object)?;
     refuse_unsupported(&mut object)?;
     for name in IGNORED {
         object.remove(name);
@@ -81,6 +88,9 @@ pub fn parse(body: &[u8]) -> Result<ValidChat, ApiError> {
             stream,
             extra_json,
             response_format,
+            n,
+            logprobs,
+            top_logprobs,
             ..Default::default()
         },
         stream,
@@ -88,18 +98,50 @@ pub fn parse(body: &[u8]) -> Result<ValidChat, ApiError> {
     })
 }
 
+/// `n`, `logprobs` and `top_logprobs`: checked here, honoured by OpenAI-compatible endpoints
+/// (the scheduler refuses them, naming the field, for a model served by Ollama).
+struct Choices {
+    n: u32,
+    logprobs: bool,
+    top_logprobs: u32,
+}
+
+fn choices(object: &mut Map<String, Value>) -> Result<Choices, ApiError> {
+    let n = match field::<i64>(object, "n")? {
+        None => 1,
+        Some(n) if (1..=MAX_CHOICES).contains(&n) => n as u32,
+        Some(n) => {
+            return Err(ApiError::invalid(
+                "n",
+                format!("`n` must be between 1 and {MAX_CHOICES}, got {n}"),
+            ));
+        }
+    };
+    let logprobs = field::<bool>(object, "logprobs")?.unwrap_or(false);
+    let top_logprobs = match field::<i64>(object, "top_logprobs")? {
+        None => 0,
+        Some(top) if !logprobs && top != 0 => {
+            return Err(ApiError::invalid(
+                "top_logprobs",
+                "`top_logprobs` needs `logprobs: true`",
+            ));
+        }
+        Some(top) if (0..=20).contains(&top) => top as u32,
+        Some(top) => {
+            return Err(ApiError::invalid(
+                "top_logprobs",
+                format!("`top_logprobs` must be between 0 and 20, got {top}"),
+            ));
+        }
+    };
+    Ok(Choices {
+        n,
+        logprobs,
+        top_logprobs,
+    })
+}
+
 fn refuse_unsupported(object: &mut Map<String, Value>) -> Result<(), ApiError> {
-    if let Some(n) = field::<i64>(object, "n")?
-        && n != 1
-    {
-        return Err(ApiError::invalid(
-            "n",
-            format!("`n` must be 1 (one choice per request), got {n}"),
-        ));
-    }
-    if field::<bool>(object, "logprobs")? == Some(true) {
-        return Err(ApiError::invalid("logprobs", "`logprobs` is not supported"));
-    }
     if let Some(bias) = field::<Map<String, Value>>(object, "logit_bias")?
         && !bias.is_empty()
     {
@@ -361,7 +403,7 @@ mod tests {
             error(r#"{"model":"m","messages":[{"role":"user","content":[{"type":"image_url"}]}]}"#);
         assert_eq!(param, Some("messages[0].content[0].type".into()));
         assert_eq!(
-            error(&format!(r#"{{"model":"m",{m},"n":2}}"#)).1,
+            error(&format!(r#"{{"model":"m",{m},"n":9}}"#)).1,
             Some("n".into())
         );
     }

@@ -43,6 +43,8 @@ pub struct SseTranslator {
     meta: ResponseMeta,
     include_usage: bool,
     finished: bool,
+    /// Choices whose role chunk went out (choice 0's is the stream's opening).
+    announced: Vec<u32>,
 }
 
 impl SseTranslator {
@@ -51,27 +53,43 @@ impl SseTranslator {
             meta,
             include_usage,
             finished: false,
+            announced: vec![0],
         }
     }
 
     /// The opening chunk announcing the assistant role, as OpenAI sends it.
     pub fn role_frame(&self) -> Bytes {
+        self.role_frame_of(0)
+    }
+
+    fn role_frame_of(&self, choice: u32) -> Bytes {
         let delta = ChunkDelta {
             role: Some("assistant"),
             content: Some(String::new()),
             tool_calls: Vec::new(),
         };
-        self.chunk_frame(delta, None)
+        self.chunk_frame(choice, delta, None, None)
     }
 
-    /// The frame for one event, if it produces one.
+    /// The frame for one event, if it produces one; a choice's first piece (with `n` > 1)
+    /// comes after its own role chunk.
     pub fn frame(&mut self, event: Event) -> Option<Bytes> {
         match event {
             Event::Queued(_) | Event::Started(_) | Event::Embeddings(_) => None,
-            Event::Delta(delta) => Some(self.chunk_frame(chunk_delta(delta), None)),
+            Event::Delta(delta) => {
+                let choice = delta.choice;
+                let logprobs = parse_logprobs(&delta.logprobs_json);
+                let chunk = self.chunk_frame(choice, chunk_delta(delta), None, logprobs);
+                if self.announced.contains(&choice) {
+                    return Some(chunk);
+                }
+                self.announced.push(choice);
+                Some([self.role_frame_of(choice), chunk].concat().into())
+            }
             Event::Finish(finish) => {
                 self.finished = true;
-                Some(self.chunk_frame(ChunkDelta::default(), Some(finish.reason)))
+                let delta = ChunkDelta::default();
+                Some(self.chunk_frame(finish.choice, delta, Some(finish.reason), None))
             }
             Event::Usage(usage) if self.include_usage => {
                 let chunk = ChatCompletionChunk {
@@ -91,17 +109,23 @@ impl SseTranslator {
         }
     }
 
-    fn chunk_frame(&self, delta: ChunkDelta, finish_reason: Option<String>) -> Bytes {
+    fn chunk_frame(
+        &self,
+        index: u32,
+        delta: ChunkDelta,
+        finish_reason: Option<String>,
+        logprobs: Option<serde_json::Value>,
+    ) -> Bytes {
         let chunk = ChatCompletionChunk {
             id: &self.meta.id,
             object: "chat.completion.chunk",
             created: self.meta.created,
             model: &self.meta.model,
             choices: vec![ChunkChoice {
-                index: 0,
+                index,
                 delta,
                 finish_reason,
-                logprobs: None,
+                logprobs,
             }],
             usage: self.include_usage.then_some(None),
         };
@@ -136,6 +160,13 @@ impl StreamShape for SseTranslator {
     }
 }
 
+/// The engine's log probabilities, as they came (`None`: not asked for).
+fn parse_logprobs(json: &str) -> Option<serde_json::Value> {
+    (!json.is_empty())
+        .then(|| serde_json::from_str(json).ok())
+        .flatten()
+}
+
 fn chunk_delta(delta: Delta) -> ChunkDelta {
     ChunkDelta {
         role: None,
@@ -157,13 +188,11 @@ fn chunk_delta(delta: Delta) -> ChunkDelta {
     }
 }
 
-/// Collects events into one `chat.completion`.
+/// Collects events into one `chat.completion` (one choice per `n`).
 #[derive(Debug)]
 pub struct Aggregate {
     meta: ResponseMeta,
-    content: String,
-    tool_calls: Vec<ToolCallDelta>,
-    finish_reason: Option<String>,
+    choices: Vec<Whole>,
     usage: Option<Usage>,
 }
 
@@ -171,11 +200,23 @@ impl Aggregate {
     pub fn new(meta: ResponseMeta) -> Self {
         Self {
             meta,
-            content: String::new(),
-            tool_calls: Vec::new(),
-            finish_reason: None,
+            choices: Vec::new(),
             usage: None,
         }
+    }
+
+    fn choice(&mut self, index: u32) -> &mut Whole {
+        let at = match self.choices.iter().position(|c| c.index == index) {
+            Some(at) => at,
+            None => {
+                self.choices.push(Whole {
+                    index,
+                    ..Whole::default()
+                });
+                self.choices.len() - 1
+            }
+        };
+        &mut self.choices[at]
     }
 
     /// Adds one event.
@@ -183,64 +224,88 @@ impl Aggregate {
         match event {
             Event::Queued(_) | Event::Started(_) | Event::Embeddings(_) => {}
             Event::Delta(delta) => {
-                self.content.push_str(&delta.content);
+                let choice = self.choice(delta.choice);
+                choice.content.push_str(&delta.content);
                 for piece in delta.tool_calls {
-                    llmgw_proto::merge_tool_call(&mut self.tool_calls, piece);
+                    llmgw_proto::merge_tool_call(&mut choice.tool_calls, piece);
+                }
+                if let Some(serde_json::Value::Object(mut logprobs)) =
+                    parse_logprobs(&delta.logprobs_json)
+                    && let Some(serde_json::Value::Array(tokens)) = logprobs.remove("content")
+                {
+                    choice.logprobs.get_or_insert_with(Vec::new).extend(tokens);
                 }
             }
-            Event::Finish(finish) => self.finish_reason = Some(finish.reason),
+            Event::Finish(finish) => self.choice(finish.choice).finish_reason = finish.reason,
             Event::Usage(usage) => {
                 self.usage = Some(Usage::new(usage.prompt_tokens, usage.completion_tokens))
             }
         }
     }
 
+    /// Every choice in order, with the usage; an error if the backend never finished.
+    fn finished_choices(mut self) -> Result<(Vec<Whole>, Usage), ApiError> {
+        if self.choices.is_empty() {
+            self.choices.push(Whole::default());
+        }
+        if self.choices.iter().any(|c| c.finish_reason.is_empty()) {
+            return Err(ApiError::backend_interrupted());
+        }
+        self.choices.sort_by_key(|c| c.index);
+        Ok((self.choices, self.usage.unwrap_or(Usage::new(0, 0))))
+    }
+
     /// The completed response, or an error if the backend never finished.
     pub fn finish(self) -> Result<ChatCompletion, ApiError> {
         let meta = self.meta.clone();
-        let whole = self.whole()?;
-        let content =
-            (!whole.content.is_empty() || whole.tool_calls.is_empty()).then_some(whole.content);
+        let (choices, usage) = self.finished_choices()?;
+        let choices = choices
+            .into_iter()
+            .map(|whole| {
+                let content = (!whole.content.is_empty() || whole.tool_calls.is_empty())
+                    .then_some(whole.content);
+                Choice {
+                    index: whole.index,
+                    message: AssistantMessage {
+                        role: "assistant",
+                        content,
+                        tool_calls: whole.tool_calls.into_iter().map(whole_tool_call).collect(),
+                    },
+                    finish_reason: whole.finish_reason,
+                    logprobs: whole
+                        .logprobs
+                        .map(|tokens| serde_json::json!({ "content": tokens })),
+                }
+            })
+            .collect();
         Ok(ChatCompletion {
             id: meta.id,
             object: "chat.completion",
             created: meta.created,
             model: meta.model,
-            choices: vec![Choice {
-                index: 0,
-                message: AssistantMessage {
-                    role: "assistant",
-                    content,
-                    tool_calls: whole.tool_calls.into_iter().map(whole_tool_call).collect(),
-                },
-                finish_reason: whole.finish_reason,
-                logprobs: None,
-            }],
-            usage: whole.usage,
+            choices,
+            usage,
         })
     }
 
-    /// The answer's parts, in no API's shape, or an error if the backend never finished.
-    pub fn whole(self) -> Result<Whole, ApiError> {
-        let Some(finish_reason) = self.finish_reason else {
-            return Err(ApiError::backend_interrupted());
-        };
-        Ok(Whole {
-            content: self.content,
-            tool_calls: self.tool_calls,
-            finish_reason,
-            usage: self.usage.unwrap_or(Usage::new(0, 0)),
-        })
+    /// The first choice's parts and the usage, in no API's shape (the routes with one choice),
+    /// or an error if the backend never finished.
+    pub fn whole(self) -> Result<(Whole, Usage), ApiError> {
+        let (choices, usage) = self.finished_choices()?;
+        let first = choices.into_iter().next().unwrap_or_default();
+        Ok((first, usage))
     }
 }
 
-/// A finished answer's parts.
-#[derive(Debug)]
+/// One choice's parts (empty `finish_reason`: not finished).
+#[derive(Debug, Default)]
 pub struct Whole {
+    pub index: u32,
     pub content: String,
     pub tool_calls: Vec<ToolCallDelta>,
     pub finish_reason: String,
-    pub usage: Usage,
+    /// The `content` items of the log probabilities, when asked for.
+    pub logprobs: Option<Vec<serde_json::Value>>,
 }
 
 /// A merged call in OpenAI's shape.
@@ -290,6 +355,7 @@ mod tests {
             &sse.frame(Event::Delta(Delta {
                 content: "Hi".into(),
                 tool_calls: vec![],
+                ..Default::default()
             }))
             .unwrap(),
         );
@@ -301,6 +367,7 @@ mod tests {
         let finish = json(
             &sse.frame(Event::Finish(Finish {
                 reason: "stop".into(),
+                ..Default::default()
             }))
             .unwrap(),
         );
@@ -328,6 +395,7 @@ mod tests {
             &sse.frame(Event::Delta(Delta {
                 content: "x".into(),
                 tool_calls: vec![],
+                ..Default::default()
             }))
             .unwrap(),
         );
@@ -354,13 +422,16 @@ mod tests {
         aggregate.push(Event::Delta(Delta {
             content: String::new(),
             tool_calls: vec![piece("call_1", "f", "{\"a\":")],
+            ..Default::default()
         }));
         aggregate.push(Event::Delta(Delta {
             content: String::new(),
             tool_calls: vec![piece("", "", "1}")],
+            ..Default::default()
         }));
         aggregate.push(Event::Finish(Finish {
             reason: "tool_calls".into(),
+            ..Default::default()
         }));
         let done = aggregate.finish().unwrap();
         let message = &done.choices[0].message;

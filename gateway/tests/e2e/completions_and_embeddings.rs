@@ -8,43 +8,7 @@ use llm_sim::completion_text;
 use llm_sim::embeddings::embedding;
 use serde_json::{Value, json};
 
-use crate::support::{Stack, quick_sim};
-
-/// Model `via-ollama` on an Ollama-kind sim, `via-openai` on an OpenAI-kind one.
-fn two_kinds(urls: &[String]) -> String {
-    format!(
-        r#"
-        [[pool]]
-        name = "ollama"
-        [[pool.endpoint]]
-        url = "{}"
-        kind = "ollama"
-        slots = 2
-
-        [[pool]]
-        name = "openai"
-        [[pool.endpoint]]
-        url = "{}"
-        kind = "openai"
-        slots = 2
-
-        [[model]]
-        name = "via-ollama"
-        [[model.version]]
-        name = "v"
-        pool = "ollama"
-        upstream = "llama3.2"
-
-        [[model]]
-        name = "via-openai"
-        [[model.version]]
-        name = "v"
-        pool = "openai"
-        upstream = "llama3.2"
-        "#,
-        urls[0], urls[1]
-    )
-}
+use crate::support::{Stack, quick_sim, sse_objects, two_kinds};
 
 async fn post(stack: &Stack, path: &str, body: Value) -> reqwest::Response {
     stack
@@ -54,15 +18,6 @@ async fn post(stack: &Stack, path: &str, body: Value) -> reqwest::Response {
         .send()
         .await
         .unwrap()
-}
-
-/// The `data:` payloads of an SSE body, without `[DONE]`.
-fn sse_objects(body: &str) -> Vec<Value> {
-    body.lines()
-        .filter_map(|line| line.strip_prefix("data: "))
-        .filter(|data| *data != "[DONE]")
-        .map(|data| serde_json::from_str(data).unwrap())
-        .collect()
 }
 
 #[tokio::test]

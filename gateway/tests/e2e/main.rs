@@ -10,6 +10,7 @@ mod support;
 mod bad_input;
 mod cancellation;
 mod chat_content;
+mod choices_and_logprobs;
 mod completions_and_embeddings;
 mod edge_limits;
 mod governance;

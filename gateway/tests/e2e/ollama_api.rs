@@ -6,42 +6,7 @@ use llm_sim::completion_text;
 use llm_sim::embeddings::embedding;
 use serde_json::{Value, json};
 
-use crate::support::{Stack, quick_sim};
-
-fn two_kinds(urls: &[String]) -> String {
-    format!(
-        r#"
-        [[pool]]
-        name = "ollama"
-        [[pool.endpoint]]
-        url = "{}"
-        kind = "ollama"
-        slots = 2
-
-        [[pool]]
-        name = "openai"
-        [[pool.endpoint]]
-        url = "{}"
-        kind = "openai"
-        slots = 2
-
-        [[model]]
-        name = "via-ollama"
-        [[model.version]]
-        name = "v"
-        pool = "ollama"
-        upstream = "llama3.2"
-
-        [[model]]
-        name = "via-openai"
-        [[model.version]]
-        name = "v"
-        pool = "openai"
-        upstream = "llama3.2"
-        "#,
-        urls[0], urls[1]
-    )
-}
+use crate::support::{Stack, quick_sim, two_kinds};
 
 async fn post(stack: &Stack, path: &str, body: Value) -> reqwest::Response {
     stack

@@ -290,3 +290,48 @@ pub fn streamed_text(events: &[SseData]) -> String {
         })
         .collect()
 }
+
+/// Model `via-ollama` on an Ollama-kind sim, `via-openai` on an OpenAI-kind one.
+pub fn two_kinds(urls: &[String]) -> String {
+    format!(
+        r#"
+        [[pool]]
+        name = "ollama"
+        [[pool.endpoint]]
+        url = "{}"
+        kind = "ollama"
+        slots = 2
+
+        [[pool]]
+        name = "openai"
+        [[pool.endpoint]]
+        url = "{}"
+        kind = "openai"
+        slots = 2
+
+        [[model]]
+        name = "via-ollama"
+        [[model.version]]
+        name = "v"
+        pool = "ollama"
+        upstream = "llama3.2"
+
+        [[model]]
+        name = "via-openai"
+        [[model.version]]
+        name = "v"
+        pool = "openai"
+        upstream = "llama3.2"
+        "#,
+        urls[0], urls[1]
+    )
+}
+
+/// The `data:` payloads of an SSE body, without `[DONE]`.
+pub fn sse_objects(body: &str) -> Vec<Value> {
+    body.lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .filter(|data| *data != "[DONE]")
+        .map(|data| serde_json::from_str(data).unwrap())
+        .collect()
+}

@@ -54,6 +54,7 @@ impl ChunkDecoder for EmbedDecoder {
             }),
             Event::Finish(Finish {
                 reason: "stop".to_owned(),
+                choice: 0,
             }),
             Event::Usage(Usage {
                 prompt_tokens: prompt_tokens.unwrap_or(self.prompt_words),

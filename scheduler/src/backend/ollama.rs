@@ -235,7 +235,7 @@ impl ChunkDecoder for DecodeState {
             self.deltas += 1;
             events.push(Event::Delta(Delta {
                 content: text,
-                tool_calls: Vec::new(),
+                ..Delta::default()
             }));
         }
         if let Some(message) = chunk.message {
@@ -259,6 +259,7 @@ impl ChunkDecoder for DecodeState {
                 events.push(Event::Delta(Delta {
                     content: message.content,
                     tool_calls,
+                    ..Delta::default()
                 }));
             }
         }
@@ -272,7 +273,7 @@ impl ChunkDecoder for DecodeState {
                     .filter(|r| r == "length")
                     .unwrap_or_else(|| "stop".to_owned())
             };
-            events.push(Event::Finish(Finish { reason }));
+            events.push(Event::Finish(Finish { reason, choice: 0 }));
             events.push(Event::Usage(Usage {
                 prompt_tokens: chunk.prompt_eval_count.unwrap_or(self.prompt_words),
                 completion_tokens: chunk.eval_count.unwrap_or(self.deltas),
@@ -359,14 +360,17 @@ mod tests {
             vec![
                 Ok(Event::Delta(Delta {
                     content: "Hel".into(),
-                    tool_calls: vec![]
+                    tool_calls: vec![],
+                    ..Default::default()
                 })),
                 Ok(Event::Delta(Delta {
                     content: "lo".into(),
-                    tool_calls: vec![]
+                    tool_calls: vec![],
+                    ..Default::default()
                 })),
                 Ok(Event::Finish(Finish {
-                    reason: "length".into()
+                    reason: "length".into(),
+                    ..Default::default()
                 })),
                 Ok(Event::Usage(Usage {
                     prompt_tokens: 3,
@@ -397,7 +401,8 @@ mod tests {
         assert_eq!(
             events[1],
             Ok(Event::Finish(Finish {
-                reason: "tool_calls".into()
+                reason: "tool_calls".into(),
+                ..Default::default()
             }))
         );
     }

@@ -187,6 +187,10 @@ fn to_wire(request: ChatRequest, schema_format: SchemaFormat) -> wire::ChatReque
         response_format: request
             .response_format
             .and_then(|format| response_format(format, schema_format)),
+        n: (request.n > 1).then_some(request.n),
+        logprobs: request.logprobs,
+        top_logprobs: (request.logprobs && request.top_logprobs > 0)
+            .then_some(request.top_logprobs),
         options,
     }
 }
@@ -296,7 +300,8 @@ impl ChunkDecoder for DecodeState {
 struct DecodeState {
     prompt_words: u32,
     deltas: u32,
-    finish_reason: Option<String>,
+    /// Each choice's finish reason, as it came.
+    finish_reasons: Vec<(u32, String)>,
     usage: Option<wire::Usage>,
     saw_tool_calls: bool,
     finished: bool,
@@ -319,6 +324,12 @@ impl DecodeState {
         }
         let mut events = Vec::new();
         for choice in chunk.choices {
+            let index = choice.index.unwrap_or(0);
+            let logprobs_json = choice
+                .logprobs
+                .filter(|logprobs| !logprobs.is_null())
+                .map(|logprobs| logprobs.to_string())
+                .unwrap_or_default();
             let delta = choice.delta.unwrap_or_default();
             let tool_calls: Vec<ToolCallDelta> = delta
                 .tool_calls
@@ -339,16 +350,21 @@ impl DecodeState {
                 })
                 .collect();
             let content = delta.content.or(choice.text).unwrap_or_default();
-            if !content.is_empty() || !tool_calls.is_empty() {
+            if !content.is_empty() || !tool_calls.is_empty() || !logprobs_json.is_empty() {
                 self.saw_tool_calls |= !tool_calls.is_empty();
                 self.deltas += 1;
                 events.push(Event::Delta(Delta {
                     content,
                     tool_calls,
+                    choice: index,
+                    logprobs_json,
                 }));
             }
             if let Some(reason) = choice.finish_reason {
-                self.finish_reason = Some(reason);
+                match self.finish_reasons.iter_mut().find(|(at, _)| *at == index) {
+                    Some((_, known)) => *known = reason,
+                    None => self.finish_reasons.push((index, reason)),
+                }
             }
         }
         Ok(events)
@@ -358,31 +374,38 @@ impl DecodeState {
         if self.finished {
             return Ok(Vec::new());
         }
-        let Some(reason) = self.finish_reason.take() else {
+        if self.finish_reasons.is_empty() {
             return Err(BackendError::Interrupted(
                 "stream ended before the generation finished".to_owned(),
             ));
-        };
+        }
         self.finished = true;
-        let reason = match reason.as_str() {
-            "length" => "length",
-            "tool_calls" | "function_call" => "tool_calls",
-            _ if self.saw_tool_calls => "tool_calls",
-            _ => "stop",
-        };
+        let mut reasons = std::mem::take(&mut self.finish_reasons);
+        reasons.sort_by_key(|(choice, _)| *choice);
+        let mut events: Vec<Event> = reasons
+            .into_iter()
+            .map(|(choice, reason)| {
+                let reason = match reason.as_str() {
+                    "length" => "length",
+                    "tool_calls" | "function_call" => "tool_calls",
+                    _ if self.saw_tool_calls => "tool_calls",
+                    _ => "stop",
+                };
+                Event::Finish(Finish {
+                    reason: reason.to_owned(),
+                    choice,
+                })
+            })
+            .collect();
         let usage = self.usage.unwrap_or(wire::Usage {
             prompt_tokens: self.prompt_words,
             completion_tokens: self.deltas,
         });
-        Ok(vec![
-            Event::Finish(Finish {
-                reason: reason.to_owned(),
-            }),
-            Event::Usage(Usage {
-                prompt_tokens: usage.prompt_tokens,
-                completion_tokens: usage.completion_tokens,
-            }),
-        ])
+        events.push(Event::Usage(Usage {
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+        }));
+        Ok(events)
     }
 }
 
@@ -410,6 +433,7 @@ mod tests {
         Ok(Event::Delta(Delta {
             content: text.into(),
             tool_calls: vec![],
+            ..Default::default()
         }))
     }
 
@@ -425,7 +449,8 @@ mod tests {
             vec![
                 delta("Hi"),
                 Ok(Event::Finish(Finish {
-                    reason: "length".into()
+                    reason: "length".into(),
+                    ..Default::default()
                 })),
                 Ok(Event::Usage(Usage {
                     prompt_tokens: 9,
@@ -486,7 +511,8 @@ mod tests {
         assert_eq!(
             events[1],
             Ok(Event::Finish(Finish {
-                reason: "tool_calls".into()
+                reason: "tool_calls".into(),
+                ..Default::default()
             }))
         );
     }

@@ -17,6 +17,12 @@ pub(crate) struct ChatRequest {
     pub tool_choice: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub response_format: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub n: Option<u32>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub logprobs: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_logprobs: Option<u32>,
     /// Sampling parameters and engine extras, flattened into the top level.
     #[serde(flatten)]
     pub options: Map<String, Value>,
@@ -105,8 +111,14 @@ pub(crate) struct Chunk {
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct ChunkChoice {
+    /// Which choice (with `n` > 1).
+    #[serde(default)]
+    pub index: Option<u32>,
     #[serde(default, alias = "message")]
     pub delta: Option<ChunkDelta>,
+    /// `{"content": [...]}` when log probabilities were asked for.
+    #[serde(default)]
+    pub logprobs: Option<Value>,
     /// `/v1/completions` puts the text here.
     #[serde(default)]
     pub text: Option<String>,

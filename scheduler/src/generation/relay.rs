@@ -17,33 +17,75 @@ use crate::routing::table::Route;
 use std::sync::Arc;
 use tokio::time::Instant;
 
-/// Passes events on; for non-streamed requests, gathers the deltas into one, sent just before
-/// the finish.
+/// Passes events on; for non-streamed requests, gathers each choice's deltas into one (content,
+/// tool calls and log probabilities), sent just before the first finish.
 #[derive(Debug)]
 pub struct Gather {
-    gathered: Option<Delta>,
+    /// `None` while streaming: everything passes through.
+    gathered: Option<Vec<Gathered>>,
+}
+
+/// One choice's answer so far.
+#[derive(Debug, Default)]
+struct Gathered {
+    delta: Delta,
+    /// The `content` items of every piece's log probabilities, in order.
+    logprobs: Vec<serde_json::Value>,
 }
 
 impl Gather {
     pub fn new(stream: bool) -> Self {
         Self {
-            gathered: (!stream).then(Delta::default),
+            gathered: (!stream).then(Vec::new),
         }
     }
 
     /// The events to send for `event`.
     pub fn push(&mut self, event: Event) -> Vec<Event> {
         match (&mut self.gathered, event) {
-            (Some(gathered), Event::Delta(delta)) => {
-                gathered.content.push_str(&delta.content);
-                for piece in delta.tool_calls {
-                    llmgw_proto::merge_tool_call(&mut gathered.tool_calls, piece);
+            (Some(gathered), Event::Delta(piece)) => {
+                let at = match gathered.iter().position(|g| g.delta.choice == piece.choice) {
+                    Some(at) => at,
+                    None => {
+                        gathered.push(Gathered {
+                            delta: Delta {
+                                choice: piece.choice,
+                                ..Delta::default()
+                            },
+                            logprobs: Vec::new(),
+                        });
+                        gathered.len() - 1
+                    }
+                };
+                let choice = &mut gathered[at];
+                choice.delta.content.push_str(&piece.content);
+                for call in piece.tool_calls {
+                    llmgw_proto::merge_tool_call(&mut choice.delta.tool_calls, call);
+                }
+                if let Ok(serde_json::Value::Object(mut logprobs)) =
+                    serde_json::from_str(&piece.logprobs_json)
+                    && let Some(serde_json::Value::Array(tokens)) = logprobs.remove("content")
+                {
+                    choice.logprobs.extend(tokens);
                 }
                 Vec::new()
             }
             (gathered @ Some(_), finish @ Event::Finish(_)) => {
-                let whole = gathered.take().map(Event::Delta);
-                whole.into_iter().chain([finish]).collect()
+                let mut choices = gathered.take().unwrap_or_default();
+                choices.sort_by_key(|g| g.delta.choice);
+                let wholes = choices.into_iter().map(
+                    |Gathered {
+                         mut delta,
+                         logprobs,
+                     }| {
+                        if !logprobs.is_empty() {
+                            delta.logprobs_json =
+                                serde_json::json!({ "content": logprobs }).to_string();
+                        }
+                        Event::Delta(delta)
+                    },
+                );
+                wholes.chain([finish]).collect()
             }
             (_, other) => vec![other],
         }

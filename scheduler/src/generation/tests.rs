@@ -114,6 +114,7 @@ impl Backend for Scripted {
                         stream::iter([
                             Ok(Event::Finish(Finish {
                                 reason: "stop".into(),
+                                ..Default::default()
                             })),
                             Ok(Event::Usage(Usage {
                                 prompt_tokens: 3,
