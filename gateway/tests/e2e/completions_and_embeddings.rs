@@ -171,3 +171,27 @@ async fn bad_input_and_unknown_models_are_refused_like_chat() {
     let error: Value = response.json().await.unwrap();
     assert_eq!(error["error"]["code"], "model_not_found", "{error}");
 }
+
+#[tokio::test]
+async fn upstream_failures_map_to_the_same_statuses_as_chat() {
+    let stack = Stack::start(quick_sim()).await;
+    let embed = json!({"model": "llama3.2", "input": "x"});
+    let complete = json!({"model": "llama3.2", "prompt": "x"});
+    // The engine overloaded: 503 with its own Retry-After (llm-sim sends 7).
+    stack.sim().set_fault(llm_sim::Fault::Status(503));
+    for (path, body) in [("/v1/embeddings", &embed), ("/v1/completions", &complete)] {
+        let response = post(&stack, path, body.clone()).await;
+        assert_eq!(response.status(), 503, "{path}");
+        assert_eq!(
+            response.headers()["x-llmgw-reason"],
+            "backend_overloaded",
+            "{path}"
+        );
+        assert_eq!(response.headers()["retry-after"], "7", "{path}");
+    }
+    // Garbage instead of the protocol: 502.
+    stack.sim().set_fault(llm_sim::Fault::Garbage);
+    let response = post(&stack, "/v1/completions", complete.clone()).await;
+    assert_eq!(response.status(), 502);
+    assert_eq!(response.headers()["x-llmgw-reason"], "backend_bad_response");
+}

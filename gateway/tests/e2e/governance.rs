@@ -455,3 +455,66 @@ async fn a_redis_outage_follows_on_error_and_limits_return_with_redis() {
     let _ = std::fs::remove_file(deny_path);
     let _ = std::fs::remove_file(allow_path);
 }
+
+/// Every route that reaches an engine is governed by the same rules: the key decides the
+/// tenant, its `rpm` counts requests of every kind together, the model allow-list holds, and
+/// the refusals carry their reason (Ollama's routes in Ollama's error shape).
+#[tokio::test]
+async fn every_route_is_governed_alike() {
+    let (stack, _path) = governed(&config("rpm = 4\ntpm = 100000", ""), quick_sim()).await;
+    let send = |path: &'static str, key: Option<&'static str>, body: Value| {
+        let mut request = stack.http.post(stack.url(path)).json(&body);
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        request.send()
+    };
+    let chat = json!({"model": "llama3.2", "stream": false, "messages": [{"role": "user", "content": "hi"}]});
+    let routes: [(&str, Value); 4] = [
+        (
+            "/v1/embeddings",
+            json!({"model": "llama3.2", "input": "hi"}),
+        ),
+        (
+            "/v1/completions",
+            json!({"model": "llama3.2", "prompt": "hi"}),
+        ),
+        ("/api/chat", chat.clone()),
+        ("/api/embed", json!({"model": "llama3.2", "input": "hi"})),
+    ];
+    // No key: 401 on every route.
+    for (path, body) in &routes {
+        let response = send(path, None, body.clone()).await.unwrap();
+        assert_eq!(response.status(), 401, "{path}");
+        assert_eq!(
+            response.headers()["x-llmgw-reason"],
+            "invalid_api_key",
+            "{path}"
+        );
+    }
+    // A tenant whose models exclude llama3.2 is refused on every route.
+    for (path, body) in &routes {
+        let response = send(path, Some(OTHER_KEY), body.clone()).await.unwrap();
+        assert_eq!(response.status(), 403, "{path}");
+        assert_eq!(
+            response.headers()["x-llmgw-reason"],
+            "model_not_allowed",
+            "{path}"
+        );
+    }
+    // team-a's rpm = 4 counts the four routes' requests together; the fifth is refused.
+    for (path, body) in &routes {
+        let response = send(path, Some(KEY), body.clone()).await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        assert_eq!(response.headers()["x-llmgw-tenant"], "team-a", "{path}");
+    }
+    let refused = send("/api/chat", Some(KEY), chat).await.unwrap();
+    assert_eq!(refused.status(), 429);
+    assert_eq!(refused.headers()["x-llmgw-reason"], "rate_limited");
+    assert!(refused.headers().contains_key("retry-after"));
+    let body: Value = refused.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("`rpm`"),
+        "Ollama's error shape: {body}"
+    );
+}
