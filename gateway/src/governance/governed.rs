@@ -5,8 +5,12 @@
 use llmgw_proto::v1::{ChatRequest, CompletionRequest, EmbedRequest, SamplingParams};
 
 use super::estimate::chat_texts;
+use crate::caller::Caller;
 
 pub trait Governed {
+    /// Writes who is asking (the caller's tenant, class and request id) and the request's
+    /// deadline into the request: never what the client sent.
+    fn stamp(&mut self, caller: &Caller, deadline_ms: u64);
     fn model(&self) -> &str;
     /// Engine options as a JSON object (empty: none).
     fn extra_json(&self) -> &str;
@@ -20,6 +24,12 @@ pub trait Governed {
 }
 
 impl Governed for ChatRequest {
+    fn stamp(&mut self, caller: &Caller, deadline_ms: u64) {
+        self.tenant = caller.tenant.clone();
+        self.priority = caller.priority as i32;
+        self.request_id = caller.request_id.clone();
+        self.deadline_ms = deadline_ms;
+    }
     fn model(&self) -> &str {
         &self.model
     }
@@ -38,6 +48,12 @@ impl Governed for ChatRequest {
 }
 
 impl Governed for CompletionRequest {
+    fn stamp(&mut self, caller: &Caller, deadline_ms: u64) {
+        self.tenant = caller.tenant.clone();
+        self.priority = caller.priority as i32;
+        self.request_id = caller.request_id.clone();
+        self.deadline_ms = deadline_ms;
+    }
     fn model(&self) -> &str {
         &self.model
     }
@@ -56,6 +72,12 @@ impl Governed for CompletionRequest {
 }
 
 impl Governed for EmbedRequest {
+    fn stamp(&mut self, caller: &Caller, deadline_ms: u64) {
+        self.tenant = caller.tenant.clone();
+        self.priority = caller.priority as i32;
+        self.request_id = caller.request_id.clone();
+        self.deadline_ms = deadline_ms;
+    }
     fn model(&self) -> &str {
         &self.model
     }

@@ -7,7 +7,6 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use llmgw_telemetry::TraceContext;
@@ -19,6 +18,7 @@ use super::{gather, stream};
 use crate::caller::Caller;
 use crate::error::ApiError;
 use crate::governance::Admitted;
+use crate::governance::governed::Governed;
 use crate::layers::IncomingTrace;
 use crate::translate::completion::{TextStream, ValidCompletion, meta, parse, whole};
 use crate::translate::response::Aggregate;
@@ -33,17 +33,8 @@ pub async fn completions(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let mut observation = Observation::new(&state, &caller, ROUTE);
-    let mut limit_headers = HeaderMap::new();
-    let handled = handle(
-        &state,
-        &caller,
-        body,
-        &incoming,
-        &mut observation,
-        &mut limit_headers,
-    )
-    .await;
-    observation.respond(handled, limit_headers)
+    let handled = handle(&state, &caller, body, &incoming, &mut observation).await;
+    observation.respond(handled)
 }
 
 async fn handle(
@@ -52,7 +43,6 @@ async fn handle(
     body: Result<Bytes, BytesRejection>,
     incoming: &TraceContext,
     observation: &mut Observation,
-    limit_headers: &mut HeaderMap,
 ) -> Result<Response, ApiError> {
     let body = gather::body(body, state.config.max_body_bytes)?;
     let ValidCompletion {
@@ -60,15 +50,12 @@ async fn handle(
         stream,
         include_usage,
     } = parse(&body)?;
-    request.tenant = caller.tenant.clone();
-    request.priority = caller.priority as i32;
-    request.request_id = caller.request_id.clone();
-    request.deadline_ms = state.config.request_timeout_ms;
+    request.stamp(caller, state.config.request_timeout_ms);
     let Admitted {
         mut reservation,
         headers,
     } = state.governance.admit(caller, &mut request).await?;
-    *limit_headers = headers;
+    observation.limit_headers = headers;
     let model = request.model.clone();
     let meta = meta(model.clone());
     let server_span = tracing::Span::current();

@@ -5,7 +5,6 @@
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use llmgw_proto::v1::chat_event::Event;
@@ -18,6 +17,7 @@ use super::observation::Observation;
 use crate::caller::Caller;
 use crate::error::ApiError;
 use crate::governance::Admitted;
+use crate::governance::governed::Governed;
 use crate::layers::IncomingTrace;
 use crate::translate::embedding::{ValidEmbedding, list, parse};
 
@@ -31,17 +31,8 @@ pub async fn embeddings(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let mut observation = Observation::new(&state, &caller, ROUTE);
-    let mut limit_headers = HeaderMap::new();
-    let handled = handle(
-        &state,
-        &caller,
-        body,
-        &incoming,
-        &mut observation,
-        &mut limit_headers,
-    )
-    .await;
-    observation.respond(handled, limit_headers)
+    let handled = handle(&state, &caller, body, &incoming, &mut observation).await;
+    observation.respond(handled)
 }
 
 async fn handle(
@@ -50,22 +41,18 @@ async fn handle(
     body: Result<Bytes, BytesRejection>,
     incoming: &TraceContext,
     observation: &mut Observation,
-    limit_headers: &mut HeaderMap,
 ) -> Result<Response, ApiError> {
     let body = gather::body(body, state.config.max_body_bytes)?;
     let ValidEmbedding {
         mut request,
         base64,
     } = parse(&body)?;
-    request.tenant = caller.tenant.clone();
-    request.priority = caller.priority as i32;
-    request.request_id = caller.request_id.clone();
-    request.deadline_ms = state.config.request_timeout_ms;
+    request.stamp(caller, state.config.request_timeout_ms);
     let Admitted {
         mut reservation,
         headers,
     } = state.governance.admit(caller, &mut request).await?;
-    *limit_headers = headers;
+    observation.limit_headers = headers;
     let model = request.model.clone();
     tracing::Span::current().record("gen_ai.request.model", model.as_str());
     let rpc_span = call::rpc_span("Embed");

@@ -25,6 +25,8 @@ pub(crate) struct Observation {
     pub streaming: bool,
     /// The route label.
     pub route: &'static str,
+    /// The tenant's rate-limit state as of its reservation.
+    pub limit_headers: HeaderMap,
 }
 
 impl Observation {
@@ -36,21 +38,18 @@ impl Observation {
             received: Instant::now(),
             streaming: false,
             route,
+            limit_headers: HeaderMap::new(),
         }
     }
 
     /// The response for `handled`, with the tenant's rate-limit state as of its reservation
     /// (on success and failure alike) and the model label once the scheduler accepted it.
-    pub fn respond(
-        self,
-        handled: Result<Response, ApiError>,
-        limit_headers: HeaderMap,
-    ) -> Response {
+    pub fn respond(self, handled: Result<Response, ApiError>) -> Response {
         let mut response = match handled {
             Ok(response) => response,
             Err(err) => err.into_response(),
         };
-        response.headers_mut().extend(limit_headers);
+        response.headers_mut().extend(self.limit_headers);
         if let Some(model) = self.model {
             response.extensions_mut().insert(Observed {
                 model,

@@ -8,7 +8,6 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use llmgw_proto::v1::chat_event::Event;
@@ -22,6 +21,7 @@ use super::{gather, stream};
 use crate::caller::Caller;
 use crate::error::ApiError;
 use crate::governance::Admitted;
+use crate::governance::governed::Governed as _;
 use crate::layers::IncomingTrace;
 use crate::translate::ollama_request::{self, OllamaChat, OllamaGenerate};
 use crate::translate::ollama_response::{Endpoint, NdjsonStream, Totals, object};
@@ -35,20 +35,16 @@ pub async fn chat(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let mut observation = Observation::new(&state, &caller, "/api/chat");
-    let mut limit_headers = HeaderMap::new();
     let handled = async {
         let body = gather::body(body, state.config.max_body_bytes)?;
         let OllamaChat {
             mut request,
             stream,
         } = ollama_request::chat(&body)?;
-        request.tenant = caller.tenant.clone();
-        request.priority = caller.priority as i32;
-        request.request_id = caller.request_id.clone();
-        request.deadline_ms = state.config.request_timeout_ms;
+        request.stamp(&caller, state.config.request_timeout_ms);
         let admitted = state.governance.admit(&caller, &mut request).await?;
         let model = request.model.clone();
-        let call = Governed {
+        let call = Admissible {
             call: Call::Chat(request),
             method: "Chat",
             admitted,
@@ -60,12 +56,11 @@ pub async fn chat(
             (model, stream),
             &incoming,
             &mut observation,
-            &mut limit_headers,
         )
         .await
     }
     .await;
-    observation.respond(handled, limit_headers)
+    observation.respond(handled)
 }
 
 /// `POST /api/generate`. An empty prompt is Ollama's "load the model": answered at once.
@@ -76,7 +71,6 @@ pub async fn generate(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let mut observation = Observation::new(&state, &caller, "/api/generate");
-    let mut limit_headers = HeaderMap::new();
     let handled = async {
         let body = gather::body(body, state.config.max_body_bytes)?;
         let OllamaGenerate {
@@ -89,13 +83,10 @@ pub async fn generate(
             loaded["done_reason"] = json!("load");
             return Ok(Json(loaded).into_response());
         }
-        request.tenant = caller.tenant.clone();
-        request.priority = caller.priority as i32;
-        request.request_id = caller.request_id.clone();
-        request.deadline_ms = state.config.request_timeout_ms;
+        request.stamp(&caller, state.config.request_timeout_ms);
         let admitted = state.governance.admit(&caller, &mut request).await?;
         let model = request.model.clone();
-        let call = Governed {
+        let call = Admissible {
             call: Call::Complete(request),
             method: "Complete",
             admitted,
@@ -107,16 +98,15 @@ pub async fn generate(
             (model, stream),
             &incoming,
             &mut observation,
-            &mut limit_headers,
         )
         .await
     }
     .await;
-    observation.respond(handled, limit_headers)
+    observation.respond(handled)
 }
 
 /// A request that passed governance, ready for its scheduler call.
-struct Governed {
+struct Admissible {
     call: Call,
     method: &'static str,
     admitted: Admitted,
@@ -125,14 +115,13 @@ struct Governed {
 /// The scheduler call of a chat or generate, answered in Ollama's shape.
 async fn generate_or_chat(
     state: &AppState,
-    governed: Governed,
+    governed: Admissible,
     endpoint: Endpoint,
     (model, stream): (String, bool),
     incoming: &TraceContext,
     observation: &mut Observation,
-    limit_headers: &mut HeaderMap,
 ) -> Result<Response, ApiError> {
-    let Governed {
+    let Admissible {
         call,
         method,
         admitted: Admitted {
@@ -140,7 +129,7 @@ async fn generate_or_chat(
             headers,
         },
     } = governed;
-    *limit_headers = headers;
+    observation.limit_headers = headers;
     let server_span = tracing::Span::current();
     server_span.record("gen_ai.request.model", model.as_str());
     let rpc_span = call::rpc_span(method);
@@ -228,19 +217,15 @@ async fn embed_route(
         "/api/embed"
     };
     let mut observation = Observation::new(&state, &caller, route);
-    let mut limit_headers = HeaderMap::new();
     let handled = async {
         let body = gather::body(body, state.config.max_body_bytes)?;
         let mut request = ollama_request::embed(&body, legacy)?;
-        request.tenant = caller.tenant.clone();
-        request.priority = caller.priority as i32;
-        request.request_id = caller.request_id.clone();
-        request.deadline_ms = state.config.request_timeout_ms;
+        request.stamp(&caller, state.config.request_timeout_ms);
         let Admitted {
             mut reservation,
             headers,
         } = state.governance.admit(&caller, &mut request).await?;
-        limit_headers = headers;
+        observation.limit_headers = headers;
         let model = request.model.clone();
         let rpc_span = call::rpc_span("Embed");
         let (mut events, opening) = call::open(
@@ -287,5 +272,5 @@ async fn embed_route(
         Ok(response)
     }
     .await;
-    observation.respond(handled, limit_headers)
+    observation.respond(handled)
 }
