@@ -738,7 +738,10 @@ def test_07_overload(start_stack):
     # the same 1 s) through debug builds and Python clients, not the release build's 1 ms.
     check(row, expected={"200", "429 queue_full", "429 displaced", "503 queue_timeout"},
           must_see={"200", "429 queue_full"},
-          also=[(pct(refused, .99) < 100, f"refusals slow: p99 {pct(refused, .99):.1f} ms")] + [
+          # Fast relative to service in the same run (a fixed number of ms would measure the
+          # machine's load, not the gateway): a refusal costs a small part of a generation.
+          also=[(pct(refused, .99) < pct(served, .5) / 3,
+                 f"refusals slow: p99 {pct(refused, .99):.1f} ms vs served p50 {pct(served, .5):.0f} ms")] + [
               (after - before < 64, f"{who} RSS grew {before:.0f} → {after:.0f} MiB")
               for before, after, who in zip(row.rss_before, row.rss_after,
                                             ("gateway", "scheduler"))])
