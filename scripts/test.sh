@@ -11,6 +11,8 @@ missing=()
 command -v curl >/dev/null || missing+=(curl)
 # A real Redis for the shared-limits tests (they start their own on a free loopback port).
 command -v redis-server >/dev/null || missing+=(redis-server)
+# Instruction counts for the log-cost benchmark's smoke test.
+command -v valgrind >/dev/null || missing+=(valgrind)
 python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # What the default log level costs, in instructions — repeatable on a noisy machine, where
-# timings are not. Runs gateway and scheduler under `valgrind --tool=callgrind` (instrumentation
-# off until warmed up), sends the same N non-streamed requests through them to an instant
+# timings are not. Runs gateway and scheduler under `valgrind --tool=callgrind` (counters zeroed
+# once warmed up, dumped right after the measured requests), sends the same N non-streamed requests through them to an instant
 # llm-sim once at RUST_LOG=info and once at RUST_LOG=warn, and prints instructions per request
 # for each service and the ratio info ÷ warn (the target: at most 1.10).
 #
@@ -20,9 +20,9 @@ BIN="$LLMGW_BIN_DIR"
 PY="$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )"
 command -v valgrind >/dev/null || { echo "log_cost: valgrind is needed (apt-get install valgrind)" >&2; exit 1; }
 mkdir -p "$OUT"
-work="$(mktemp -d)"
+work="$(mktemp -d)"; [ -z "${KEEP:-}" ] || echo "log_cost: keeping $work" >&2
 pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$work"; }
 trap cleanup EXIT
 
 free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -52,20 +52,18 @@ for _ in range(count):
 PY
 }
 
-# Instructions recorded in a process's callgrind files (every dump summed).
+# Instructions in a process's explicit dump (the measured window; not start-up or shutdown).
 instructions() {
-  local total=0 value
-  for file in "$work"/"$1".out*; do
-    value="$(awk '/^(summary|totals):/ { print $2; exit }' "$file")"
-    total=$(( total + ${value:-0} ))
-  done
-  echo "$total"
+  local file
+  file="$(ls "$work"/"$1".out.*.1 2>/dev/null | head -1)"
+  [ -n "$file" ] || { echo "log_cost: no callgrind dump for $1" >&2; exit 1; }
+  awk '/^(summary|totals):/ { print $2; exit }' "$file"
 }
 
 declare -A cost
 for level in info warn; do
   sched_port="$(free_port)"; gw_port="$(free_port)"
-  grind=(valgrind --tool=callgrind --instr-atstart=no --quiet)
+  grind=(valgrind --tool=callgrind --quiet)
   RUST_LOG="$level" SCHEDULER_LISTEN="127.0.0.1:$sched_port" SCHEDULER_METRICS_LISTEN="127.0.0.1:$(free_port)" \
     OLLAMA_BASE="http://127.0.0.1:$sim_port" SCHEDULER_MAX_CONCURRENCY=64 \
     "${grind[@]}" --callgrind-out-file="$work/scheduler-$level.out.%p" "$BIN/scheduler" >"$work/scheduler-$level.log" 2>&1 &
@@ -75,11 +73,11 @@ for level in info warn; do
   gw_pid=$!; pids+=("$gw_pid")
   wait_ok "http://127.0.0.1:$gw_port/readyz" 120
   send "$gw_port" "$WARMUP"
-  callgrind_control --instr=on "$sched_pid" >/dev/null
-  callgrind_control --instr=on "$gw_pid" >/dev/null
+  callgrind_control --zero "$sched_pid" >/dev/null
+  callgrind_control --zero "$gw_pid" >/dev/null
   send "$gw_port" "$N"
-  callgrind_control --instr=off "$gw_pid" >/dev/null
-  callgrind_control --instr=off "$sched_pid" >/dev/null
+  callgrind_control --dump "$gw_pid" >/dev/null
+  callgrind_control --dump "$sched_pid" >/dev/null
   kill -TERM "$gw_pid" "$sched_pid"
   wait "$gw_pid" "$sched_pid" 2>/dev/null || true
   cost[gateway-$level]=$(( $(instructions "gateway-$level") / N ))

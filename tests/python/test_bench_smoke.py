@@ -63,3 +63,19 @@ def test_overhead_script_produces_every_row(tmp_path: Path):
     cpu = [r["cpu_us_per_request"] for r in results if r["experiment"] == "interleaved" and r["target"] != "direct"]
     assert all(c and c > 0 for c in cpu), "CPU of the measured processes was read"
     assert (tmp_path / "overhead.png").stat().st_size > 10_000
+
+
+def test_the_log_cost_script_counts_instructions_at_both_levels(tmp_path):
+    """scripts/bench/log_cost.sh end to end at tiny N on the debug binaries: both services run
+    under callgrind at `info` and at `warn`, and the table holds a count and a ratio for each.
+    The numbers themselves are the benchmark's business."""
+    env = {**os.environ, "N": "3", "WARMUP": "1", "LLMGW_BIN_DIR": str(BIN_DIR), "OUT": str(tmp_path)}
+    result = subprocess.run(["bash", "scripts/bench/log_cost.sh"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    lines = (tmp_path / "log_cost.txt").read_text().splitlines()
+    rows = {line.split()[0]: line.split()[1:] for line in lines[2:]}
+    assert set(rows) == {"gateway", "scheduler", "both"}, lines
+    for service, (info, warn, ratio) in rows.items():
+        assert int(info) > 0 and int(warn) > 0, (service, info, warn)
+        assert abs(float(ratio) - int(info) / int(warn)) < 0.001, (service, ratio)
