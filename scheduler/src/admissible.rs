@@ -17,7 +17,7 @@ const ROLES: [&str; 4] = ["system", "user", "assistant", "tool"];
 /// Keys the scheduler writes into the backend request itself: an engine option of the same
 /// name would override the routed model, the stream mode or the completion cap (which the
 /// gateway's token accounting relies on).
-const SET_BY_SCHEDULER: [&str; 16] = [
+const SET_BY_SCHEDULER: [&str; 24] = [
     "model",
     "messages",
     "prompt",
@@ -26,6 +26,14 @@ const SET_BY_SCHEDULER: [&str; 16] = [
     "input",
     "dimensions",
     "format",
+    "response_format",
+    "n",
+    "best_of",
+    "logprobs",
+    "top_logprobs",
+    "echo",
+    "encoding_format",
+    "system",
     "stream",
     "stream_options",
     "max_tokens",

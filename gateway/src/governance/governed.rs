@@ -39,8 +39,10 @@ impl Governed for ChatRequest {
     fn sampling_mut(&mut self) -> Option<&mut SamplingParams> {
         Some(self.sampling.get_or_insert_with(SamplingParams::default))
     }
+    /// Every choice may produce the cap: `n` of them reserve `n` times as much.
     fn max_output(&self) -> Option<u32> {
-        self.sampling.as_ref().and_then(|s| s.max_tokens)
+        let per_choice = self.sampling.as_ref().and_then(|s| s.max_tokens)?;
+        Some(per_choice.saturating_mul(self.n.max(1)))
     }
     fn prompt_texts(&self) -> (Vec<&str>, usize) {
         (chat_texts(self), self.messages.len())

@@ -24,7 +24,9 @@ use crate::governance::Admitted;
 use crate::governance::governed::Governed as _;
 use crate::layers::IncomingTrace;
 use crate::translate::ollama_request::{self, OllamaChat, OllamaGenerate};
-use crate::translate::ollama_response::{Endpoint, NdjsonStream, Totals, object};
+use crate::translate::ollama_response::{
+    Endpoint, NdjsonStream, Totals, object, ollama_done_reason,
+};
 use crate::translate::response::{Aggregate, ResponseMeta};
 
 /// `POST /api/chat`.
@@ -165,7 +167,7 @@ async fn generate_or_chat(
             (usage.prompt_tokens, usage.completion_tokens),
         );
         let totals = Totals {
-            done_reason: whole.finish_reason,
+            done_reason: ollama_done_reason(whole.finish_reason),
             prompt_tokens: usage.prompt_tokens,
             completion_tokens: usage.completion_tokens,
         };

@@ -54,7 +54,7 @@ pub async fn management() -> Response {
     (StatusCode::FORBIDDEN, Json(json!({ "error": message }))).into_response()
 }
 
-/// The most of an error body reshaped (errors are small; anything larger passes unchanged).
+/// The most of an error body read to reshape (the gateway's own errors are far smaller).
 const ERROR_BODY_BYTES: usize = 64 << 10;
 
 /// Rewrites OpenAI error envelopes on `/api/*` routes as Ollama's `{"error": "message"}`, so
@@ -67,7 +67,9 @@ pub async fn ollama_errors(request: Request, next: Next) -> Response {
     }
     let (mut parts, body) = response.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, ERROR_BODY_BYTES).await else {
-        return Response::from_parts(parts, Body::empty());
+        parts.headers.remove(header::CONTENT_LENGTH);
+        let body = json!({ "error": status.canonical_reason().unwrap_or("error") }).to_string();
+        return Response::from_parts(parts, Body::from(body));
     };
     let message = serde_json::from_slice::<Value>(&bytes)
         .ok()

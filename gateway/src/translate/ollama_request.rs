@@ -70,11 +70,12 @@ pub fn chat(body: &[u8]) -> Result<OllamaChat, ApiError> {
             "`messages` must contain at least one message",
         ));
     }
-    let messages = messages
+    let mut messages = messages
         .into_iter()
         .enumerate()
         .map(|(index, message)| chat_message(index, message))
-        .collect::<Result<_, _>>()?;
+        .collect::<Result<Vec<_>, _>>()?;
+    pair_tool_results(&mut messages);
     let tools = field::<Vec<ToolDefinition>>(&mut object, "tools")?
         .unwrap_or_default()
         .into_iter()
@@ -220,6 +221,32 @@ fn chat_message(index: usize, message: OllamaMessage) -> Result<Message, ApiErro
     })
 }
 
+/// Ollama's tool results name their tool (`tool_name`) but no call; OpenAI-compatible engines
+/// need the id of the call each answers. A result takes the id of the earliest unanswered call
+/// of the last assistant message with its tool's name, or else the earliest unanswered one.
+fn pair_tool_results(messages: &mut [Message]) {
+    let mut pending: Vec<(String, String)> = Vec::new();
+    for message in messages.iter_mut() {
+        match message.role.as_str() {
+            "assistant" if !message.tool_calls.is_empty() => {
+                pending = message
+                    .tool_calls
+                    .iter()
+                    .map(|call| (call.name.clone(), call.id.clone()))
+                    .collect();
+            }
+            "tool" if !pending.is_empty() => {
+                let at = pending
+                    .iter()
+                    .position(|(name, _)| *name == message.name)
+                    .unwrap_or(0);
+                message.tool_call_id = pending.remove(at).1;
+            }
+            _ => {}
+        }
+    }
+}
+
 /// `format`: `"json"` or a JSON Schema object.
 fn format(object: &mut Map<String, Value>) -> Result<Option<ResponseFormat>, ApiError> {
     match field::<Value>(object, "format")? {
@@ -335,6 +362,32 @@ mod tests {
         assert_eq!(
             param(br#"{"model":"m","messages":[]}"#).as_deref(),
             Some("messages")
+        );
+    }
+
+    #[test]
+    fn tool_results_answer_the_calls_they_name() {
+        let chat = chat(
+            br#"{"model":"m","messages":[
+            {"role":"user","content":"weather and time?"},
+            {"role":"assistant","content":"","tool_calls":[
+                {"function":{"name":"weather","arguments":{"city":"Paris"}}},
+                {"function":{"name":"time","arguments":{}}}]},
+            {"role":"tool","content":"12:00","tool_name":"time"},
+            {"role":"tool","content":"sunny"}]}"#,
+        )
+        .unwrap();
+        let messages = &chat.request.messages;
+        let ids: Vec<&str> = messages[1]
+            .tool_calls
+            .iter()
+            .map(|c| c.id.as_str())
+            .collect();
+        assert_eq!(messages[2].tool_call_id, ids[1], "named: the `time` call");
+        assert_eq!(messages[3].tool_call_id, ids[0], "unnamed: the call left");
+        assert_eq!(
+            messages[1].tool_calls[0].arguments_json,
+            r#"{"city":"Paris"}"#
         );
     }
 

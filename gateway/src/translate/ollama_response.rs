@@ -71,6 +71,15 @@ pub fn object(
     object
 }
 
+/// Ollama's `done_reason`: `stop` or `length` (a tool call is a `stop` with `tool_calls`).
+pub fn ollama_done_reason(reason: String) -> String {
+    if reason == "length" {
+        reason
+    } else {
+        "stop".to_owned()
+    }
+}
+
 /// Events as NDJSON lines.
 #[derive(Debug)]
 pub struct NdjsonStream {
@@ -81,6 +90,9 @@ pub struct NdjsonStream {
     finished: bool,
     /// The final line went out (after usage, or at the end without it).
     closed: bool,
+    /// Streamed tool-call pieces, merged: Ollama sends each call whole (`arguments` an
+    /// object), so they go out in one line when the generation finishes.
+    tool_calls: Vec<ToolCallDelta>,
 }
 
 impl NdjsonStream {
@@ -92,6 +104,7 @@ impl NdjsonStream {
             totals: Totals::default(),
             finished: false,
             closed: false,
+            tool_calls: Vec::new(),
         }
     }
 
@@ -124,13 +137,24 @@ impl StreamShape for NdjsonStream {
                 tool_calls,
                 ..
             }) => {
-                let value = object(self.endpoint, &self.model, &content, &tool_calls, None);
+                for piece in tool_calls {
+                    llmgw_proto::merge_tool_call(&mut self.tool_calls, piece);
+                }
+                if content.is_empty() {
+                    return None;
+                }
+                let value = object(self.endpoint, &self.model, &content, &[], None);
                 Some(self.line(&value))
             }
             Event::Finish(finish) => {
                 self.finished = true;
-                self.totals.done_reason = finish.reason;
-                None
+                self.totals.done_reason = ollama_done_reason(finish.reason);
+                if self.tool_calls.is_empty() {
+                    return None;
+                }
+                let calls = std::mem::take(&mut self.tool_calls);
+                let value = object(self.endpoint, &self.model, "", &calls, None);
+                Some(self.line(&value))
             }
             Event::Usage(usage) => {
                 self.totals.prompt_tokens = usage.prompt_tokens;
@@ -217,6 +241,42 @@ mod tests {
             (json!(3), json!(1))
         );
         assert!(stream.done().is_none(), "one final object only");
+    }
+
+    #[test]
+    fn streamed_tool_call_pieces_go_out_whole_with_object_arguments() {
+        let mut stream = NdjsonStream::new(Endpoint::Chat, "m".into(), Instant::now());
+        let piece = |id: &str, name: &str, arguments: &str| ToolCallDelta {
+            index: 0,
+            id: id.into(),
+            r#type: "function".into(),
+            name: name.into(),
+            arguments: arguments.into(),
+        };
+        for call in [
+            piece("c1", "get_weather", "{\"city\":"),
+            piece("", "", "\"Paris\"}"),
+        ] {
+            let frame = stream.frame(Event::Delta(Delta {
+                tool_calls: vec![call],
+                ..Default::default()
+            }));
+            assert!(frame.is_none(), "no partial call goes out");
+        }
+        let line = stream
+            .frame(Event::Finish(Finish {
+                reason: "tool_calls".into(),
+                ..Default::default()
+            }))
+            .unwrap();
+        let call = &parse(&line)["message"]["tool_calls"][0]["function"];
+        assert_eq!(call["name"], "get_weather");
+        assert_eq!(call["arguments"], json!({"city": "Paris"}));
+        let last = parse(&stream.frame(Event::Usage(Usage::default())).unwrap());
+        assert_eq!(
+            last["done_reason"], "stop",
+            "Ollama has no `tool_calls` reason"
+        );
     }
 
     #[test]

@@ -162,6 +162,17 @@ async fn listing_version_management_and_errors_speak_ollama() {
         error["error"].as_str().unwrap().contains("`messages`"),
         "{error}"
     );
+    // Options may not set what the scheduler decides (`n` would bypass the choice limit).
+    let response = post(
+        &stack,
+        "/api/chat",
+        json!({"model": "llama3.2", "stream": false, "options": {"n": 50},
+        "messages": [{"role": "user", "content": "x"}]}),
+    )
+    .await;
+    assert_eq!(response.status(), 400);
+    let error: Value = response.json().await.unwrap();
+    assert!(error["error"].as_str().unwrap().contains("`n`"), "{error}");
     // The backend's 404 for an unknown model.
     let response = post(
         &stack,

@@ -303,7 +303,8 @@ struct DecodeState {
     /// Each choice's finish reason, as it came.
     finish_reasons: Vec<(u32, String)>,
     usage: Option<wire::Usage>,
-    saw_tool_calls: bool,
+    /// Choices that produced a tool call (their finish is `tool_calls` whatever the engine said).
+    tool_choices: Vec<u32>,
     finished: bool,
 }
 
@@ -351,7 +352,9 @@ impl DecodeState {
                 .collect();
             let content = delta.content.or(choice.text).unwrap_or_default();
             if !content.is_empty() || !tool_calls.is_empty() || !logprobs_json.is_empty() {
-                self.saw_tool_calls |= !tool_calls.is_empty();
+                if !tool_calls.is_empty() && !self.tool_choices.contains(&index) {
+                    self.tool_choices.push(index);
+                }
                 self.deltas += 1;
                 events.push(Event::Delta(Delta {
                     content,
@@ -388,7 +391,7 @@ impl DecodeState {
                 let reason = match reason.as_str() {
                     "length" => "length",
                     "tool_calls" | "function_call" => "tool_calls",
-                    _ if self.saw_tool_calls => "tool_calls",
+                    _ if self.tool_choices.contains(&choice) => "tool_calls",
                     _ => "stop",
                 };
                 Event::Finish(Finish {
