@@ -262,11 +262,32 @@ pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
     what: &str,
 ) -> Result<T, BackendError> {
     let always: SendGate = std::sync::Arc::new(|| true);
-    send(request, &always, "")
-        .await?
-        .json()
-        .await
-        .map_err(|err| BackendError::BadResponse(format!("{what}: {err}")))
+    let response = send(request, &always, "").await?;
+    json_body(response, what).await
+}
+
+/// The most of a listing (`/api/tags`, `/v1/models`, `/api/ps`) read: an engine cannot make
+/// the scheduler buffer an endless body.
+const LISTING_BYTES: usize = 4 << 20;
+
+/// Reads a JSON answer of at most [`LISTING_BYTES`]; `what` names the endpoint in errors.
+pub(crate) async fn json_body<T: serde::de::DeserializeOwned>(
+    response: reqwest::Response,
+    what: &str,
+) -> Result<T, BackendError> {
+    use futures::StreamExt;
+    let mut body = Vec::new();
+    let mut chunks = response.bytes_stream();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(transport_error)?;
+        if body.len() + chunk.len() > LISTING_BYTES {
+            return Err(BackendError::BadResponse(format!(
+                "{what}: answer longer than {LISTING_BYTES} bytes"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    serde_json::from_slice(&body).map_err(|err| BackendError::BadResponse(format!("{what}: {err}")))
 }
 
 /// Sampling parameters over the request's extra engine options, as one JSON object; the

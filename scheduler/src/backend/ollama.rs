@@ -107,10 +107,7 @@ impl Backend for OllamaBackend {
             if response.status() != 200 {
                 return Ok(Vec::new());
             }
-            let loaded: wire::Tags = response
-                .json()
-                .await
-                .map_err(|err| BackendError::BadResponse(format!("/api/ps: {err}")))?;
+            let loaded: wire::Tags = super::json_body(response, "/api/ps").await?;
             Ok(loaded.models.into_iter().map(|m| m.name).collect())
         })
     }
