@@ -62,8 +62,10 @@ impl Gather {
                 for call in piece.tool_calls {
                     llmgw_proto::merge_tool_call(&mut choice.delta.tool_calls, call);
                 }
-                if let Ok(serde_json::Value::Object(mut logprobs)) =
-                    serde_json::from_str(&piece.logprobs_json)
+                // Only when asked for: no JSON parse (and error) per token otherwise.
+                if !piece.logprobs_json.is_empty()
+                    && let Ok(serde_json::Value::Object(mut logprobs)) =
+                        serde_json::from_str(&piece.logprobs_json)
                     && let Some(serde_json::Value::Array(tokens)) = logprobs.remove("content")
                 {
                     choice.logprobs.extend(tokens);
