@@ -11,6 +11,7 @@ use crate::readiness::Readiness;
 use crate::topology::Topologies;
 
 async fn probe(endpoint: Arc<Endpoint>, timeout: Duration) {
+    let busy_before = endpoint.outstanding() > 0;
     let probe = async {
         endpoint.backend.probe().await?;
         endpoint.backend.loaded_models().await
@@ -24,6 +25,19 @@ async fn probe(endpoint: Arc<Endpoint>, timeout: Duration) {
                 tracing::warn!(endpoint = endpoint.name(), error = %err, "endpoint probe failed");
             }
             endpoint.set_probe(false, None);
+        }
+        // Some engines (llama-cpp-python's server) answer nothing, not even their model list,
+        // while they generate. A probe that times out while the endpoint serves our requests
+        // says "busy", not "dead": ejecting it would refuse the next request with
+        // `no_healthy_backend` just as the engine frees up. Those requests' own first-token
+        // and idle timeouts judge a hung engine (and open its breaker); refused connections
+        // and errors still eject at once.
+        Err(_) if busy_before || endpoint.outstanding() > 0 => {
+            tracing::debug!(
+                endpoint = endpoint.name(),
+                in_flight = endpoint.outstanding(),
+                "endpoint probe timed out while it serves requests; state kept"
+            );
         }
         Err(_) => {
             if was_ok {
@@ -79,4 +93,63 @@ pub async fn run_probes(
         }
     }
     readiness.stop().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{Backend, BackendError, EventStream, SendGate};
+    use crate::routing::config::{BreakerConfig, EndpointConfig, EndpointKind};
+    use crate::work::Work;
+    use futures::future::BoxFuture;
+
+    /// An engine that answers no probe at all (busy generating, or hung).
+    #[derive(Debug)]
+    struct Unanswering;
+
+    impl Backend for Unanswering {
+        fn name(&self) -> &str {
+            "unanswering"
+        }
+        fn call(
+            &self,
+            _work: Work,
+            _trace: http::HeaderMap,
+            _gate: SendGate,
+        ) -> BoxFuture<'static, Result<EventStream, BackendError>> {
+            Box::pin(futures::future::pending())
+        }
+        fn provider(&self) -> &'static str {
+            "test"
+        }
+        fn list_models(&self) -> BoxFuture<'static, Result<Vec<String>, BackendError>> {
+            Box::pin(futures::future::pending())
+        }
+    }
+
+    fn endpoint() -> Arc<Endpoint> {
+        let config = EndpointConfig {
+            url: "http://127.0.0.1:9".into(),
+            kind: EndpointKind::Openai,
+            slots: 1,
+            api_key_env: None,
+            schema_format: Default::default(),
+        };
+        let breaker = BreakerConfig {
+            failures: 1,
+            open_ms: 1000,
+        };
+        Arc::new(Endpoint::new(config, Arc::new(Unanswering), breaker))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_timing_out_while_the_endpoint_serves_keeps_it_in() {
+        let serving = endpoint();
+        let in_flight = serving.begin();
+        probe(Arc::clone(&serving), Duration::from_secs(1)).await;
+        assert!(serving.probe_ok(), "busy is not dead");
+        drop(in_flight);
+        probe(Arc::clone(&serving), Duration::from_secs(1)).await;
+        assert!(!serving.probe_ok(), "silent and idle is dead");
+    }
 }
