@@ -79,14 +79,12 @@ pub async fn generate(
             mut request,
             stream,
         } = ollama_request::generate(&body)?;
-        if request.prompt.is_empty() && request.suffix.is_empty() {
-            let mut loaded = object(Endpoint::Generate, &request.model, "", &[], None);
-            loaded["done"] = json!(true);
-            loaded["done_reason"] = json!("load");
-            return Ok(Json(loaded).into_response());
-        }
         request.stamp(&caller, state.config.request_timeout_ms);
         let admitted = state.governance.admit(&caller, &mut request).await?;
+        if request.prompt.is_empty() && request.suffix.is_empty() {
+            observation.limit_headers = admitted.headers;
+            return load(&state, &request.model).await;
+        }
         let model = request.model.clone();
         let call = Admissible {
             call: Call::Complete(request),
@@ -105,6 +103,23 @@ pub async fn generate(
     }
     .await;
     observation.respond(handled)
+}
+
+/// Ollama's "load the model" (an empty prompt), answered by the gateway once governance let
+/// it through (the schedulers load a model on first use): only for a model some scheduler
+/// serves, else the 404 a generation would get.
+async fn load(state: &AppState, model: &str) -> Result<Response, ApiError> {
+    let served = super::models::served(state).await?;
+    let tagged = format!("{model}:latest");
+    if !served.iter().any(|m| m.id == model || m.id == tagged) {
+        return Err(ApiError::Scheduler(tonic::Status::not_found(format!(
+            "model `{model}` not found"
+        ))));
+    }
+    let mut loaded = object(Endpoint::Generate, model, "", &[], None);
+    loaded["done"] = json!(true);
+    loaded["done_reason"] = json!("load");
+    Ok(Json(loaded).into_response())
 }
 
 /// A request that passed governance, ready for its scheduler call.

@@ -461,7 +461,7 @@ async fn a_redis_outage_follows_on_error_and_limits_return_with_redis() {
 /// the refusals carry their reason (Ollama's routes in Ollama's error shape).
 #[tokio::test]
 async fn every_route_is_governed_alike() {
-    let (stack, _path) = governed(&config("rpm = 4\ntpm = 100000", ""), quick_sim()).await;
+    let (stack, _path) = governed(&config("rpm = 5\ntpm = 100000", ""), quick_sim()).await;
     let send = |path: &'static str, key: Option<&'static str>, body: Value| {
         let mut request = stack.http.post(stack.url(path)).json(&body);
         if let Some(key) = key {
@@ -470,7 +470,7 @@ async fn every_route_is_governed_alike() {
         request.send()
     };
     let chat = json!({"model": "llama3.2", "stream": false, "messages": [{"role": "user", "content": "hi"}]});
-    let routes: [(&str, Value); 4] = [
+    let routes: [(&str, Value); 5] = [
         (
             "/v1/embeddings",
             json!({"model": "llama3.2", "input": "hi"}),
@@ -481,6 +481,9 @@ async fn every_route_is_governed_alike() {
         ),
         ("/api/chat", chat.clone()),
         ("/api/embed", json!({"model": "llama3.2", "input": "hi"})),
+        // Ollama's "load the model" (no prompt) is answered by the gateway, but only after
+        // the key, the model allow-list and the limits.
+        ("/api/generate", json!({"model": "llama3.2"})),
     ];
     // No key: 401 on every route.
     for (path, body) in &routes {
@@ -502,7 +505,7 @@ async fn every_route_is_governed_alike() {
             "{path}"
         );
     }
-    // team-a's rpm = 4 counts the four routes' requests together; the fifth is refused.
+    // team-a's rpm = 5 counts the five routes' requests together; the sixth is refused.
     for (path, body) in &routes {
         let response = send(path, Some(KEY), body.clone()).await.unwrap();
         assert_eq!(response.status(), 200, "{path}");

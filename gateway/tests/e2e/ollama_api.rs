@@ -193,6 +193,11 @@ async fn listing_version_management_and_errors_speak_ollama() {
         (loaded["done"].clone(), loaded["done_reason"].clone()),
         (json!(true), json!("load"))
     );
+    // Loading a model no scheduler serves is refused like a generation would be.
+    let refused = post(&stack, "/api/generate", json!({"model": "nope"})).await;
+    assert_eq!(refused.status(), 404);
+    assert_eq!(refused.headers()["x-llmgw-reason"], "model_not_found");
+    assert!(refused.json::<Value>().await.unwrap()["error"].is_string());
     assert_eq!(
         stack.sim().stats().requests,
         1,
