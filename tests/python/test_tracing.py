@@ -138,6 +138,51 @@ def test_one_request_is_one_trace_across_both_services_and_the_backend(receiver,
     assert parent_id == backend.span_id.hex(), "…as a child of the backend client span"
 
 
+@pytest.mark.parametrize("path, body, method, operation, trace", [
+    ("/v1/completions", {"model": "llama3.2", "prompt": "complete me", "max_tokens": 3},
+     "Complete", "text_completion", "5bf92f3577b34da6a3ce929d0e0e4736"),
+    ("/v1/embeddings", {"model": "llama3.2", "input": ["embed me", "and me"]},
+     "Embed", "embeddings", "6bf92f3577b34da6a3ce929d0e0e4736"),
+])
+def test_completions_and_embeddings_are_one_trace_too(receiver, traced_stack, path, body, method, operation,
+                                                      trace):
+    """The other two RPCs follow the same span tree: gateway server → gRPC client → scheduler
+    server → admission.wait and a GenAI backend span named after the operation."""
+    sink, _ = receiver
+    response = httpx.post(f"{traced_stack.gateway_url}{path}", timeout=30, json=body,
+                          headers={"traceparent": f"00-{trace}-{CALLER_SPAN}-01"})
+    assert response.status_code == 200, response.text
+    assert response.headers["x-trace-id"] == trace
+    usage = response.json()["usage"]
+    rpc = f"llmgw.scheduler.v1.Scheduler/{method}"
+    backend_name = f"{operation} llama3.2"
+    wanted = {f"POST {path}", rpc, "admission.wait", backend_name}
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        spans = sink.of_trace(trace)
+        if wanted <= {span.name for _, span in spans} and len(spans) >= 5:
+            break
+        time.sleep(0.1)
+    by_name = {}
+    for service, span in sink.of_trace(trace):
+        by_name.setdefault(span.name, []).append((service, span))
+    assert wanted <= set(by_name), sorted(by_name)
+    (_, server), = by_name[f"POST {path}"]
+    assert server.parent_span_id.hex() == CALLER_SPAN
+    grpc_spans = dict(by_name[rpc])
+    assert grpc_spans["gateway"].parent_span_id == server.span_id
+    assert grpc_spans["scheduler"].parent_span_id == grpc_spans["gateway"].span_id
+    (_, wait), = by_name["admission.wait"]
+    assert wait.parent_span_id == grpc_spans["scheduler"].span_id
+    (_, backend), = by_name[backend_name]
+    assert backend.parent_span_id == grpc_spans["scheduler"].span_id
+    genai = attributes(backend)
+    assert genai["gen_ai.operation.name"] == operation
+    assert genai["gen_ai.usage.input_tokens"] == usage["prompt_tokens"]
+    text = " ".join(str(v) for _, span in sink.of_trace(trace) for v in attributes(span).values())
+    assert "complete me" not in text and "embed me" not in text, "no prompt text in spans"
+
+
 def test_json_logs_carry_the_trace_id(receiver, traced_stack):
     response = httpx.post(f"{traced_stack.gateway_url}/v1/chat/completions", timeout=30,
                           json={"model": "llama3.2", "max_tokens": 2,
