@@ -3,11 +3,11 @@
 use std::io::IsTerminal;
 use std::str::FromStr;
 
-use tracing_subscriber::EnvFilter;
 use tracing_subscriber::Layer;
 use tracing_subscriber::filter::{FilterExt, filter_fn};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Registry};
 
 use crate::TelemetryError;
 use crate::log_fields::LogFields;
@@ -54,54 +54,87 @@ impl LogFormat {
     }
 }
 
-/// Installs the subscriber: the log layer filtered by `RUST_LOG`, and the trace layer (when a
-/// tracer is given) with its own filter, so quieter logs do not remove spans from traces.
+/// Installs the subscriber made of [`layers`].
 pub(crate) fn install(
     format: LogFormat,
     tracer: Option<opentelemetry_sdk::trace::Tracer>,
 ) -> Result<(), TelemetryError> {
     let log_filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let trace_layer = tracer.map(|tracer| {
+    tracing_subscriber::registry()
+        .with(layers(format, tracer, log_filter))
+        .try_init()
+        .map_err(|_| TelemetryError::AlreadyInstalled)
+}
+
+/// The log layer filtered by `log_filter` (`RUST_LOG`), and the trace layer (when a tracer is
+/// given) with its own filter, so quieter logs do not remove spans from traces.
+///
+/// They go in a list, never as an `Option` layer: an absent `Option` layer declares interest
+/// in every callsite, which made the registry build (and tear down) each of h2's and hyper's
+/// trace-level spans — about 90 per request — only for every filter to drop them.
+fn layers(
+    format: LogFormat,
+    tracer: Option<opentelemetry_sdk::trace::Tracer>,
+    log_filter: EnvFilter,
+) -> Vec<Box<dyn Layer<Registry> + Send + Sync>> {
+    let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = Vec::with_capacity(2);
+    if let Some(tracer) = tracer {
         let spans = EnvFilter::new(
             "info,llmgw_decisions=debug,h2=off,hyper=off,tonic=off,tower=off,reqwest=off,opentelemetry=off",
         );
-        tracing_opentelemetry::layer()
-            .with_tracer(tracer)
-            .with_filter(spans)
-    });
-    let registry = tracing_subscriber::registry().with(trace_layer);
+        layers.push(
+            tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .with_filter(spans)
+                .boxed(),
+        );
+    }
     // Colour codes only for a person at a terminal, not for a log shipper to strip.
     let colours = std::io::stderr().is_terminal();
-    let installed = match format {
-        LogFormat::Text => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .fmt_fields(LogFields)
-                    .with_ansi(colours)
-                    .with_writer(std::io::stderr)
-                    .with_filter(log_filter.and(filter_fn(log_context))),
-            )
-            .try_init(),
+    layers.push(match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .fmt_fields(LogFields)
+            .with_ansi(colours)
+            .with_writer(std::io::stderr)
+            .with_filter(log_filter.and(filter_fn(log_context)))
+            .boxed(),
         // Span fields are included, so `trace_id`/`span_id` recorded on request spans lead
         // from a log line to its trace.
-        LogFormat::Json => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(true)
-                    .with_span_list(false)
-                    .with_writer(std::io::stderr)
-                    .with_filter(log_filter.and(filter_fn(log_context))),
-            )
-            .try_init(),
-    };
-    installed.map_err(|_| TelemetryError::AlreadyInstalled)
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(std::io::stderr)
+            .with_filter(log_filter.and(filter_fn(log_context)))
+            .boxed(),
+    });
+    layers
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spans_no_layer_wants_are_never_built() {
+        let subscriber = tracing_subscriber::registry().with(layers(
+            LogFormat::Text,
+            None,
+            EnvFilter::new("info"),
+        ));
+        tracing::subscriber::with_default(subscriber, || {
+            assert!(
+                tracing::trace_span!(target: "h2::proto", "pop_frame").is_disabled(),
+                "a library's trace span at RUST_LOG=info"
+            );
+            assert!(
+                tracing::info_span!("admission.wait").is_disabled(),
+                "a trace-only child span without a tracer"
+            );
+            assert!(!tracing::info_span!("http_request").is_disabled());
+        });
+    }
 
     #[test]
     fn parses_known_formats_and_names_the_bad_one() {
