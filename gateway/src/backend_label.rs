@@ -3,10 +3,38 @@
 //! client or an operator can tell replicas apart and correlate with the scheduler's logs, where
 //! the full name is; it reveals no internal host or port.
 
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
 use sha2::{Digest, Sha256};
 
+/// Labels already computed: a fleet has few endpoints, and hashing one costs more than the rest
+/// of the response head. Bounded, since the names come from schedulers.
+static KNOWN: RwLock<Option<HashMap<String, Arc<str>>>> = RwLock::new(None);
+const KNOWN_AT_MOST: usize = 1024;
+
 /// The public label of the scheduler's endpoint name (`kind@url`).
-pub fn public(endpoint: &str) -> String {
+pub fn public(endpoint: &str) -> Arc<str> {
+    let known = KNOWN
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(label) = known.as_ref().and_then(|labels| labels.get(endpoint)) {
+        return Arc::clone(label);
+    }
+    drop(known);
+    let label: Arc<str> = label(endpoint).into();
+    let mut known = KNOWN
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let labels = known.get_or_insert_with(HashMap::new);
+    if labels.len() >= KNOWN_AT_MOST {
+        labels.clear();
+    }
+    labels.insert(endpoint.to_owned(), Arc::clone(&label));
+    label
+}
+
+fn label(endpoint: &str) -> String {
     let (kind, url) = endpoint.split_once('@').unwrap_or(("backend", endpoint));
     let digest = Sha256::digest(url.as_bytes());
     let short: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
