@@ -43,7 +43,7 @@ impl LineDecoder {
         self.buffer.extend_from_slice(chunk);
         let mut lines = Vec::new();
         let mut search_start = scan_from;
-        while let Some(offset) = self.buffer[search_start..].iter().position(|b| *b == b'\n') {
+        while let Some(offset) = memchr::memchr(b'\n', &self.buffer[search_start..]) {
             let line = self.buffer.split_to(search_start + offset + 1).freeze();
             search_start = 0;
             if let Some(line) = trim_line(line, self.keep_blank) {
