@@ -173,6 +173,9 @@ pub async fn caller(
     response
 }
 
+/// The most of a shed request's body read before its 503.
+const SHED_DRAIN_BYTES: usize = 64 << 10;
+
 /// The in-flight limit (`None`: unlimited).
 #[derive(Debug, Clone)]
 pub struct InFlight(pub Option<Arc<Semaphore>>);
@@ -191,15 +194,17 @@ pub async fn shed(State(limit): State<InFlight>, request: Request, next: Next) -
         return next.run(request).await;
     };
     let Ok(permit) = Arc::clone(semaphore).try_acquire_owned() else {
-        return ApiError::Refused(Box::new(Refusal {
+        let shed = ApiError::Refused(Box::new(Refusal {
             status: axum::http::StatusCode::SERVICE_UNAVAILABLE,
             reason: llmgw_proto::Reason::GatewayOverloaded,
             message: "The gateway is at its limit of requests in flight; retry shortly".to_owned(),
             param: None,
             retry_after_s: Some(1),
             headers: HeaderMap::new(),
-        }))
-        .into_response();
+        }));
+        // A small body is read so the client's connection survives its retry; a large one is
+        // not worth reading while overloaded: that connection closes.
+        return refuse_before_the_body(request, shed, SHED_DRAIN_BYTES).await;
     };
     next.run(request)
         .await
@@ -245,16 +250,26 @@ pub struct CallerState {
 /// How long a refused request's body may take to arrive before the connection is given up.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Refuses a request whose body has not been read. The body is read and dropped first (within
-/// the body limit and [`DRAIN_TIMEOUT`]): an HTTP/1.1 server that answers without reading it
-/// must close the connection, and the client's next request on it would fail.
+/// Refuses a request whose body has not been read, with [`drain_then`].
 async fn refuse_before_the_body(request: Request, err: ApiError, limit: usize) -> Response {
+    drain_then(request, err.into_response(), limit).await
+}
+
+/// The most of a body read before a refusal that does not look at it (unknown routes, model
+/// management); beyond it the connection closes after the answer.
+pub const REFUSAL_DRAIN_BYTES: usize = 1 << 20;
+
+/// Answers `response` to a request whose body nobody read. The body is read and dropped first
+/// (within `limit` bytes and [`DRAIN_TIMEOUT`]): an HTTP/1.1 server that answers without
+/// reading it must close the connection, and a client's next request on that keep-alive
+/// connection would fail with "server disconnected". If it cannot be read, the answer says
+/// `Connection: close`.
+pub async fn drain_then(request: Request, mut response: Response, limit: usize) -> Response {
     let drained = tokio::time::timeout(
         DRAIN_TIMEOUT,
         axum::body::to_bytes(request.into_body(), limit),
     )
     .await;
-    let mut response = err.into_response();
     if !matches!(drained, Ok(Ok(_))) {
         response
             .headers_mut()

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::Uri;
+
 use axum::middleware;
 use axum::response::IntoResponse;
 use axum::routing::{any, get, post};
@@ -132,8 +132,10 @@ fn build(config: &Config) -> Result<(Router, Arc<Governance>, SchedulerClients),
     Ok((router, governance, scheduler))
 }
 
-async fn not_found(uri: Uri) -> impl IntoResponse {
-    ApiError::RouteNotFound(uri.path().to_owned())
+/// 404 naming the path, after reading the body (the keep-alive connection stays usable).
+async fn not_found(request: axum::extract::Request) -> axum::response::Response {
+    let refused = ApiError::RouteNotFound(request.uri().path().to_owned()).into_response();
+    layers::drain_then(request, refused, layers::REFUSAL_DRAIN_BYTES).await
 }
 
 /// Serves the gateway on `listener` until `shutdown` is cancelled; in-flight requests then get

@@ -94,7 +94,9 @@ class Stack:
         self.metrics_port = free_port()
         self.processes = []
         self.tmp = tmp
-        env = {**os.environ, "RUST_LOG": "info", "LOG_FORMAT": "text", **(extra_env or {})}
+        # LLMGW_TEST_RUST_LOG (e.g. "info,hyper=debug") raises the stack's log level to debug a test.
+        env = {**os.environ, "RUST_LOG": os.environ.get("LLMGW_TEST_RUST_LOG", "info"), "LOG_FORMAT": "text",
+               **(extra_env or {})}
         self.env = env
         self.spawn("llm-sim", [], {**env,
             "SIM_LISTEN": f"127.0.0.1:{self.sim_port}", "SIM_TTFT_MS": "5", "SIM_TPOT_MS": "2",

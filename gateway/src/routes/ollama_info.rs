@@ -47,11 +47,13 @@ pub async fn version() -> Json<Value> {
     Json(json!({ "version": OLLAMA_API_VERSION }))
 }
 
-/// `pull`, `push`, `create`, `copy`, `delete`, blobs: 403.
-pub async fn management() -> Response {
+/// `pull`, `push`, `create`, `copy`, `delete`, blobs: 403 (after reading the body, so the
+/// client's keep-alive connection stays usable).
+pub async fn management(request: Request) -> Response {
     let message =
         "model management is not available through the gateway; manage models on the engines";
-    (StatusCode::FORBIDDEN, Json(json!({ "error": message }))).into_response()
+    let refused = (StatusCode::FORBIDDEN, Json(json!({ "error": message }))).into_response();
+    crate::layers::drain_then(request, refused, crate::layers::REFUSAL_DRAIN_BYTES).await
 }
 
 /// The most of an error body read to reshape (the gateway's own errors are far smaller).

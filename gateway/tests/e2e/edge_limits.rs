@@ -94,3 +94,58 @@ async fn requests_beyond_the_in_flight_limit_are_shed_fast_and_probes_still_answ
     assert!(body.ends_with("data: [DONE]\n\n"));
     assert_eq!(stack.chat(chat_body("llama3.2", "now")).await.status(), 200);
 }
+
+/// Reads one HTTP/1.1 response with a `content-length` body; returns its head, lowercased.
+async fn read_response(stream: &mut TcpStream) -> String {
+    let mut received = Vec::new();
+    let mut byte = [0u8; 1];
+    while !received.ends_with(b"\r\n\r\n") {
+        let read = stream.read(&mut byte).await.unwrap();
+        assert_eq!(
+            read, 1,
+            "the server closed the connection instead of answering"
+        );
+        received.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&received).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length:"))
+        .map_or(0, |value| value.trim().parse().unwrap());
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).await.unwrap();
+    head
+}
+
+#[tokio::test]
+async fn refusals_that_ignore_the_body_keep_the_connection_usable() {
+    // The body of a refused request is read before the answer. A server that answers first
+    // reads what has arrived of the body once, and closes the connection if that was not all
+    // of it: the client's next request on its keep-alive connection then fails with "server
+    // disconnected" (seen with the `ollama` client's `pull` then `delete`).
+    let stack = Stack::start(quick_sim()).await;
+    let mut client = TcpStream::connect(stack.gateway).await.unwrap();
+    client.set_nodelay(true).unwrap();
+    let body = json!({"model": "llama3.2", "stream": false}).to_string();
+    for round in 0..4 {
+        let (path, status) = if round % 2 == 0 {
+            ("/api/pull", "403")
+        } else {
+            ("/no/such/route", "404")
+        };
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        client.write_all(head.as_bytes()).await.unwrap();
+        // A client whose body comes a moment after its head (a slow sender, a second segment).
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        client.write_all(body.as_bytes()).await.unwrap();
+        let answer = read_response(&mut client).await;
+        assert!(
+            answer.starts_with(&format!("http/1.1 {status}")),
+            "{round}: {answer}"
+        );
+        assert!(!answer.contains("connection: close"), "{round}: {answer}");
+    }
+}
