@@ -194,8 +194,8 @@ impl SchedulerService {
     }
 }
 
-/// A chat asking for what the pool's endpoint kind cannot give: several choices or log
-/// probabilities from an Ollama endpoint. Refused before it waits for a slot.
+/// A chat asking for several choices from an Ollama endpoint, which generates one. Refused
+/// before it waits for a slot.
 fn unsupported_by(request: &Work, pool: &crate::pool::Pool) -> Option<SchedulerError> {
     let Work::Chat(chat) = request else {
         return None;
@@ -204,14 +204,10 @@ fn unsupported_by(request: &Work, pool: &crate::pool::Pool) -> Option<SchedulerE
         .endpoints
         .iter()
         .any(|endpoint| endpoint.config.kind == crate::routing::config::EndpointKind::Ollama);
-    let field = match (chat.n > 1, chat.logprobs) {
-        _ if !ollama => return None,
-        (true, _) => "n",
-        (false, true) => "logprobs",
-        (false, false) => return None,
-    };
-    Some(SchedulerError::InvalidArgument(format!(
-        "`{field}` is not supported by the Ollama endpoints of pool `{}` (OpenAI-compatible endpoints support it)",
-        pool.name
-    )))
+    (ollama && chat.n > 1).then(|| {
+        SchedulerError::InvalidArgument(format!(
+            "`n` is not supported by the Ollama endpoints of pool `{}` (OpenAI-compatible endpoints support it)",
+            pool.name
+        ))
+    })
 }

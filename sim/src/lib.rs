@@ -9,6 +9,7 @@
 //! - [`config`]: knobs (CLI flags / `SIM_*` env) and the fault grammar.
 //! - [`text`]: the deterministic text generator ([`completion_text`]); [`structured`]: the JSON
 //!   answer when a format or schema is asked for.
+//! - [`logprobs`]: the deterministic log probability of each token, for both APIs.
 //! - [`slots`]: slot emulation and the counters behind `GET /sim/stats`.
 //! - [`generation`]: one paced generation, faults included, shared by both APIs.
 //! - [`ollama_api`], [`openai_api`]: the two wire protocols' chat; [`completions`]: text
@@ -21,6 +22,7 @@ pub mod completions;
 pub mod config;
 pub mod embeddings;
 pub mod generation;
+pub mod logprobs;
 pub mod ollama_api;
 pub mod openai_api;
 pub mod refusal;

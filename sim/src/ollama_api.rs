@@ -26,6 +26,11 @@ struct ChatRequest {
     options: Option<Value>,
     #[serde(default)]
     format: Option<Value>,
+    /// Ollama 0.12.11+: log probabilities of the output tokens, and of this many alternatives.
+    #[serde(default)]
+    logprobs: bool,
+    #[serde(default)]
+    top_logprobs: Option<u32>,
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -77,19 +82,45 @@ pub async fn chat(State(sim): State<Sim>, headers: axum::http::HeaderMap, body: 
         );
     };
     let steps = run(plan.clone(), &sim.config, fault, slot);
+    let logprobs = Logprobs {
+        asked: request.logprobs,
+        alternatives: request.top_logprobs.unwrap_or(0).min(20),
+    };
     if request.stream.unwrap_or(true) {
-        let lines = steps.map(move |step| frame_line(&plan, step));
+        let mut index = 0;
+        let lines = steps.map(move |step| {
+            let line = frame_line(&plan, step, logprobs, index);
+            index += 1;
+            line
+        });
         return crate::responses::streaming_response("application/x-ndjson", lines);
     }
     let mut content = String::new();
+    let mut entries = Vec::new();
     let mut steps = std::pin::pin!(steps);
     while let Some(step) = steps.next().await {
         match step {
-            Step::Token(token) => content.push_str(&token),
-            Step::Done => return Json(final_object(&plan, &content)).into_response(),
+            Step::Token(token) => {
+                if logprobs.asked {
+                    entries.push(crate::logprobs::entry(
+                        &token,
+                        entries.len(),
+                        logprobs.alternatives,
+                    ));
+                }
+                content.push_str(&token);
+            }
+            Step::Done => {
+                let mut answer = final_object(&plan, &content);
+                if logprobs.asked {
+                    answer["logprobs"] = Value::Array(entries);
+                }
+                return Json(answer).into_response();
+            }
             Step::Drop => return crate::responses::cut_response("application/json"),
             Step::Garbage => {
-                let garbage = futures::stream::once(async move { frame_line(&plan, step) });
+                let garbage =
+                    futures::stream::once(async move { frame_line(&plan, step, logprobs, 0) });
                 return crate::responses::streaming_response("application/json", garbage);
             }
         }
@@ -100,14 +131,34 @@ pub async fn chat(State(sim): State<Sim>, headers: axum::http::HeaderMap, body: 
     )
 }
 
-fn frame_line(plan: &Plan, step: Step) -> Result<Bytes, std::io::Error> {
+/// Whether a chat asked for log probabilities, and of how many alternatives.
+#[derive(Debug, Clone, Copy)]
+struct Logprobs {
+    asked: bool,
+    alternatives: u32,
+}
+
+/// The NDJSON line of one step; `index` counts the tokens so far.
+fn frame_line(
+    plan: &Plan,
+    step: Step,
+    logprobs: Logprobs,
+    index: usize,
+) -> Result<Bytes, std::io::Error> {
     let object = match step {
-        Step::Token(token) => json!({
-            "model": plan.model,
-            "created_at": now_rfc3339(),
-            "message": { "role": "assistant", "content": token },
-            "done": false,
-        }),
+        Step::Token(token) => {
+            let mut object = json!({
+                "model": plan.model,
+                "created_at": now_rfc3339(),
+                "message": { "role": "assistant", "content": token },
+                "done": false,
+            });
+            if logprobs.asked {
+                object["logprobs"] =
+                    json!([crate::logprobs::entry(&token, index, logprobs.alternatives)]);
+            }
+            object
+        }
         Step::Done => final_object(plan, ""),
         Step::Drop => return Err(std::io::Error::other("simulated mid-stream drop")),
         Step::Garbage => return Ok(Bytes::from_static(b"\x00\xfe<html>not ndjson{{{\n")),

@@ -153,16 +153,12 @@ impl Choices {
             .unwrap_or_default()
     }
 
-    /// OpenAI's `logprobs` for one token: deterministic values (−0.1 × (index + 1)).
+    /// OpenAI's `logprobs` for one token ([`crate::logprobs`]).
     fn logprobs(&self, token: &str, index: usize) -> Value {
         if !self.logprobs {
             return Value::Null;
         }
-        let logprob = -0.1 * (index as f64 + 1.0);
-        let top: Vec<Value> = (0..self.top_logprobs)
-            .map(|rank| json!({ "token": format!("alt{rank}"), "logprob": logprob - 1.0 - f64::from(rank), "bytes": null }))
-            .collect();
-        json!({ "content": [{ "token": token, "logprob": logprob, "bytes": token.as_bytes(), "top_logprobs": top }] })
+        json!({ "content": [crate::logprobs::entry(token, index, self.top_logprobs)] })
     }
 }
 

@@ -36,6 +36,19 @@ def test_chat_equals_the_engines_answer(through, direct):
     assert parts[-1].eval_count == SIM_OUTPUT_TOKENS
 
 
+def test_chat_log_probabilities_equal_the_engines(through, direct):
+    """`logprobs`/`top_logprobs` (ollama 0.12.11+ and this client): the same entries as the
+    engine gives the same call directly, whole and streamed."""
+    ask = dict(model="llama3.2", messages=MESSAGES, options={"seed": 5}, logprobs=True, top_logprobs=2)
+    want = direct.chat(**ask)
+    got = through.chat(**ask)
+    assert len(want.logprobs) == SIM_OUTPUT_TOKENS
+    assert [(e.token, e.logprob) for e in got.logprobs] == [(e.token, e.logprob) for e in want.logprobs]
+    assert all(len(e.top_logprobs) == 2 for e in got.logprobs)
+    streamed = [e for part in through.chat(**ask, stream=True) for e in (part.logprobs or [])]
+    assert [e.token for e in streamed] == [e.token for e in want.logprobs]
+
+
 def test_generate_embed_and_list_equal_the_engines(through, direct):
     want = direct.generate(model="llama3.2", prompt="Once upon a time", raw=True, options={"num_predict": 4})
     got = through.generate(model="llama3.2", prompt="Once upon a time", raw=True, options={"num_predict": 4})

@@ -131,11 +131,26 @@ def test_embeddings_match_the_upstream_vectors(gateway, stack):
     assert refused.value.body["param"] == "input[0]"
 
 
-def test_choices_and_logprobs_need_an_openai_compatible_engine(gateway):
-    """This stack's model is served by Ollama, which cannot give several choices or log
-    probabilities: the SDK gets a 400 naming the field, before anything is queued."""
-    for extra, param in [({"n": 2}, "n"), ({"logprobs": True, "top_logprobs": 2}, "logprobs")]:
-        with pytest.raises(openai.BadRequestError) as refused:
-            gateway.chat.completions.create(model="llama3.2", messages=MESSAGES, **extra)
-        assert refused.value.body["param"] == param
-        assert "Ollama" in refused.value.body["message"]
+def test_several_choices_need_an_openai_compatible_engine(gateway):
+    """This stack's model is served by Ollama, which generates one choice: the SDK gets a 400
+    naming the field, before anything is queued."""
+    with pytest.raises(openai.BadRequestError) as refused:
+        gateway.chat.completions.create(model="llama3.2", messages=MESSAGES, n=2)
+    assert refused.value.body["param"] == "n"
+    assert "Ollama" in refused.value.body["message"]
+
+
+def test_log_probabilities_from_ollama_parse_in_the_sdk(gateway):
+    """Ollama (0.12.11+) returns log probabilities; the SDK parses them from the gateway's
+    OpenAI-shaped answer, streamed and not, one entry per token with its alternatives."""
+    completion = gateway.chat.completions.create(model="llama3.2", messages=MESSAGES, max_tokens=6,
+                                                 logprobs=True, top_logprobs=2)
+    choice = completion.choices[0]
+    entries = choice.logprobs.content
+    assert "".join(e.token for e in entries) == choice.message.content
+    assert [round(e.logprob, 6) for e in entries] == [round(-0.1 * (i + 1), 6) for i in range(len(entries))]
+    assert all(len(e.top_logprobs) == 2 for e in entries)
+    streamed = [c for c in gateway.chat.completions.create(
+        model="llama3.2", messages=MESSAGES, max_tokens=6, logprobs=True, top_logprobs=2, stream=True)
+        if c.choices and c.choices[0].logprobs]
+    assert [e.token for c in streamed for e in c.choices[0].logprobs.content] == [e.token for e in entries]

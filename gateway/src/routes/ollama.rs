@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use llmgw_proto::v1::chat_event::Event;
 use llmgw_telemetry::TraceContext;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::AppState;
 use super::call::{self, Call};
@@ -186,13 +186,16 @@ async fn generate_or_chat(
             prompt_tokens: usage.prompt_tokens,
             completion_tokens: usage.completion_tokens,
         };
-        let answer = object(
+        let mut answer = object(
             endpoint,
             &model,
             &whole.content,
             &whole.tool_calls,
             Some((&totals, observation.received)),
         );
+        if let Some(logprobs) = whole.logprobs {
+            answer["logprobs"] = Value::Array(logprobs);
+        }
         Json(answer).into_response()
     };
     if let Some(started) = started {

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::fields::{body_object, field, model, ranged};
-use super::request::tool;
+use super::request::{log_probabilities, tool};
 use crate::error::ApiError;
 use crate::openai::request::{Stop, ToolDefinition};
 
@@ -84,6 +84,7 @@ pub fn chat(body: &[u8]) -> Result<OllamaChat, ApiError> {
         .collect::<Result<Vec<Tool>, _>>()?;
     let stream = field::<bool>(&mut object, "stream")?.unwrap_or(true);
     let response_format = format(&mut object)?;
+    let (logprobs, top_logprobs) = log_probabilities(&mut object)?;
     let (sampling, extra_json) = options(&mut object)?;
     ignore_the_rest(object);
     Ok(OllamaChat {
@@ -95,6 +96,8 @@ pub fn chat(body: &[u8]) -> Result<OllamaChat, ApiError> {
             stream,
             extra_json,
             response_format,
+            logprobs,
+            top_logprobs,
             ..Default::default()
         },
         stream,
@@ -115,6 +118,12 @@ pub fn generate(body: &[u8]) -> Result<OllamaGenerate, ApiError> {
                 format!("`{unsupported}` is not supported through the gateway; use /api/chat"),
             ));
         }
+    }
+    if field::<bool>(&mut object, "logprobs")?.unwrap_or(false) {
+        return Err(ApiError::invalid(
+            "logprobs",
+            "`logprobs` is supported on /api/chat; /api/generate passes text only",
+        ));
     }
     let stream = field::<bool>(&mut object, "stream")?.unwrap_or(true);
     if format(&mut object)?.is_some() {

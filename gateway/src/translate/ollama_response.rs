@@ -71,6 +71,18 @@ pub fn object(
     object
 }
 
+/// The engine's per-token log probabilities (`{"content": [...]}` as carried) as Ollama's
+/// `logprobs` array; `None` when there are none.
+pub fn ollama_logprobs(logprobs_json: &str) -> Option<Value> {
+    if logprobs_json.is_empty() {
+        return None;
+    }
+    match serde_json::from_str::<Value>(logprobs_json) {
+        Ok(Value::Object(mut carried)) => carried.remove("content"),
+        _ => None,
+    }
+}
+
 /// Ollama's `done_reason`: `stop` or `length` (a tool call is a `stop` with `tool_calls`).
 pub fn ollama_done_reason(reason: String) -> String {
     if reason == "length" {
@@ -135,15 +147,20 @@ impl StreamShape for NdjsonStream {
             Event::Delta(Delta {
                 content,
                 tool_calls,
+                logprobs_json,
                 ..
             }) => {
                 for piece in tool_calls {
                     llmgw_proto::merge_tool_call(&mut self.tool_calls, piece);
                 }
-                if content.is_empty() {
+                let logprobs = ollama_logprobs(&logprobs_json);
+                if content.is_empty() && logprobs.is_none() {
                     return None;
                 }
-                let value = object(self.endpoint, &self.model, &content, &[], None);
+                let mut value = object(self.endpoint, &self.model, &content, &[], None);
+                if let Some(logprobs) = logprobs {
+                    value["logprobs"] = logprobs;
+                }
                 Some(self.line(&value))
             }
             Event::Finish(finish) => {

@@ -98,8 +98,9 @@ pub fn parse(body: &[u8]) -> Result<ValidChat, ApiError> {
     })
 }
 
-/// `n`, `logprobs` and `top_logprobs`: checked here, honoured by OpenAI-compatible endpoints
-/// (the scheduler refuses them, naming the field, for a model served by Ollama).
+/// `n`, `logprobs` and `top_logprobs`: checked here, honoured by OpenAI-compatible endpoints;
+/// Ollama (0.12.11+) honours the log probabilities, and the scheduler refuses `n` > 1 for a
+/// model it serves, naming the field.
 struct Choices {
     n: u32,
     logprobs: bool,
@@ -117,6 +118,17 @@ fn choices(object: &mut Map<String, Value>) -> Result<Choices, ApiError> {
             ));
         }
     };
+    let (logprobs, top_logprobs) = log_probabilities(object)?;
+    Ok(Choices {
+        n,
+        logprobs,
+        top_logprobs,
+    })
+}
+
+/// `logprobs` and `top_logprobs` (0–20, only with `logprobs: true`), as OpenAI and Ollama
+/// spell them.
+pub(super) fn log_probabilities(object: &mut Map<String, Value>) -> Result<(bool, u32), ApiError> {
     let logprobs = field::<bool>(object, "logprobs")?.unwrap_or(false);
     let top_logprobs = match field::<i64>(object, "top_logprobs")? {
         None => 0,
@@ -134,11 +146,7 @@ fn choices(object: &mut Map<String, Value>) -> Result<Choices, ApiError> {
             ));
         }
     };
-    Ok(Choices {
-        n,
-        logprobs,
-        top_logprobs,
-    })
+    Ok((logprobs, top_logprobs))
 }
 
 fn refuse_unsupported(object: &mut Map<String, Value>) -> Result<(), ApiError> {

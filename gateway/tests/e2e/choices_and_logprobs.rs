@@ -1,6 +1,7 @@
 //! `n` > 1, `logprobs` and `top_logprobs` reach OpenAI-compatible engines and come back in
-//! OpenAI's shapes (choices by index, log probabilities per token), streamed and not; a model
-//! served by Ollama refuses them before queueing, naming the field.
+//! OpenAI's shapes (choices by index, log probabilities per token), streamed and not. Ollama
+//! (0.12.11+) returns log probabilities too, in the same shape; a model served by Ollama
+//! refuses `n` > 1 before queueing, naming the field.
 
 use llm_sim::completion_text;
 use serde_json::{Value, json};
@@ -67,29 +68,70 @@ async fn several_choices_with_log_probabilities_from_an_openai_engine() {
 }
 
 #[tokio::test]
-async fn an_ollama_served_model_refuses_them_naming_the_field() {
+async fn log_probabilities_from_an_ollama_engine() {
     let stack = Stack::fleet(vec![quick_sim(), quick_sim()], two_kinds, |_| {}).await;
-    for (extra, param) in [
-        (json!({"n": 2}), "n"),
-        (json!({"logprobs": true}), "logprobs"),
-    ] {
-        let mut request =
-            json!({"model": "via-ollama", "messages": [{"role": "user", "content": "x"}]});
-        for (key, value) in extra.as_object().unwrap() {
-            request[key] = value.clone();
+    let tokens = quick_sim().output_tokens;
+    let text = completion_text("pick a colour", 4, tokens);
+    let ask = |stream: bool| {
+        let mut body = body("via-ollama", stream);
+        body.as_object_mut().unwrap().remove("n");
+        body
+    };
+    // The engine's own numbers for the answer's tokens, entry by entry.
+    let expected = |entries: &[Value]| {
+        for (index, entry) in entries.iter().enumerate() {
+            let token = entry["token"].as_str().unwrap();
+            assert_eq!(*entry, llm_sim::logprobs::entry(token, index, 2), "{index}");
         }
-        let response = stack.chat(request).await;
-        assert_eq!(response.status(), 400, "{param}");
-        let error: Value = response.json().await.unwrap();
-        assert_eq!(error["error"]["param"], param, "{error}");
-        assert!(
-            error["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("Ollama"),
-            "{error}"
-        );
-    }
+        let joined: String = entries
+            .iter()
+            .map(|e| e["token"].as_str().unwrap())
+            .collect();
+        assert_eq!(joined, text);
+    };
+
+    let response = stack.chat(ask(false)).await;
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["choices"][0]["message"]["content"], text.as_str());
+    let entries = answer["choices"][0]["logprobs"]["content"]
+        .as_array()
+        .unwrap();
+    assert_eq!(entries.len(), tokens, "{answer}");
+    expected(entries);
+
+    let response = stack.chat(ask(true)).await;
+    assert_eq!(response.status(), 200);
+    let chunks = sse_objects(&response.text().await.unwrap());
+    let entries: Vec<Value> = chunks
+        .iter()
+        .flat_map(|c| c["choices"].as_array().unwrap())
+        .filter_map(|c| c["logprobs"]["content"].as_array())
+        .flatten()
+        .cloned()
+        .collect();
+    assert_eq!(entries.len(), tokens);
+    expected(&entries);
+}
+
+#[tokio::test]
+async fn an_ollama_served_model_refuses_several_choices_naming_the_field() {
+    let stack = Stack::fleet(vec![quick_sim(), quick_sim()], two_kinds, |_| {}).await;
+    let response = stack
+        .chat(
+            json!({"model": "via-ollama", "n": 2, "messages": [{"role": "user", "content": "x"}]}),
+        )
+        .await;
+    assert_eq!(response.status(), 400);
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["error"]["param"], "n", "{error}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Ollama"),
+        "{error}"
+    );
     assert_eq!(
         stack.sims[0].stats().requests,
         0,

@@ -204,3 +204,57 @@ async fn listing_version_management_and_errors_speak_ollama() {
         "only the unknown model's request reached the engine"
     );
 }
+
+#[tokio::test]
+async fn chat_log_probabilities_in_ollamas_shape_from_both_backend_kinds() {
+    let stack = Stack::fleet(vec![quick_sim(), quick_sim()], two_kinds, |_| {}).await;
+    let tokens = quick_sim().output_tokens;
+    let text = completion_text("hi there", 0, tokens);
+    // The engine's own numbers, entry by entry, in Ollama's `logprobs` array.
+    let check = |entries: &[Value], model: &str| {
+        assert_eq!(entries.len(), tokens, "{model}");
+        for (index, entry) in entries.iter().enumerate() {
+            let token = entry["token"].as_str().unwrap();
+            assert_eq!(*entry, llm_sim::logprobs::entry(token, index, 2), "{model}");
+        }
+        let joined: String = entries
+            .iter()
+            .map(|e| e["token"].as_str().unwrap())
+            .collect();
+        assert_eq!(joined, text, "{model}");
+    };
+    for model in ["via-ollama", "via-openai"] {
+        let ask = |stream: bool| {
+            json!({"model": model, "stream": stream, "logprobs": true, "top_logprobs": 2,
+                   "messages": [{"role": "user", "content": "hi there"}]})
+        };
+        let whole: Value = post(&stack, "/api/chat", ask(false))
+            .await
+            .json()
+            .await
+            .unwrap();
+        check(whole["logprobs"].as_array().unwrap(), model);
+        let response = post(&stack, "/api/chat", ask(true)).await;
+        assert_eq!(response.status(), 200);
+        let streamed: Vec<Value> = lines(&response.text().await.unwrap())
+            .iter()
+            .filter_map(|line| line["logprobs"].as_array().cloned())
+            .flatten()
+            .collect();
+        check(&streamed, model);
+    }
+    // Generate carries text only: asking it for log probabilities is a 400 naming the field.
+    let refused = post(
+        &stack,
+        "/api/generate",
+        json!({"model": "via-ollama", "prompt": "x", "logprobs": true}),
+    )
+    .await;
+    assert_eq!(refused.status(), 400);
+    assert!(
+        refused.json::<Value>().await.unwrap()["error"]
+            .as_str()
+            .unwrap()
+            .contains("logprobs")
+    );
+}

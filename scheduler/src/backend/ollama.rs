@@ -156,6 +156,9 @@ fn to_wire(request: ChatRequest) -> wire::ChatRequest {
         options,
         tools,
         format,
+        logprobs: request.logprobs,
+        top_logprobs: (request.logprobs && request.top_logprobs > 0)
+            .then_some(request.top_logprobs),
     }
 }
 
@@ -228,6 +231,12 @@ impl ChunkDecoder for DecodeState {
             return Err(BackendError::Interrupted(error));
         }
         let mut events = Vec::new();
+        // Carried as the OpenAI backend carries a choice's `logprobs`: `{"content": [...]}`.
+        let logprobs_json = chunk
+            .logprobs
+            .filter(|entries| entries.as_array().is_some_and(|a| !a.is_empty()))
+            .map(|entries| format!("{{\"content\":{entries}}}"))
+            .unwrap_or_default();
         if let Some(text) = chunk.response.filter(|text| !text.is_empty()) {
             self.deltas += 1;
             events.push(Event::Delta(Delta {
@@ -251,11 +260,12 @@ impl ChunkDecoder for DecodeState {
                     }
                 })
                 .collect();
-            if !message.content.is_empty() || !tool_calls.is_empty() {
+            if !message.content.is_empty() || !tool_calls.is_empty() || !logprobs_json.is_empty() {
                 self.deltas += 1;
                 events.push(Event::Delta(Delta {
                     content: message.content,
                     tool_calls,
+                    logprobs_json,
                     ..Delta::default()
                 }));
             }

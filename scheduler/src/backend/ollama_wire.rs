@@ -16,6 +16,12 @@ pub(crate) struct ChatRequest {
     /// Structured output: `"json"` or a JSON Schema.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub format: Option<Value>,
+    /// Log probabilities of the output tokens (Ollama 0.12.11 and later).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub logprobs: bool,
+    /// …and of this many alternatives each.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_logprobs: Option<u32>,
 }
 
 #[derive(Debug, Serialize)]
@@ -89,6 +95,10 @@ pub(crate) struct ChatChunk {
     pub eval_count: Option<u32>,
     #[serde(default)]
     pub error: Option<String>,
+    /// This chunk's tokens: `[{token, logprob, bytes, top_logprobs}]`, OpenAI's
+    /// `logprobs.content` entries exactly.
+    #[serde(default)]
+    pub logprobs: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
