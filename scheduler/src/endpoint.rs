@@ -1,10 +1,13 @@
 //! One backend endpoint inside a pool: its backend client, slots, in-flight count, breaker,
-//! probe result, loaded models and a latency average — everything load balancing looks at.
+//! probe result, loaded models, a latency average and when output last came — everything load
+//! balancing and health look at.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::backend::Backend;
 use crate::breaker::Breaker;
@@ -21,6 +24,9 @@ pub struct Endpoint {
     loaded: Mutex<HashSet<String>>,
     /// Moving average of time to first token, microseconds (0 = no sample).
     ttft_us: AtomicU64,
+    /// When a request here last received output, in ms after `born` plus one (0 = never).
+    output_at_ms: AtomicU64,
+    born: Instant,
 }
 
 impl Endpoint {
@@ -34,6 +40,8 @@ impl Endpoint {
             probe_ok: AtomicBool::new(true),
             loaded: Mutex::new(HashSet::new()),
             ttft_us: AtomicU64::new(0),
+            output_at_ms: AtomicU64::new(0),
+            born: Instant::now(),
         }
     }
 
@@ -87,6 +95,23 @@ impl Endpoint {
             old - old / 4 + sample / 4
         };
         self.ttft_us.store(new, Ordering::Relaxed);
+    }
+
+    fn age_ms(&self) -> u64 {
+        u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// A request here received output (a token, a finish): the engine is working.
+    pub fn record_output(&self) {
+        self.output_at_ms
+            .store(self.age_ms().saturating_add(1), Ordering::Relaxed);
+    }
+
+    /// Whether a request here received output within `window`.
+    pub fn output_within(&self, window: Duration) -> bool {
+        let at = self.output_at_ms.load(Ordering::Relaxed);
+        let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+        at != 0 && self.age_ms().saturating_add(1).saturating_sub(at) <= window_ms
     }
 
     /// Counts a request as in flight here until the guard drops.

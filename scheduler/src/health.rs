@@ -10,7 +10,9 @@ use crate::endpoint::Endpoint;
 use crate::readiness::Readiness;
 use crate::topology::Topologies;
 
-async fn probe(endpoint: Arc<Endpoint>, timeout: Duration) {
+/// Probes one endpoint within `timeout`; `window` is how recent output must be for a timeout
+/// to read as "busy".
+async fn probe(endpoint: Arc<Endpoint>, timeout: Duration, window: Duration) {
     let busy_before = endpoint.outstanding() > 0;
     let probe = async {
         endpoint.backend.probe().await?;
@@ -28,11 +30,11 @@ async fn probe(endpoint: Arc<Endpoint>, timeout: Duration) {
         }
         // Some engines (llama-cpp-python's server) answer nothing, not even their model list,
         // while they generate. A probe that times out while the endpoint serves our requests
-        // says "busy", not "dead": ejecting it would refuse the next request with
-        // `no_healthy_backend` just as the engine frees up. Those requests' own first-token
-        // and idle timeouts judge a hung engine (and open its breaker); refused connections
-        // and errors still eject at once.
-        Err(_) if busy_before || endpoint.outstanding() > 0 => {
+        // and their output is flowing says "busy", not "dead": ejecting it would refuse the
+        // next request with `no_healthy_backend` just as the engine frees up. Without output
+        // in `window` (an engine that accepts requests but never answers) the timeout ejects
+        // as before; refused connections and errors eject at once.
+        Err(_) if (busy_before || endpoint.outstanding() > 0) && endpoint.output_within(window) => {
             tracing::debug!(
                 endpoint = endpoint.name(),
                 in_flight = endpoint.outstanding(),
@@ -74,7 +76,10 @@ pub async fn run_probes(
             .pools
             .values()
             .flat_map(|pool| pool.endpoints.iter())
-            .map(|endpoint| probe(Arc::clone(endpoint), probe_timeout(interval)));
+            .map(|endpoint| {
+                let timeout = probe_timeout(interval);
+                probe(Arc::clone(endpoint), timeout, interval + timeout)
+            });
         futures::future::join_all(probes).await;
         let mut any_up = false;
         for pool in topology.pools.values() {
@@ -143,13 +148,29 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_probe_timing_out_while_the_endpoint_serves_keeps_it_in() {
+    async fn a_probe_timing_out_while_output_flows_keeps_the_endpoint_in() {
+        let (timeout, window) = (Duration::from_secs(1), Duration::from_secs(3));
         let serving = endpoint();
         let in_flight = serving.begin();
-        probe(Arc::clone(&serving), Duration::from_secs(1)).await;
+        serving.record_output();
+        probe(Arc::clone(&serving), timeout, window).await;
         assert!(serving.probe_ok(), "busy is not dead");
         drop(in_flight);
-        probe(Arc::clone(&serving), Duration::from_secs(1)).await;
+        probe(Arc::clone(&serving), timeout, window).await;
         assert!(!serving.probe_ok(), "silent and idle is dead");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_endpoint_that_takes_requests_but_gives_no_output_is_taken_out() {
+        let (timeout, window) = (Duration::from_secs(1), Duration::from_secs(3));
+        let hung = endpoint();
+        let _in_flight = hung.begin();
+        probe(Arc::clone(&hung), timeout, window).await;
+        assert!(!hung.probe_ok(), "never any output");
+        hung.set_probe(true, None);
+        hung.record_output();
+        tokio::time::advance(Duration::from_secs(5)).await;
+        probe(Arc::clone(&hung), timeout, window).await;
+        assert!(!hung.probe_ok(), "no output for longer than the window");
     }
 }

@@ -123,6 +123,7 @@ pub async fn attempt(
         match first {
             Ok((first, rest)) => {
                 endpoint.breaker.on_success();
+                endpoint.record_output();
                 context.metrics.first_token(
                     &pool.name,
                     &route.upstream,

@@ -124,6 +124,7 @@ pub fn relay(
             let (limit, expired) = budget.cap(Instant::now() + idle, TimeoutKind::Idle, idle_ms);
             let failure = match tokio::time::timeout_at(limit, rest.next()).await {
                 Ok(Some(Ok(next))) => {
+                    in_flight.endpoint().record_output();
                     match &next {
                         Event::Usage(usage) => {
                             (prompt_tokens, completion_tokens) = (usage.prompt_tokens, usage.completion_tokens);
