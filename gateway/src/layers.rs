@@ -265,6 +265,15 @@ pub const REFUSAL_DRAIN_BYTES: usize = 1 << 20;
 /// connection would fail with "server disconnected". If it cannot be read, the answer says
 /// `Connection: close`.
 pub async fn drain_then(request: Request, mut response: Response, limit: usize) -> Response {
+    // HTTP/2 resets the one stream and keeps the connection; a client that waits for
+    // `100 Continue` has not sent its body and need not: nothing to drain in either case.
+    let expects_continue = request
+        .headers()
+        .get(header::EXPECT)
+        .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if request.version() >= axum::http::Version::HTTP_2 || expects_continue {
+        return response;
+    }
     let drained = tokio::time::timeout(
         DRAIN_TIMEOUT,
         axum::body::to_bytes(request.into_body(), limit),

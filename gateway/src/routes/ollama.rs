@@ -109,9 +109,17 @@ pub async fn generate(
 /// it through (the schedulers load a model on first use): only for a model some scheduler
 /// serves, else the 404 a generation would get.
 async fn load(state: &AppState, model: &str) -> Result<Response, ApiError> {
-    let served = super::models::served(state).await?;
-    let tagged = format!("{model}:latest");
-    if !served.iter().any(|m| m.id == model || m.id == tagged) {
+    let served = tokio::time::timeout(LOAD_LISTING_TIMEOUT, super::models::served(state))
+        .await
+        .map_err(|_| {
+            ApiError::Scheduler(tonic::Status::deadline_exceeded(
+                "listing the served models took too long",
+            ))
+        })??;
+    // A pinned version (`name@version`) is served under its model's name.
+    let name = model.split_once('@').map_or(model, |(name, _)| name);
+    let tagged = format!("{name}:latest");
+    if !served.iter().any(|m| m.id == name || m.id == tagged) {
         return Err(ApiError::Scheduler(tonic::Status::not_found(format!(
             "model `{model}` not found"
         ))));
@@ -121,6 +129,9 @@ async fn load(state: &AppState, model: &str) -> Result<Response, ApiError> {
     loaded["done_reason"] = json!("load");
     Ok(Json(loaded).into_response())
 }
+
+/// How long the load ping waits for the served models.
+const LOAD_LISTING_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A request that passed governance, ready for its scheduler call.
 struct Admissible {

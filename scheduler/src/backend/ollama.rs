@@ -10,7 +10,7 @@ use llmgw_proto::v1::{
     ChatRequest, CompletionRequest, Delta, EmbedRequest, Finish, ToolCallDelta, Usage,
     chat_event::Event,
 };
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::decode::{ChunkDecoder, WholeBody, decode};
 use super::embed::EmbedDecoder;
@@ -231,12 +231,19 @@ impl ChunkDecoder for DecodeState {
             return Err(BackendError::Interrupted(error));
         }
         let mut events = Vec::new();
-        // Carried as the OpenAI backend carries a choice's `logprobs`: `{"content": [...]}`.
-        let logprobs_json = chunk
-            .logprobs
-            .filter(|entries| entries.as_array().is_some_and(|a| !a.is_empty()))
-            .map(|entries| format!("{{\"content\":{entries}}}"))
-            .unwrap_or_default();
+        let thinking = chunk
+            .message
+            .as_ref()
+            .is_some_and(|message| !message.thinking.is_empty());
+        // Carried as the OpenAI backend carries a choice's `logprobs`: `{"content": [...]}`,
+        // each entry completed to OpenAI's shape. A thinking chunk's are not answer tokens.
+        let logprobs_json = match chunk.logprobs {
+            Some(Value::Array(mut entries)) if !entries.is_empty() && !thinking => {
+                entries.iter_mut().for_each(openai_logprob);
+                json!({ "content": entries }).to_string()
+            }
+            _ => String::new(),
+        };
         if let Some(text) = chunk.response.filter(|text| !text.is_empty()) {
             self.deltas += 1;
             events.push(Event::Delta(Delta {
@@ -287,6 +294,23 @@ impl ChunkDecoder for DecodeState {
             }));
         }
         Ok(events)
+    }
+}
+
+/// Ollama leaves out an entry's empty `bytes` and `top_logprobs`; OpenAI's shape has both
+/// (`bytes` may be null), and strict clients require them.
+fn openai_logprob(entry: &mut Value) {
+    let Some(fields) = entry.as_object_mut() else {
+        return;
+    };
+    fields.entry("bytes").or_insert(Value::Null);
+    let top = fields
+        .entry("top_logprobs")
+        .or_insert_with(|| Value::Array(Vec::new()));
+    if let Some(alternatives) = top.as_array_mut() {
+        for alternative in alternatives.iter_mut().filter_map(Value::as_object_mut) {
+            alternative.entry("bytes").or_insert(Value::Null);
+        }
     }
 }
 
@@ -353,6 +377,35 @@ mod tests {
                 completion_tokens: 1
             }))
         )));
+    }
+
+    #[tokio::test]
+    async fn log_probabilities_take_openais_shape_and_skip_thinking() {
+        // Real Ollama leaves out empty `bytes` and `top_logprobs`.
+        let events = collect(&[
+            b"{\"message\":{\"content\":\"\",\"thinking\":\"hm\"},\"logprobs\":[{\"token\":\"hm\",\"logprob\":-0.5}],\"done\":false}\n",
+            b"{\"message\":{\"content\":\"Hi\"},\"logprobs\":[{\"token\":\"Hi\",\"logprob\":-0.1,\"top_logprobs\":[{\"token\":\"Yo\",\"logprob\":-2.0}]}],\"done\":false}\n",
+            b"{\"message\":{\"content\":\"\"},\"done\":true,\"eval_count\":2}\n",
+        ])
+        .await;
+        let deltas: Vec<&Delta> = events
+            .iter()
+            .filter_map(|e| match e {
+                Ok(Event::Delta(delta)) => Some(delta),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            deltas.len(),
+            1,
+            "the thinking chunk carries nothing: {events:?}"
+        );
+        let carried: Value = serde_json::from_str(&deltas[0].logprobs_json).unwrap();
+        assert_eq!(
+            carried,
+            json!({"content": [{"token": "Hi", "logprob": -0.1, "bytes": null,
+                "top_logprobs": [{"token": "Yo", "logprob": -2.0, "bytes": null}]}]})
+        );
     }
 
     #[tokio::test]

@@ -105,6 +105,9 @@ pub(crate) struct ChatChunk {
 pub(crate) struct ChunkMessage {
     #[serde(default)]
     pub content: String,
+    /// A thinking model's reasoning (not passed on; its tokens' log probabilities neither).
+    #[serde(default)]
+    pub thinking: String,
     #[serde(default)]
     pub tool_calls: Vec<ToolCall>,
 }
