@@ -220,12 +220,13 @@ fn scheduler_reason(status: &tonic::Status) -> Reason {
     }
     match status.code() {
         // Without a reason the scheduler never answered as itself: its connection failed or
-        // broke (an h2 error mid-stream is reported as UNKNOWN).
-        Code::Unavailable | Code::Unknown => Reason::SchedulerUnavailable,
+        // broke (an h2 error mid-stream is reported as UNKNOWN, a connection reset by a killed
+        // scheduler sometimes as CANCELLED). The client is still here to read this, so it
+        // did not cancel.
+        Code::Unavailable | Code::Unknown | Code::Cancelled => Reason::SchedulerUnavailable,
         Code::DeadlineExceeded => Reason::DeadlineExceeded,
         Code::NotFound => Reason::ModelNotFound,
         Code::InvalidArgument => Reason::InvalidRequest,
-        Code::Cancelled => Reason::Cancelled,
         Code::Unauthenticated => Reason::Unauthenticated,
         _ => Reason::SchedulerError,
     }
@@ -294,6 +295,15 @@ mod tests {
         assert_eq!(envelope.error.message, "The scheduler is unavailable");
         assert_eq!(envelope.error.code, Some("scheduler_unavailable"));
         assert_eq!(envelope.error.kind, "server_error");
+    }
+
+    #[test]
+    fn a_cancelled_call_without_a_reason_is_a_broken_scheduler_connection() {
+        // A SIGKILLed scheduler's connection reset can surface as CANCELLED: the client is
+        // still waiting, so it is the scheduler that is gone (503), not a 499.
+        let error = ApiError::Scheduler(tonic::Status::cancelled("operation was canceled"));
+        assert_eq!(error.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(error.reason(), Reason::SchedulerUnavailable);
     }
 
     #[test]
