@@ -236,11 +236,22 @@ impl Admission {
     }
 
     /// Changes the pool's capacity (endpoints came or went); extra slots go to waiters at once.
+    /// With no capacity left (every endpoint down or its breaker open), the waiters are refused
+    /// with `no_healthy_backend` at once, as a newcomer would be, instead of waiting out the
+    /// queue timeout for a pool that cannot serve.
     pub fn set_slots(&self, slots: usize) {
         let mut state = self.lock();
         if state.slots != slots {
             state.slots = slots;
             self.dispatch(&mut state);
+        }
+        if slots == 0 {
+            while let Some(waiter) = state.queue.pop_next() {
+                // A waiter that already left cannot be told.
+                let _ = waiter.payload.send(Err(SchedulerError::NoHealthyBackend {
+                    pool: self.pool.clone(),
+                }));
+            }
         }
     }
 

@@ -284,3 +284,18 @@ async fn retry_after_follows_the_observed_hold_time() {
     // (0 waiting + 1) / 2 slots × 4 s hold = 2 s.
     assert_eq!(retry_after, Duration::from_secs(2));
 }
+
+#[tokio::test(start_paused = true)]
+async fn waiters_are_refused_at_once_when_the_pool_loses_all_capacity() {
+    // Every endpoint's breaker opened while requests queued: they are told now, as a newcomer
+    // would be, instead of waiting out the queue timeout.
+    let pool = pool(1, 4, 30_000);
+    let _running = admitted(pool.enter(ask("t", Class::Interactive)).unwrap());
+    let ticket = waiting(pool.enter(ask("t", Class::Interactive)).unwrap());
+    let started = Instant::now();
+    pool.set_slots(0);
+    let err = ticket.wait().await.unwrap_err();
+    assert_eq!(err.reason().as_str(), "no_healthy_backend");
+    assert_eq!(started.elapsed(), Duration::ZERO);
+    assert_eq!(pool.waiting(), 0);
+}
