@@ -71,18 +71,6 @@ pub fn object(
     object
 }
 
-/// The engine's per-token log probabilities (`{"content": [...]}` as carried) as Ollama's
-/// `logprobs` array; `None` when there are none.
-pub fn ollama_logprobs(logprobs_json: &str) -> Option<Value> {
-    if logprobs_json.is_empty() {
-        return None;
-    }
-    match serde_json::from_str::<Value>(logprobs_json) {
-        Ok(Value::Object(mut carried)) => carried.remove("content"),
-        _ => None,
-    }
-}
-
 /// Ollama's `done_reason`: `stop` or `length` (a tool call is a `stop` with `tool_calls`).
 pub fn ollama_done_reason(reason: String) -> String {
     if reason == "length" {
@@ -153,7 +141,8 @@ impl StreamShape for NdjsonStream {
                 for piece in tool_calls {
                     llmgw_proto::merge_tool_call(&mut self.tool_calls, piece);
                 }
-                let logprobs = ollama_logprobs(&logprobs_json);
+                // Ollama's `logprobs` array is the carried entries as they are.
+                let logprobs = super::response::logprob_entries(&logprobs_json);
                 if content.is_empty() && logprobs.is_none() {
                     return None;
                 }

@@ -167,6 +167,15 @@ fn parse_logprobs(json: &str) -> Option<serde_json::Value> {
         .flatten()
 }
 
+/// The per-token entries of the engine's log probabilities (the carried
+/// `{"content": [...]}`'s array); `None` when there are none.
+pub fn logprob_entries(json: &str) -> Option<serde_json::Value> {
+    match parse_logprobs(json)? {
+        serde_json::Value::Object(mut carried) => carried.remove("content"),
+        _ => None,
+    }
+}
+
 fn chunk_delta(delta: Delta) -> ChunkDelta {
     ChunkDelta {
         role: None,
@@ -229,9 +238,8 @@ impl Aggregate {
                 for piece in delta.tool_calls {
                     llmgw_proto::merge_tool_call(&mut choice.tool_calls, piece);
                 }
-                if let Some(serde_json::Value::Object(mut logprobs)) =
-                    parse_logprobs(&delta.logprobs_json)
-                    && let Some(serde_json::Value::Array(tokens)) = logprobs.remove("content")
+                if let Some(serde_json::Value::Array(tokens)) =
+                    logprob_entries(&delta.logprobs_json)
                 {
                     choice.logprobs.get_or_insert_with(Vec::new).extend(tokens);
                 }
