@@ -72,10 +72,31 @@ pub struct Config {
     /// Open client connections at most; beyond that new ones wait in the listen backlog.
     #[arg(long, env = "GATEWAY_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
-    /// A client must send its request headers within this many milliseconds (slow-header
-    /// clients are disconnected).
+    /// A new connection's first request head (HTTP/1 or HTTP/2, protocol preface included)
+    /// must be complete within this many milliseconds of the accept, and every later HTTP/1
+    /// head within as long; otherwise the connection is closed.
     #[arg(long, env = "GATEWAY_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000)]
     pub header_read_timeout_ms: u64,
+    /// A connection with no request in flight for this many milliseconds is closed (HTTP/1
+    /// keep-alive and HTTP/2 alike).
+    #[arg(long, env = "GATEWAY_IDLE_TIMEOUT_MS", default_value_t = 60_000)]
+    pub idle_timeout_ms: u64,
+    /// HTTP/2 keep-alive: a ping this often, and a peer that leaves one unanswered as long is
+    /// disconnected. 0 = no pings.
+    #[arg(long, env = "GATEWAY_HTTP2_KEEPALIVE_MS", default_value_t = 20_000)]
+    pub http2_keepalive_ms: u64,
+    /// A request body that sends no bytes for this many milliseconds is cut (408
+    /// `body_timeout`, connection closed).
+    #[arg(long, env = "GATEWAY_BODY_STALL_TIMEOUT_MS", default_value_t = 10_000)]
+    pub body_stall_timeout_ms: u64,
+    /// A request body must be complete within this many milliseconds of its head (a client
+    /// trickling a byte at a time never stalls, but is cut here: 408 `body_timeout`).
+    #[arg(long, env = "GATEWAY_BODY_TIMEOUT_MS", default_value_t = 30_000)]
+    pub body_timeout_ms: u64,
+    /// Bytes of request bodies held in memory at once, across all requests; a body that would
+    /// go past it is refused at once with 503 `gateway_overloaded`. 0 = no limit.
+    #[arg(long, env = "GATEWAY_MAX_BODY_BUFFER_BYTES", default_value_t = 128 * 1024 * 1024)]
+    pub max_body_buffer_bytes: usize,
     /// Requests in flight at most (streams count until their last byte); beyond that, 503
     /// `gateway_overloaded` at once. 0 = no limit.
     #[arg(long, env = "GATEWAY_MAX_IN_FLIGHT", default_value_t = 4096)]
@@ -84,6 +105,11 @@ pub struct Config {
     /// the cheapest per request where cores are shared), 0 = one per available core.
     #[arg(long, env = "GATEWAY_WORKER_THREADS", default_value_t = 0)]
     pub worker_threads: usize,
+    /// On SIGTERM, `/readyz` answers 503 at once and the edge keeps serving (new connections
+    /// too) for this many milliseconds, so load balancers stop sending before it stops
+    /// accepting; then it drains for `GATEWAY_SHUTDOWN_GRACE_MS`.
+    #[arg(long, env = "GATEWAY_SHUTDOWN_DELAY_MS", default_value_t = 0)]
+    pub shutdown_delay_ms: u64,
     /// Grace period for in-flight requests on SIGTERM, in milliseconds.
     #[arg(long, env = "GATEWAY_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
     pub shutdown_grace_ms: u64,
@@ -106,6 +132,12 @@ impl Config {
             shutdown_grace_ms: 10_000,
             max_connections: 10_000,
             header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            http2_keepalive_ms: 20_000,
+            body_stall_timeout_ms: 10_000,
+            body_timeout_ms: 30_000,
+            max_body_buffer_bytes: 128 * 1024 * 1024,
+            shutdown_delay_ms: 0,
             max_in_flight: 4096,
             worker_threads: 0,
         }
@@ -122,6 +154,25 @@ impl Config {
                 "GATEWAY_MAX_BODY_BYTES must be at most 67108864 (64 MiB, the scheduler's request limit)"
                     .to_owned(),
             );
+        }
+        if self.max_body_buffer_bytes != 0 && self.max_body_buffer_bytes < self.max_body_bytes {
+            return Err(format!(
+                "GATEWAY_MAX_BODY_BUFFER_BYTES ({}) must be 0 or at least GATEWAY_MAX_BODY_BYTES ({}): no body that large could ever be read",
+                self.max_body_buffer_bytes, self.max_body_bytes
+            ));
+        }
+        for (name, value) in [
+            (
+                "GATEWAY_HEADER_READ_TIMEOUT_MS",
+                self.header_read_timeout_ms,
+            ),
+            ("GATEWAY_IDLE_TIMEOUT_MS", self.idle_timeout_ms),
+            ("GATEWAY_BODY_STALL_TIMEOUT_MS", self.body_stall_timeout_ms),
+            ("GATEWAY_BODY_TIMEOUT_MS", self.body_timeout_ms),
+        ] {
+            if value == 0 {
+                return Err(format!("{name} must be at least 1"));
+            }
         }
         if self.scheduler_connections == 0 {
             return Err("GATEWAY_SCHEDULER_CONNECTIONS must be at least 1".to_owned());

@@ -1,8 +1,14 @@
 //! [`accept`]: the HTTP edge's accept loop, with the limits a public edge needs and axum's
-//! `serve` does not expose: at most `GATEWAY_MAX_CONNECTIONS` open connections (beyond that,
-//! new ones wait in the kernel's backlog instead of costing memory), a header-read timeout
-//! (`GATEWAY_HEADER_READ_TIMEOUT_MS`: a client that trickles its headers is disconnected), and
-//! TCP_NODELAY on every accepted socket (token-sized SSE writes must not wait on Nagle).
+//! `serve` does not give:
+//!
+//! - at most `GATEWAY_MAX_CONNECTIONS` open connections (beyond that, new ones wait in the
+//!   kernel's backlog instead of costing memory);
+//! - every connection under deadlines ([`watch`]): its first request's head within
+//!   `GATEWAY_HEADER_READ_TIMEOUT_MS` of the accept (HTTP/1 and HTTP/2 alike, the protocol
+//!   preface included), closed after `GATEWAY_IDLE_TIMEOUT_MS` without a request in flight,
+//!   and HTTP/2 keep-alive pings that close a peer gone silent;
+//! - every request body under deadlines and a gateway-wide memory budget ([`body`]);
+//! - TCP_NODELAY on every accepted socket (token-sized SSE writes must not wait on Nagle).
 //!
 //! On shutdown it stops accepting, then drains: every request already in flight runs to its
 //! last byte, and every response sent while draining carries `Connection: close` (HTTP/1.x),
@@ -11,7 +17,14 @@
 //! after it: a client that wrote its next request on a stream's connection just as that stream
 //! ended is answered, not cut off. Then the idle connections close. All within the grace period.
 
+pub mod body;
+pub mod watch;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
@@ -21,18 +34,24 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
 
 use crate::layers::Held;
+use body::{BodyLimits, BodyTicket, GuardedBody};
+use watch::{ConnectionDeadlines, ConnectionWatch};
 
 /// After the last request in flight at shutdown ended, how long idle connections stay open
 /// for a next request that was already on its way.
 const DRAIN_LINGER: Duration = Duration::from_millis(500);
+
+/// How long a connection told to close (expired, or at shutdown) may take to say goodbye
+/// (an HTTP/2 GOAWAY) before its socket is dropped.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
 /// Requests in flight (until their body's last byte) and whether the edge is draining.
 #[derive(Debug, Clone)]
@@ -60,10 +79,16 @@ async fn track(State(drain): State<Drain>, request: Request, next: Next) -> Resp
 }
 
 /// Edge limits.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct EdgeLimits {
     pub max_connections: usize,
+    /// The first request's head, from the accept; HTTP/1's later heads too.
     pub header_read_timeout: Duration,
+    /// A connection without a request in flight.
+    pub idle_timeout: Duration,
+    /// HTTP/2 keep-alive ping interval (and how long a ping may go unanswered); zero = none.
+    pub http2_keepalive: Duration,
+    pub bodies: BodyLimits,
     pub grace: Duration,
 }
 
@@ -80,8 +105,20 @@ pub async fn accept(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
     builder.http2().timer(TokioTimer::new());
+    if !limits.http2_keepalive.is_zero() {
+        builder
+            .http2()
+            .keep_alive_interval(limits.http2_keepalive)
+            .keep_alive_timeout(limits.http2_keepalive);
+    }
+    let deadlines = ConnectionDeadlines {
+        head: limits.header_read_timeout,
+        idle: limits.idle_timeout,
+    };
     let connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    let graceful = GracefulShutdown::new();
+    let open = TaskTracker::new();
+    // Cancelled once the requests in flight at shutdown have drained: idle connections close.
+    let close_all = CancellationToken::new();
     let drain = Drain {
         requests: TaskTracker::new(),
         draining: shutdown.clone(),
@@ -110,15 +147,49 @@ pub async fn accept(
         if let Err(err) = stream.set_nodelay(true) {
             tracing::debug!(error = %err, "cannot set TCP_NODELAY");
         }
-        let service = TowerToHyperService::new(app.clone());
+        let watch = ConnectionWatch::new();
+        let service = TowerToHyperService::new(EdgeService {
+            app: app.clone(),
+            watch: Arc::clone(&watch),
+            bodies: limits.bodies.clone(),
+        });
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
-        let connection = graceful.watch(connection);
-        // Not tracked one by one: `graceful` waits for every connection at shutdown.
-        tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::debug!(error = %err, "connection ended with an error");
+        let close_all = close_all.clone();
+        open.spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            let mut closing = false;
+            loop {
+                let expiry = watch.expiry(deadlines);
+                let expired = async {
+                    match expiry {
+                        Some((at, why)) => {
+                            tokio::time::sleep_until(at).await;
+                            why
+                        }
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    ended = connection.as_mut() => {
+                        if let Err(err) = ended {
+                            tracing::debug!(error = %err, "connection ended with an error");
+                        }
+                        break;
+                    }
+                    () = watch.changed() => {}
+                    why = expired, if !closing => {
+                        tracing::debug!(why = why.as_str(), "closing a quiet connection");
+                        connection.as_mut().graceful_shutdown();
+                        let _ = tokio::time::timeout(CLOSE_LINGER, connection.as_mut()).await;
+                        break;
+                    }
+                    () = close_all.cancelled(), if !closing => {
+                        connection.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                }
             }
             drop(permit);
         });
@@ -126,14 +197,16 @@ pub async fn accept(
     drop(listener);
     let deadline = tokio::time::Instant::now() + limits.grace;
     drain.requests.close();
+    open.close();
     let drained = tokio::time::timeout_at(deadline, drain.requests.wait())
         .await
         .is_ok();
-    if drained && graceful.count() > 0 {
+    if drained && !open.is_empty() {
         let linger_until = (tokio::time::Instant::now() + DRAIN_LINGER).min(deadline);
         tokio::time::sleep_until(linger_until).await;
     }
-    if tokio::time::timeout_at(deadline, graceful.shutdown())
+    close_all.cancel();
+    if tokio::time::timeout_at(deadline, open.wait())
         .await
         .is_err()
     {
@@ -141,5 +214,54 @@ pub async fn accept(
             grace_ms = limits.grace.as_millis() as u64,
             "drain grace period over; closing remaining requests"
         );
+    }
+}
+
+/// The router behind one connection: each request is in flight on the connection's watch
+/// until its response's last byte, its body is guarded, and its share of the body budget is
+/// given back once the handler has answered.
+#[derive(Clone)]
+struct EdgeService {
+    app: Router,
+    watch: Arc<ConnectionWatch>,
+    bodies: BodyLimits,
+}
+
+impl<B> tower::Service<axum::http::Request<B>> for EdgeService
+where
+    B: http_body::Body<Data = axum::body::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
+        let in_flight = self.watch.begin();
+        let ticket = Arc::new(BodyTicket::default());
+        let declared = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse::<u64>().ok());
+        let (mut parts, body) = request.into_parts();
+        parts.extensions.insert(Arc::clone(&ticket));
+        let body = GuardedBody::new(body, self.bodies.clone(), Arc::clone(&ticket), declared);
+        let request = Request::from_parts(parts, axum::body::Body::new(body));
+        let app = self.app.clone();
+        Box::pin(async move {
+            let response = app.oneshot(request).await?;
+            ticket.release();
+            Ok(response.map(|body| {
+                axum::body::Body::new(Held {
+                    body,
+                    permit: in_flight,
+                })
+            }))
+        })
     }
 }

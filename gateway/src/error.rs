@@ -169,6 +169,7 @@ fn scheduler_message(reason: Reason) -> Said {
     Said::Fixed(match reason {
         Reason::InvalidRequest
         | Reason::BodyTooLarge
+        | Reason::BodyTimeout
         | Reason::RouteNotFound
         | Reason::BackendRejected
         | Reason::OptionNotAllowed => return Said::Theirs,

@@ -27,6 +27,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::caller::{priority_name, valid_token};
+use crate::edge::body::BodyTicket;
 use crate::error::{ApiError, Refusal};
 use crate::governance::Governance;
 use crate::metrics::GatewayMetrics;
@@ -154,7 +155,7 @@ pub async fn caller(
         .map_or_else(String::new, |id| id.0.clone());
     let caller = match governance.identify(request.headers(), request_id) {
         Ok(caller) => caller,
-        Err(err) => return refuse_before_the_body(request, err, state.max_body_bytes).await,
+        Err(err) => return refuse_before_the_body(request, err, REFUSAL_DRAIN_BYTES).await,
     };
     let span = tracing::Span::current();
     span.record("llmgw.tenant", caller.tenant.as_str());
@@ -244,7 +245,6 @@ impl<B: http_body::Body, P> http_body::Body for Held<B, P> {
 #[derive(Debug, Clone)]
 pub struct CallerState {
     pub governance: Arc<Governance>,
-    pub max_body_bytes: usize,
 }
 
 /// How long a refused request's body may take to arrive before the connection is given up.
@@ -255,15 +255,16 @@ async fn refuse_before_the_body(request: Request, err: ApiError, limit: usize) -
     drain_then(request, err.into_response(), limit).await
 }
 
-/// The most of a body read before a refusal that does not look at it (unknown routes, model
-/// management); beyond it the connection closes after the answer.
+/// The most of a body read (and dropped) before a refusal that does not look at it (a bad
+/// key, an unknown route, model management); beyond it the connection closes after the answer.
 pub const REFUSAL_DRAIN_BYTES: usize = 1 << 20;
 
-/// Answers `response` to a request whose body nobody read. The body is read and dropped first
-/// (within `limit` bytes and [`DRAIN_TIMEOUT`]): an HTTP/1.1 server that answers without
-/// reading it must close the connection, and a client's next request on that keep-alive
-/// connection would fail with "server disconnected". If it cannot be read, the answer says
-/// `Connection: close`.
+/// Answers `response` to a request whose body nobody read. A body that declares at most
+/// `limit` bytes is read and dropped piece by piece as it arrives (never held: a flood of
+/// refused bodies costs no memory), within [`DRAIN_TIMEOUT`]: an HTTP/1.1 server that answers
+/// without reading it must close the connection, and a client's next request on that
+/// keep-alive connection would fail with "server disconnected". A larger body, or one that
+/// cannot be read in time, is not read at all: the answer says `Connection: close`.
 pub async fn drain_then(request: Request, mut response: Response, limit: usize) -> Response {
     // HTTP/2 resets the one stream and keeps the connection; a client that waits for
     // `100 Continue` has not sent its body and need not: nothing to drain in either case.
@@ -274,17 +275,44 @@ pub async fn drain_then(request: Request, mut response: Response, limit: usize) 
     if request.version() >= axum::http::Version::HTTP_2 || expects_continue {
         return response;
     }
-    let drained = tokio::time::timeout(
-        DRAIN_TIMEOUT,
-        axum::body::to_bytes(request.into_body(), limit),
-    )
-    .await;
-    if !matches!(drained, Ok(Ok(_))) {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    let small = declared.is_none_or(|bytes| bytes <= limit as u64);
+    let drained = small && {
+        if let Some(ticket) = request.extensions().get::<Arc<BodyTicket>>() {
+            ticket.discard();
+        }
+        let discarded = discard(request.into_body(), limit);
+        matches!(
+            tokio::time::timeout(DRAIN_TIMEOUT, discarded).await,
+            Ok(true)
+        )
+    };
+    if !drained {
         response
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     response
+}
+
+/// Reads `body` to its end, dropping every piece; false if it breaks or passes `limit` bytes.
+async fn discard(mut body: axum::body::Body, limit: usize) -> bool {
+    use http_body_util::BodyExt;
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            return false;
+        };
+        seen += frame.data_ref().map_or(0, |data| data.len());
+        if seen > limit {
+            return false;
+        }
+    }
+    true
 }
 
 /// Sets a header if `value` is a valid header value (ids and names always are).

@@ -28,4 +28,6 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub metrics: Arc<GatewayMetrics>,
     pub governance: Arc<Governance>,
+    /// Cancelled when the gateway begins to shut down: `/readyz` fails from then on.
+    pub stopping: tokio_util::sync::CancellationToken,
 }

@@ -42,6 +42,8 @@ pub struct Target {
     next: AtomicUsize,
     /// From its health watch; optimistic until the first answer.
     serving: AtomicBool,
+    /// A health check has answered (or failed) at least once.
+    checked: AtomicBool,
     /// From `ListModels`; `None` until known.
     models: RwLock<Option<HashSet<String>>>,
     /// Ends the watcher when the address disappears from DNS.
@@ -70,6 +72,7 @@ impl Target {
             channels: channels.into(),
             next: AtomicUsize::new(0),
             serving: AtomicBool::new(true),
+            checked: AtomicBool::new(false),
             models: RwLock::new(None),
             gone: CancellationToken::new(),
         })
@@ -95,6 +98,16 @@ impl Target {
 
     pub fn is_serving(&self) -> bool {
         self.serving.load(Ordering::Relaxed)
+    }
+
+    /// Serving, as its last health check said (not merely presumed before the first one).
+    pub fn is_known_serving(&self) -> bool {
+        self.checked.load(Ordering::Relaxed) && self.is_serving()
+    }
+
+    /// Whether any health check has finished yet.
+    pub fn is_checked(&self) -> bool {
+        self.checked.load(Ordering::Relaxed)
     }
 
     fn has_model(&self, model: &str) -> Option<bool> {
@@ -316,7 +329,9 @@ impl SchedulerClients {
                 tokio::time::timeout(HEALTH_TIMEOUT, check).await,
                 Ok(Ok(response)) if response.get_ref().status() == ServingStatus::Serving
             );
-            if serving != target.serving.swap(serving, Ordering::Relaxed) {
+            let changed = serving != target.serving.swap(serving, Ordering::Relaxed);
+            target.checked.store(true, Ordering::Relaxed);
+            if changed {
                 tracing::info!(scheduler = %target.address, serving, "scheduler serving state changed");
                 models_due = tokio::time::Instant::now();
             }

@@ -11,10 +11,12 @@ use axum::middleware;
 use axum::response::IntoResponse;
 use axum::routing::{any, get, post};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::edge::body::BodyLimits;
 use crate::edge::{self, EdgeLimits};
 use crate::error::ApiError;
 use crate::governance::Governance;
@@ -39,11 +41,15 @@ pub enum ServeError {
 
 /// The gateway's routes and layers for `config`.
 pub fn router(config: &Config) -> Result<Router, ServeError> {
-    build(config).map(|(router, _, _)| router)
+    build(config, CancellationToken::new()).map(|(router, _, _)| router)
 }
 
-/// The router and the live governance (which `serve` reloads on SIGHUP and file changes).
-fn build(config: &Config) -> Result<(Router, Arc<Governance>, SchedulerClients), ServeError> {
+/// The router and the live governance (which `serve` reloads on SIGHUP and file changes);
+/// `/readyz` fails from the moment `stopping` is cancelled.
+fn build(
+    config: &Config,
+    stopping: CancellationToken,
+) -> Result<(Router, Arc<Governance>, SchedulerClients), ServeError> {
     config.validate().map_err(ServeError::Config)?;
     let scheduler = SchedulerClients::connect_lazy(
         &config.scheduler_url,
@@ -61,6 +67,7 @@ fn build(config: &Config) -> Result<(Router, Arc<Governance>, SchedulerClients),
         config: Arc::new(config.clone()),
         metrics: Arc::clone(&metrics),
         governance: Arc::clone(&governance),
+        stopping,
     };
     // The edge's API routes: OpenAI's, and Ollama's native ones (with its error bodies). Both
     // get the caller (the key's tenant, or open mode's headers) as an extension — probes and
@@ -70,7 +77,6 @@ fn build(config: &Config) -> Result<(Router, Arc<Governance>, SchedulerClients),
     let in_flight = layers::InFlight::new(config.max_in_flight);
     let caller = layers::CallerState {
         governance: Arc::clone(&governance),
-        max_body_bytes: config.max_body_bytes,
     };
     let governed = |routes: Router<AppState>| {
         routes
@@ -150,7 +156,7 @@ pub async fn serve(
             "GATEWAY_CONFIG is unset: open mode, no authentication; tenants and priorities come from headers"
         );
     }
-    let (app, governance, schedulers) = build(&config)?;
+    let (app, governance, schedulers) = build(&config, shutdown.clone())?;
     let tasks = TaskTracker::new();
     // Serving state and models of every scheduler, and DNS names re-resolved.
     tasks.spawn(schedulers.watch(shutdown.clone()));
@@ -169,9 +175,36 @@ pub async fn serve(
     let limits = EdgeLimits {
         max_connections: config.max_connections,
         header_read_timeout: Duration::from_millis(config.header_read_timeout_ms),
+        idle_timeout: Duration::from_millis(config.idle_timeout_ms),
+        http2_keepalive: Duration::from_millis(config.http2_keepalive_ms),
+        bodies: BodyLimits {
+            stall: Duration::from_millis(config.body_stall_timeout_ms),
+            total: Duration::from_millis(config.body_timeout_ms),
+            budget: (config.max_body_buffer_bytes > 0)
+                .then(|| Arc::new(Semaphore::new(config.max_body_buffer_bytes))),
+            max_body_bytes: config.max_body_bytes,
+        },
         grace: Duration::from_millis(config.shutdown_grace_ms),
     };
-    edge::accept(listener, app, limits, shutdown).await;
+    // Readiness fails at once (the router reads `shutdown`); the edge keeps accepting for
+    // the shutdown delay, so load balancers that poll `/readyz` stop sending first.
+    let stop_accepting = CancellationToken::new();
+    let delay = Duration::from_millis(config.shutdown_delay_ms);
+    tasks.spawn({
+        let (shutdown, stop_accepting) = (shutdown.clone(), stop_accepting.clone());
+        async move {
+            shutdown.cancelled().await;
+            if !delay.is_zero() {
+                tracing::info!(
+                    delay_ms = delay.as_millis() as u64,
+                    "not ready; accepting until the shutdown delay ends"
+                );
+                tokio::time::sleep(delay).await;
+            }
+            stop_accepting.cancel();
+        }
+    });
+    edge::accept(listener, app, limits, stop_accepting).await;
     tasks.close();
     tasks.wait().await;
     Ok(())

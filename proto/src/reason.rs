@@ -43,6 +43,8 @@ reasons! {
     InvalidRequest => "invalid_request",
     /// The request body is larger than the configured limit.
     BodyTooLarge => "body_too_large",
+    /// The request body stalled or did not arrive in time (`GATEWAY_BODY_*_TIMEOUT_MS`).
+    BodyTimeout => "body_timeout",
     /// No such HTTP route.
     RouteNotFound => "route_not_found",
     /// No such model (or version) in the routing table or on the backend.

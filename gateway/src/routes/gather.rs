@@ -11,6 +11,7 @@ use tonic::Streaming;
 
 use super::call::{Opening, record_rpc_failure};
 use super::observation::Observation;
+use crate::edge::body::BodyError;
 use crate::error::ApiError;
 use crate::governance::reservation::Reservation;
 use crate::layers::put;
@@ -65,15 +66,18 @@ pub(crate) fn started_headers(headers: &mut HeaderMap, started: &Started) {
     );
 }
 
-/// The error for a body that could not be read: over the limit (413) or broken (400).
+/// The error for a body that could not be read: over the limit (413), too slow (408), over
+/// the gateway's body memory (503), or broken (400).
 pub(crate) fn body_error(rejection: BytesRejection, limit: usize) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::BodyTooLarge { limit }
-    } else {
-        ApiError::InvalidRequest {
+        return ApiError::BodyTooLarge { limit };
+    }
+    match BodyError::find(&rejection) {
+        Some(error) => error.to_api_error(),
+        None => ApiError::InvalidRequest {
             message: format!("cannot read request body: {rejection}"),
             param: None,
-        }
+        },
     }
 }
 

@@ -1,12 +1,9 @@
 //! `GET /healthz` (liveness: the process answers) and `GET /readyz` (readiness: a scheduler
-//! answers gRPC health SERVING, i.e. it leads its group and has a backend that can serve).
-
-use std::time::Duration;
+//! reports SERVING, i.e. it leads its group and has a backend that can serve, and the gateway
+//! is not shutting down).
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use tonic_health::pb::HealthCheckRequest;
-use tonic_health::pb::health_check_response::ServingStatus;
 
 use super::AppState;
 
@@ -15,34 +12,23 @@ pub async fn healthz() -> &'static str {
     "OK"
 }
 
-/// 200 while at least one scheduler reports SERVING (it leads its group and has a backend
-/// that can serve); 503 with the reason otherwise.
-pub async fn readyz(State(state): State<AppState>) -> (StatusCode, String) {
-    let checks = state.scheduler.targets().into_iter().map(|target| async move {
-        let mut health = target.health();
-        let check = health.check(HealthCheckRequest {
-            service: String::new(),
-        });
-        match tokio::time::timeout(Duration::from_secs(2), check).await {
-            Ok(Ok(response)) => Ok(response.get_ref().status()),
-            Ok(Err(status)) => {
-                tracing::debug!(scheduler = %target.address, error = %status, "readiness check failed");
-                Err("unreachable")
-            }
-            Err(_) => Err("health check timed out"),
-        }
-    });
-    let answers = futures::future::join_all(checks).await;
-    if answers
-        .iter()
-        .any(|answer| matches!(answer, Ok(ServingStatus::Serving)))
-    {
-        return (StatusCode::OK, "ready".to_owned());
+/// 200 while at least one scheduler's last health check said SERVING; 503 with the reason
+/// otherwise, and from the moment a shutdown began. Answered from the state the gateway's
+/// scheduler watch keeps (a health check every half second), so a probe costs no RPC.
+pub async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
+    if state.stopping.is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready: shutting down");
     }
-    let why = match answers.first() {
-        Some(Ok(status)) => format!("scheduler reports {}", status.as_str_name()),
-        Some(Err(reason)) => format!("scheduler {reason}"),
-        None => "no scheduler".to_owned(),
+    let targets = state.scheduler.targets();
+    if targets.iter().any(|target| target.is_known_serving()) {
+        return (StatusCode::OK, "ready");
+    }
+    let why = if targets.is_empty() {
+        "not ready: no scheduler"
+    } else if targets.iter().all(|target| !target.is_checked()) {
+        "not ready: no scheduler health check has answered yet"
+    } else {
+        "not ready: no scheduler reports SERVING"
     };
-    (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}"))
+    (StatusCode::SERVICE_UNAVAILABLE, why)
 }

@@ -14,6 +14,7 @@ mod choices_and_logprobs;
 mod completions_and_embeddings;
 mod edge_limits;
 mod governance;
+mod hostile_clients;
 mod keepalive;
 mod large_messages;
 mod limit_store;

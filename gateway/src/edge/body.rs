@@ -1,0 +1,375 @@
+//! [`GuardedBody`]: every request body as the edge hands it to the router — with deadlines and
+//! a share of the gateway's body memory, so no client can hold a connection or memory by
+//! sending slowly or by sending much.
+//!
+//! - **Stall**: no bytes for `GATEWAY_BODY_STALL_TIMEOUT_MS` while someone reads it → error.
+//! - **Whole body**: not complete within `GATEWAY_BODY_TIMEOUT_MS` of its head → error (a
+//!   client trickling a byte every few seconds never stalls, but never finishes either).
+//! - **Memory**: the bytes of bodies being read count against one budget
+//!   (`GATEWAY_MAX_BODY_BUFFER_BYTES`): a declared `Content-Length` is taken whole at the first
+//!   read, a chunked body frame by frame; past the budget the read fails at once and the
+//!   client gets `503 gateway_overloaded`. A body that is only discarded (a refusal draining
+//!   it, [`BodyTicket::discard`]) costs no budget: its frames are dropped as they arrive.
+//!
+//! The budget taken is held by the request's [`BodyTicket`] until the handler returned its
+//! response head (the parsed request is gone by then), not just until the last byte was read.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::{Instant, Sleep};
+
+/// The limits every request body is read under.
+#[derive(Debug, Clone)]
+pub struct BodyLimits {
+    /// Longest gap between two pieces of the body.
+    pub stall: Duration,
+    /// Longest time for the whole body, from its head.
+    pub total: Duration,
+    /// Bytes of bodies held at once, gateway-wide; `None` = unbounded.
+    pub budget: Option<Arc<Semaphore>>,
+    /// The largest body accepted (a larger declared length is the router's 413, not budget).
+    pub max_body_bytes: usize,
+}
+
+/// Why a body could not be read to its end.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("the request body stalled: no bytes for {0} ms")]
+    Stalled(u64),
+    #[error("the request body did not arrive within {0} ms")]
+    TooSlow(u64),
+    #[error("the gateway holds its limit of request body bytes; retry shortly")]
+    Overloaded,
+    #[error("cannot read the request body: {0}")]
+    Transport(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl BodyError {
+    /// The guard's own error behind a body-reading failure (axum wraps it), if it is one.
+    pub fn find<'a>(mut error: &'a (dyn std::error::Error + 'static)) -> Option<&'a BodyError> {
+        loop {
+            if let Some(found) = error.downcast_ref::<BodyError>() {
+                return Some(found);
+            }
+            error = error.source()?;
+        }
+    }
+}
+
+impl BodyError {
+    /// What the client is told; the connection closes after it (the rest of the body is
+    /// never read).
+    pub fn to_api_error(&self) -> crate::error::ApiError {
+        use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+        use llmgw_proto::Reason;
+        let (status, reason, retry_after_s) = match self {
+            Self::Stalled(_) | Self::TooSlow(_) => {
+                (StatusCode::REQUEST_TIMEOUT, Reason::BodyTimeout, None)
+            }
+            Self::Overloaded => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Reason::GatewayOverloaded,
+                Some(1),
+            ),
+            Self::Transport(_) => {
+                return crate::error::ApiError::InvalidRequest {
+                    message: self.to_string(),
+                    param: None,
+                };
+            }
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        crate::error::ApiError::Refused(Box::new(crate::error::Refusal {
+            status,
+            reason,
+            message: self.to_string(),
+            param: None,
+            retry_after_s,
+            headers,
+        }))
+    }
+}
+
+/// One request's share of the body budget, shared by its body and the edge.
+#[derive(Debug, Default)]
+pub struct BodyTicket {
+    held: Mutex<Option<OwnedSemaphorePermit>>,
+    discarding: AtomicBool,
+}
+
+impl BodyTicket {
+    /// The body will only be dropped as it arrives: what it holds goes back, and the rest of
+    /// it costs nothing.
+    pub fn discard(&self) {
+        self.discarding.store(true, Ordering::Relaxed);
+        self.release();
+    }
+
+    /// Gives the request's budget back (its handler is done with the body).
+    pub fn release(&self) {
+        if let Ok(mut held) = self.held.lock() {
+            held.take();
+        }
+    }
+
+    fn discarding(&self) -> bool {
+        self.discarding.load(Ordering::Relaxed)
+    }
+
+    /// Takes `bytes` more of `budget`, or says the budget is spent.
+    fn take(&self, budget: &Arc<Semaphore>, bytes: usize) -> Result<(), BodyError> {
+        if bytes == 0 || self.discarding() {
+            return Ok(());
+        }
+        let bytes = u32::try_from(bytes).map_err(|_| BodyError::Overloaded)?;
+        let permit = Arc::clone(budget)
+            .try_acquire_many_owned(bytes)
+            .map_err(|_| BodyError::Overloaded)?;
+        let Ok(mut held) = self.held.lock() else {
+            return Err(BodyError::Overloaded);
+        };
+        match held.as_mut() {
+            Some(existing) => existing.merge(permit),
+            None => *held = Some(permit),
+        }
+        Ok(())
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request body read under [`BodyLimits`].
+    pub struct GuardedBody<B> {
+        #[pin]
+        inner: B,
+        limits: BodyLimits,
+        ticket: Arc<BodyTicket>,
+        declared: Option<u64>,
+        deadline: Instant,
+        timer: Option<Pin<Box<Sleep>>>,
+        // The declared length was taken from the budget at the first read.
+        prepaid: bool,
+        failed: bool,
+    }
+}
+
+impl<B> GuardedBody<B> {
+    /// Guards `inner`, whose head arrived just now and declared `declared` bytes.
+    pub fn new(
+        inner: B,
+        limits: BodyLimits,
+        ticket: Arc<BodyTicket>,
+        declared: Option<u64>,
+    ) -> Self {
+        let deadline = Instant::now() + limits.total;
+        Self {
+            inner,
+            limits,
+            ticket,
+            declared,
+            deadline,
+            timer: None,
+            prepaid: false,
+            failed: false,
+        }
+    }
+}
+
+impl<B> Body for GuardedBody<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.project();
+        if *this.failed {
+            return Poll::Ready(None);
+        }
+        let fail = |failed: &mut bool, error: BodyError| {
+            *failed = true;
+            Poll::Ready(Some(Err(error)))
+        };
+        if let (Some(budget), Some(declared), false) =
+            (&this.limits.budget, *this.declared, *this.prepaid)
+        {
+            *this.prepaid = true;
+            let upfront = usize::try_from(declared)
+                .unwrap_or(usize::MAX)
+                .min(this.limits.max_body_bytes);
+            if let Err(error) = this.ticket.take(budget, upfront) {
+                return fail(this.failed, error);
+            }
+        }
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(budget), Some(data), false) =
+                    (&this.limits.budget, frame.data_ref(), *this.prepaid)
+                    && let Err(error) = this.ticket.take(budget, data.len())
+                {
+                    return fail(this.failed, error);
+                }
+                // Progress: the stall clock starts again (the whole-body deadline does not).
+                if let Some(timer) = this.timer.as_mut() {
+                    let next = (Instant::now() + this.limits.stall).min(*this.deadline);
+                    timer.as_mut().reset(next);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(error))) => fail(this.failed, BodyError::Transport(error.into())),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                let (stall, deadline) = (this.limits.stall, *this.deadline);
+                let timer = this.timer.get_or_insert_with(|| {
+                    Box::pin(tokio::time::sleep_until(
+                        (Instant::now() + stall).min(deadline),
+                    ))
+                });
+                ready!(timer.as_mut().poll(cx));
+                let error = if Instant::now() >= deadline {
+                    BodyError::TooSlow(this.limits.total.as_millis() as u64)
+                } else {
+                    BodyError::Stalled(stall.as_millis() as u64)
+                };
+                fail(this.failed, error)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.failed || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, StreamBody};
+
+    fn limits(budget: Option<usize>) -> BodyLimits {
+        BodyLimits {
+            stall: Duration::from_millis(100),
+            total: Duration::from_millis(1_000),
+            budget: budget.map(|bytes| Arc::new(Semaphore::new(bytes))),
+            max_body_bytes: 1 << 20,
+        }
+    }
+
+    /// A body that yields `pieces`, each after `gap`.
+    fn trickle(
+        pieces: usize,
+        gap: Duration,
+    ) -> impl Body<Data = Bytes, Error = std::convert::Infallible> {
+        let frames = futures::stream::unfold(0, move |sent| async move {
+            if sent == pieces {
+                return None;
+            }
+            tokio::time::sleep(gap).await;
+            Some((Ok(Frame::data(Bytes::from_static(b"x"))), sent + 1))
+        });
+        StreamBody::new(frames)
+    }
+
+    async fn read<B: Body<Data = Bytes, Error = BodyError>>(body: B) -> Result<usize, BodyError> {
+        Box::pin(body)
+            .collect()
+            .await
+            .map(|all| all.to_bytes().len())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_keeps_coming_in_time_is_read_whole() {
+        let ticket = Arc::new(BodyTicket::default());
+        let body = GuardedBody::new(
+            trickle(5, Duration::from_millis(50)),
+            limits(None),
+            ticket,
+            None,
+        );
+        assert_eq!(read(body).await.ok(), Some(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_gap_longer_than_the_stall_timeout_fails() {
+        let ticket = Arc::new(BodyTicket::default());
+        let body = GuardedBody::new(
+            trickle(5, Duration::from_millis(150)),
+            limits(None),
+            ticket,
+            None,
+        );
+        assert!(matches!(read(body).await, Err(BodyError::Stalled(100))));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_trickle_that_never_stalls_still_ends_at_the_whole_body_deadline() {
+        let ticket = Arc::new(BodyTicket::default());
+        let body = GuardedBody::new(
+            trickle(100, Duration::from_millis(90)),
+            limits(None),
+            ticket,
+            None,
+        );
+        assert!(matches!(read(body).await, Err(BodyError::TooSlow(1_000))));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_budget_is_held_until_released_and_refuses_beyond() {
+        let limits = limits(Some(8));
+        let budget = limits
+            .budget
+            .clone()
+            .unwrap_or_else(|| Arc::new(Semaphore::new(0)));
+        let first = Arc::new(BodyTicket::default());
+        let body = GuardedBody::new(
+            trickle(5, Duration::ZERO),
+            limits.clone(),
+            Arc::clone(&first),
+            None,
+        );
+        assert_eq!(read(body).await.ok(), Some(5));
+        assert_eq!(budget.available_permits(), 3, "read bytes stay held");
+        let second = Arc::new(BodyTicket::default());
+        let declared =
+            GuardedBody::new(trickle(5, Duration::ZERO), limits.clone(), second, Some(5));
+        assert!(matches!(read(declared).await, Err(BodyError::Overloaded)));
+        first.release();
+        assert_eq!(budget.available_permits(), 8);
+        let discarded = Arc::new(BodyTicket::default());
+        discarded.discard();
+        let body = GuardedBody::new(trickle(50, Duration::ZERO), limits, discarded, Some(50));
+        assert_eq!(
+            read(body).await.ok(),
+            Some(50),
+            "a discarded body costs no budget"
+        );
+        assert_eq!(budget.available_permits(), 8);
+    }
+
+    #[test]
+    fn the_guards_error_is_found_behind_wrappers() {
+        let wrapped = axum::Error::new(BodyError::Overloaded);
+        assert!(matches!(
+            BodyError::find(&wrapped),
+            Some(BodyError::Overloaded)
+        ));
+        let other = std::io::Error::other("x");
+        assert!(BodyError::find(&other).is_none());
+    }
+}
