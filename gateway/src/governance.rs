@@ -229,12 +229,13 @@ impl Governance {
             || limits.tokens_per_day.is_some()
             || limits.tokens_per_month.is_some();
         let (texts, messages) = request.prompt_texts();
-        let prompt = estimate::prompt_tokens(
+        let prompt = estimate::prompt_tokens_off_runtime(
             &texts,
             messages,
             policy.tokenizers.for_model(request.model()),
             policy.accounting.prompt_bytes_per_token,
-        );
+        )
+        .await;
         let completion = request.max_output().map_or(0, u64::from);
         let tokens = if counts_tokens {
             prompt + completion
@@ -274,6 +275,7 @@ impl Governance {
                         limits,
                         tokens,
                         prompt,
+                        policy.accounting.reservation_ttl_ms,
                     )),
                     headers: headers::rate_limit_headers(tenant, &remaining),
                 })

@@ -35,11 +35,11 @@ impl Tokenizers {
     }
 
     /// The tokenizer for `model`, if one is configured.
-    pub fn for_model(&self, model: &str) -> Option<&Tokenizer> {
+    pub fn for_model(&self, model: &str) -> Option<&Arc<Tokenizer>> {
         self.0
             .iter()
             .find(|(globs, _)| globs.iter().any(|glob| glob_matches(glob, model)))
-            .map(|(_, tokenizer)| tokenizer.as_ref())
+            .map(|(_, tokenizer)| tokenizer)
     }
 }
 
@@ -103,6 +103,32 @@ pub fn prompt_tokens(
     text + PER_MESSAGE * messages as u64 + PER_REQUEST
 }
 
+/// Prompts longer than this are tokenized on the blocking pool: a 4 MiB prompt takes a
+/// tokenizer tens of milliseconds, which must not stall every other request on the runtime.
+const INLINE_TOKENIZE_BYTES: usize = 16 << 10;
+
+/// [`prompt_tokens`], with a long prompt's tokenizing moved off the async runtime.
+pub async fn prompt_tokens_off_runtime(
+    texts: &[&str],
+    messages: usize,
+    tokenizer: Option<&Arc<Tokenizer>>,
+    bytes_per_token: f64,
+) -> u64 {
+    let bytes: usize = texts.iter().map(|text| text.len()).sum();
+    let Some(tokenizer) = tokenizer.filter(|_| bytes > INLINE_TOKENIZE_BYTES) else {
+        return prompt_tokens(texts, messages, tokenizer.map(Arc::as_ref), bytes_per_token);
+    };
+    let owned: Vec<String> = texts.iter().map(|text| (*text).to_owned()).collect();
+    let tokenizer = Arc::clone(tokenizer);
+    let counted = tokio::task::spawn_blocking(move || {
+        let texts: Vec<&str> = owned.iter().map(String::as_str).collect();
+        prompt_tokens(&texts, messages, Some(&tokenizer), bytes_per_token)
+    })
+    .await;
+    // The blocking pool failed us: one token per byte is an upper bound for byte-level BPE.
+    counted.unwrap_or_else(|_| prompt_tokens(texts, messages, None, 1.0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,7 +181,7 @@ mod tests {
         assert!(tokenizers.for_model("qwen").is_none());
         // "user" → 1, "hello big world" → 3; plus one message and the reply's opening.
         assert_eq!(
-            prompt_tokens(&chat_texts(&request), 1, tokenizer, 1.0),
+            prompt_tokens(&chat_texts(&request), 1, tokenizer.map(Arc::as_ref), 1.0),
             4 + 8 + 8
         );
         let missing = Tokenizers::load(&[TokenizerConfig {

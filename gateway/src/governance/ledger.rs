@@ -132,6 +132,8 @@ pub struct Ledger {
     day: Window,
     month: Window,
     held: HashMap<String, Held>,
+    /// Ids cancelled before their reservation arrived, until when they are remembered.
+    cancelled: HashMap<String, u64>,
 }
 
 impl Ledger {
@@ -146,7 +148,8 @@ impl Ledger {
     ) -> Decision {
         self.expire(now_ms);
         self.turn_windows(now_ms);
-        if self.held.contains_key(id) {
+        if self.held.contains_key(id) || self.cancelled.contains_key(id) {
+            // A retry of a granted reservation, or one cancelled already: nothing more held.
             return Decision::Granted(self.remaining(limits, now_ms));
         }
         let requests = limits.rpm.map(|cap| self.bucket_level(false, cap, now_ms));
@@ -260,6 +263,17 @@ impl Ledger {
         }
     }
 
+    /// Cancels `id`, whose reservation may or may not have been made: a held one is refunded
+    /// whole; an unknown one is remembered for `ttl_ms`, so its reservation, if it comes
+    /// later, reserves nothing.
+    pub fn cancel(&mut self, id: &str, limits: &Limits, now_ms: u64, ttl_ms: u64) {
+        if self.held.contains_key(id) {
+            self.settle(id, 0, limits, now_ms);
+        } else {
+            self.cancelled.insert(id.to_owned(), now_ms + ttl_ms);
+        }
+    }
+
     /// What remains now, without changing anything.
     pub fn peek(&mut self, limits: &Limits, now_ms: u64) -> Remaining {
         self.expire(now_ms);
@@ -279,6 +293,7 @@ impl Ledger {
 
     fn expire(&mut self, now_ms: u64) {
         self.held.retain(|_, held| held.expires_ms > now_ms);
+        self.cancelled.retain(|_, until| *until > now_ms);
     }
 
     fn turn_windows(&mut self, now_ms: u64) {

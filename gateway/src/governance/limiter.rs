@@ -15,9 +15,10 @@ use super::store::memory::MemoryStore;
 use super::store::{LimitStore, Reserve, StoreError};
 use crate::metrics::GatewayMetrics;
 
-/// Waits between settlement attempts: a blip in the store must not hold a tenant's
-/// concurrency slot and tokens until the reservation's TTL.
-const SETTLE_BACKOFF_MS: [u64; 4] = [50, 200, 1000, 5000];
+/// Waits between retries of a settlement or a compensation that failed: a blip in the store
+/// must not hold a tenant's concurrency slot and tokens until the reservation's TTL. The last
+/// wait repeats until the reservation's TTL has passed (then the store has expired it anyway).
+const RETRY_BACKOFF_MS: [u64; 5] = [50, 200, 1000, 2000, 5000];
 
 /// Where a reservation was made, so its settlement goes to the same place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,42 +90,100 @@ impl Limiter {
         outcome
     }
 
-    /// Reserves against the store, or (store down, `allow`) locally.
-    pub async fn reserve(&self, ask: Reserve) -> Result<(Decision, Ledgered), Unavailable> {
-        match self.timed("reserve", self.store.reserve(ask.clone())).await {
-            Ok(decision) => Ok((decision, Ledgered::Store)),
-            Err(err) => match self.on_error {
-                OnError::Deny => Err(Unavailable(err.0)),
-                OnError::Allow => Ok((self.local.reserve_now(&ask), Ledgered::Local)),
-            },
+    /// Reserves against the store, or (store down, `allow`) locally. A store call that failed
+    /// may still have reserved (a timed-out script runs when the store wakes up): it is
+    /// compensated in the background — cancelled by its id, which the store remembers, so a
+    /// reservation that lands after its cancellation reserves nothing.
+    pub async fn reserve(
+        self: &Arc<Self>,
+        ask: Reserve,
+    ) -> Result<(Decision, Ledgered), Unavailable> {
+        let failed = match self.timed("reserve", self.store.reserve(ask.clone())).await {
+            Ok(decision) => return Ok((decision, Ledgered::Store)),
+            Err(err) => err,
+        };
+        self.compensate(&ask);
+        match self.on_error {
+            OnError::Deny => Err(Unavailable(failed.0)),
+            OnError::Allow => Ok((self.local.reserve_now(&ask), Ledgered::Local)),
         }
     }
 
-    /// Settles where the reservation was made, retrying a failed store call a few times
-    /// (settlement is idempotent by id). If all fail, the reservation expires after its TTL,
-    /// charged what it reserved (never less than was used).
-    pub async fn settle(
+    /// Cancels `ask` in the store, retrying in the background until the store answers.
+    fn compensate(self: &Arc<Self>, ask: &Reserve) {
+        let this = Arc::clone(self);
+        let ask = ask.clone();
+        let give_up = Instant::now() + Duration::from_millis(ask.ttl_ms);
+        tokio::spawn(async move {
+            let cancel = || {
+                this.store.cancel(
+                    Arc::clone(&ask.tenant),
+                    ask.id.clone(),
+                    ask.limits,
+                    ask.ttl_ms,
+                )
+            };
+            if this.retry("cancel", give_up, cancel).await {
+                tracing::info!(tenant = %ask.tenant, "reservation of a failed store call compensated");
+            } else {
+                tracing::warn!(tenant = %ask.tenant, "compensation failed; the reservation will expire after its TTL");
+            }
+        });
+    }
+
+    /// Calls `op` until it succeeds (true) or `give_up` passes (false), backing off.
+    async fn retry(
         &self,
+        name: &'static str,
+        give_up: Instant,
+        op: impl Fn() -> BoxFuture<'static, Result<(), StoreError>>,
+    ) -> bool {
+        let mut backoff = RETRY_BACKOFF_MS.iter().copied().chain(std::iter::repeat(
+            RETRY_BACKOFF_MS[RETRY_BACKOFF_MS.len() - 1],
+        ));
+        loop {
+            if self.timed(name, op()).await.is_ok() {
+                return true;
+            }
+            let wait = Duration::from_millis(backoff.next().unwrap_or(5000));
+            if Instant::now() + wait >= give_up {
+                return false;
+            }
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Settles where the reservation was made. One attempt is awaited (the caller's answer
+    /// waits for it, so its next request finds the budget settled); if the store fails, the
+    /// settlement is retried in the background (it is idempotent by id) until the
+    /// reservation's TTL, after which the store has expired it, charged what it reserved.
+    pub async fn settle(
+        self: &Arc<Self>,
         place: Ledgered,
         tenant: Arc<str>,
         id: String,
         used: u64,
         limits: Limits,
+        ttl_ms: u64,
     ) {
         if place == Ledgered::Local {
             self.local.settle_now(&tenant, &id, used, &limits);
             return;
         }
-        for backoff_ms in SETTLE_BACKOFF_MS {
-            let call = self
-                .store
-                .settle(Arc::clone(&tenant), id.clone(), used, limits);
-            if self.timed("settle", call).await.is_ok() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
+        let give_up = Instant::now() + Duration::from_millis(ttl_ms);
+        let settle = {
+            let (store, tenant, id) = (Arc::clone(&self.store), Arc::clone(&tenant), id.clone());
+            move || store.settle(Arc::clone(&tenant), id.clone(), used, limits)
+        };
+        if self.timed("settle", settle()).await.is_ok() {
+            return;
         }
-        tracing::warn!(tenant = %tenant, "settlement failed; the reservation will expire after its TTL");
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            if !this.retry("settle", give_up, settle).await {
+                tracing::warn!(tenant = %tenant, "settlement failed; the reservation will expire after its TTL");
+            }
+        });
     }
 
     /// What remains for `tenant`.

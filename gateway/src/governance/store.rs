@@ -43,6 +43,16 @@ pub trait LimitStore: Send + Sync + std::fmt::Debug {
         used: u64,
         limits: Limits,
     ) -> BoxFuture<'static, Result<(), StoreError>>;
+    /// Cancels a reservation whose `reserve` call failed (it may or may not have been made):
+    /// a held one is refunded whole; an unknown id is remembered for `ttl_ms`, so a `reserve`
+    /// of it that arrives later reserves nothing.
+    fn cancel(
+        &self,
+        tenant: Arc<str>,
+        id: String,
+        limits: Limits,
+        ttl_ms: u64,
+    ) -> BoxFuture<'static, Result<(), StoreError>>;
     /// What remains now.
     fn peek(
         &self,

@@ -91,7 +91,7 @@ async fn handle(
     } else {
         let mut events = events;
         let mut aggregate = Aggregate::new(meta);
-        for event in gather::rest(opening, &mut events, &rpc_span).await? {
+        for event in gather::rest(opening, &mut events, &rpc_span, &mut reservation).await? {
             aggregate.push(event);
         }
         let completion = aggregate.finish()?;
@@ -101,7 +101,8 @@ async fn handle(
             observation,
             &model,
             (usage.prompt_tokens, usage.completion_tokens),
-        );
+        )
+        .await;
         Json(completion).into_response()
     };
     if let Some(started) = started {

@@ -87,7 +87,7 @@ async fn handle(
         )
     } else {
         let mut aggregate = Aggregate::new(meta.clone());
-        for event in gather::rest(opening, &mut events, &rpc_span).await? {
+        for event in gather::rest(opening, &mut events, &rpc_span, &mut reservation).await? {
             aggregate.push(event);
         }
         let (answer, usage) = aggregate.whole()?;
@@ -96,7 +96,8 @@ async fn handle(
             observation,
             &model,
             (usage.prompt_tokens, usage.completion_tokens),
-        );
+        )
+        .await;
         Json(whole(&meta, &answer.content, &answer.finish_reason, usage)).into_response()
     };
     if let Some(started) = started {

@@ -68,7 +68,7 @@ async fn handle(
     let started = opening.started.clone();
     observation.model = Some(model.clone());
     let (mut vectors, mut usage) = (None, None);
-    for event in gather::rest(opening, &mut events, &rpc_span).await? {
+    for event in gather::rest(opening, &mut events, &rpc_span, &mut reservation).await? {
         match event {
             Event::Embeddings(embeddings) => vectors = Some(embeddings.vectors),
             Event::Usage(reported) => usage = Some(reported.prompt_tokens),
@@ -79,7 +79,7 @@ async fn handle(
         return Err(ApiError::backend_interrupted());
     };
     let prompt_tokens = usage.unwrap_or(0);
-    gather::settle(reservation, observation, &model, (prompt_tokens, 0));
+    gather::settle(reservation, observation, &model, (prompt_tokens, 0)).await;
     let vectors = vectors.into_iter().map(|vector| vector.values).collect();
     let mut response = Json(list(&model, vectors, base64, prompt_tokens)).into_response();
     if let Some(started) = started {

@@ -16,11 +16,13 @@ use crate::error::ApiError;
 use crate::governance::reservation::Reservation;
 use crate::layers::put;
 
-/// Every event after the opening, in order (the opening's first content event first).
+/// Every event after the opening, in order (the opening's first content event first); the
+/// reservation learns whether the engine reported the prompt's tokens.
 pub(crate) async fn rest(
     opening: Opening,
     events: &mut Streaming<ChatEvent>,
     rpc_span: &tracing::Span,
+    reservation: &mut Option<Reservation>,
 ) -> Result<Vec<Event>, ApiError> {
     let mut all: Vec<Event> = opening.first.into_iter().collect();
     while let Some(event) = events
@@ -30,19 +32,27 @@ pub(crate) async fn rest(
     {
         all.extend(event.event);
     }
+    if let Some(reservation) = reservation {
+        for event in &all {
+            if let Event::Usage(usage) = event {
+                reservation.usage_seen(usage);
+            }
+        }
+    }
     rpc_span.record("rpc.grpc.status_code", 0);
     Ok(all)
 }
 
-/// Charges a finished answer's usage: the reservation, the token metrics, the log line.
-pub(crate) fn settle(
+/// Charges a finished answer's usage — the reservation (awaited: before the answer goes
+/// out), the token metrics, the log line.
+pub(crate) async fn settle(
     reservation: Option<Reservation>,
     observation: &Observation,
     model: &str,
     (prompt_tokens, completion_tokens): (u32, u32),
 ) {
     if let Some(reservation) = reservation {
-        reservation.finish(prompt_tokens, completion_tokens);
+        reservation.finish(prompt_tokens, completion_tokens).await;
     }
     observation
         .metrics

@@ -182,7 +182,7 @@ async fn generate_or_chat(
         )
     } else {
         let mut aggregate = Aggregate::new(ResponseMeta::new(model.clone()));
-        for event in gather::rest(opening, &mut events, &rpc_span).await? {
+        for event in gather::rest(opening, &mut events, &rpc_span, &mut reservation).await? {
             aggregate.push(event);
         }
         let (whole, usage) = aggregate.whole()?;
@@ -191,7 +191,8 @@ async fn generate_or_chat(
             observation,
             &model,
             (usage.prompt_tokens, usage.completion_tokens),
-        );
+        )
+        .await;
         let totals = Totals {
             done_reason: ollama_done_reason(whole.finish_reason),
             prompt_tokens: usage.prompt_tokens,
@@ -271,7 +272,7 @@ async fn embed_route(
         let started = opening.started.clone();
         observation.model = Some(model.clone());
         let (mut vectors, mut prompt_tokens) = (None, 0);
-        for event in gather::rest(opening, &mut events, &rpc_span).await? {
+        for event in gather::rest(opening, &mut events, &rpc_span, &mut reservation).await? {
             match event {
                 Event::Embeddings(embeddings) => vectors = Some(embeddings.vectors),
                 Event::Usage(usage) => prompt_tokens = usage.prompt_tokens,
@@ -281,7 +282,7 @@ async fn embed_route(
         let Some(vectors) = vectors else {
             return Err(ApiError::backend_interrupted());
         };
-        gather::settle(reservation, &observation, &model, (prompt_tokens, 0));
+        gather::settle(reservation, &observation, &model, (prompt_tokens, 0)).await;
         let mut vectors = vectors.into_iter().map(|vector| vector.values);
         let answer = if legacy {
             json!({ "embedding": vectors.next().unwrap_or_default() })

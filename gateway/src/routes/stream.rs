@@ -102,8 +102,10 @@ pub(crate) fn stream_response<S: StreamShape>(
                         metrics.first_token(&model, ttft.as_secs_f64());
                     }
                     if let Event::Usage(usage) = &event {
-                        if let Some(reservation) = reservation.take() {
-                            reservation.finish(usage.prompt_tokens, usage.completion_tokens);
+                        // Settled before the usage frame and the end marker go out.
+                        if let Some(mut reservation) = reservation.take() {
+                            reservation.usage_seen(usage);
+                            reservation.finish(usage.prompt_tokens, usage.completion_tokens).await;
                         }
                         output_tokens = usage.completion_tokens;
                         metrics.tokens(&model, &tenant, usage.prompt_tokens, usage.completion_tokens);

@@ -234,6 +234,7 @@ mod tests {
             .frame(Event::Usage(Usage {
                 prompt_tokens: 3,
                 completion_tokens: 1,
+                prompt_counted: false,
             }))
             .unwrap();
         let last = parse(&last);

@@ -385,6 +385,7 @@ mod tests {
             &sse.frame(Event::Usage(ProtoUsage {
                 prompt_tokens: 3,
                 completion_tokens: 2,
+                prompt_counted: false,
             }))
             .unwrap(),
         );
@@ -411,7 +412,8 @@ mod tests {
         assert!(
             sse.frame(Event::Usage(ProtoUsage {
                 prompt_tokens: 1,
-                completion_tokens: 1
+                completion_tokens: 1,
+                prompt_counted: false,
             }))
             .is_none()
         );

@@ -456,6 +456,89 @@ async fn a_redis_outage_follows_on_error_and_limits_return_with_redis() {
     let _ = std::fs::remove_file(allow_path);
 }
 
+/// A store that answers after the gateway gave up still runs the reservations it was sent;
+/// they are cancelled by id once it answers again, so the tenant's concurrency and budgets are
+/// exactly what the served work used (before: each held a `max_concurrent` place and its
+/// tokens until the reservation's 15-minute TTL).
+#[tokio::test]
+async fn a_stalled_store_leaves_no_reservation_behind() {
+    let redis = RedisServer::start().await;
+    let store = format!(
+        "redis_url = \"{}\"\non_error = \"deny\"\ntimeout_ms = 200",
+        redis.url()
+    );
+    let tenant = "max_concurrent = 2\ntokens_per_day = 1000000";
+    let (stack, path) = governed(&config(tenant, &store), quick_sim()).await;
+    let body = chat_body("llama3.2", "hi");
+    assert_eq!(post(&stack, Some(KEY), body.clone()).await.status(), 200);
+    let before = limits(&stack, KEY).await["limits"]["remaining"].clone();
+    assert_eq!(before["concurrent"], 2);
+
+    redis.pause();
+    for _ in 0..6 {
+        refusal(
+            post(&stack, Some(KEY), body.clone()).await,
+            503,
+            "limits_unavailable",
+        )
+        .await;
+    }
+    redis.resume();
+
+    // The six late reservations ran when Redis woke; their cancellations follow.
+    let (http, url) = (stack.http.clone(), stack.url("/v1/limits"));
+    eventually_async(
+        "every late reservation cancelled",
+        Duration::from_secs(20),
+        || {
+            let (http, url) = (http.clone(), url.clone());
+            async move {
+                let Ok(answer) = http.get(url).bearer_auth(KEY).send().await else {
+                    return false;
+                };
+                let Ok(view) = answer.json::<Value>().await else {
+                    return false;
+                };
+                view["limits"]["remaining"]["concurrent"] == 2
+            }
+        },
+    )
+    .await;
+    let after = limits(&stack, KEY).await["limits"]["remaining"].clone();
+    assert_eq!(
+        after["tokens_today"], before["tokens_today"],
+        "nothing charged for refused work"
+    );
+    // Both places are free: two requests at once are both served.
+    let (first, second) = tokio::join!(
+        post(&stack, Some(KEY), body.clone()),
+        post(&stack, Some(KEY), body.clone())
+    );
+    assert_eq!(
+        (first.status().as_u16(), second.status().as_u16()),
+        (200, 200)
+    );
+    let _ = std::fs::remove_file(path);
+}
+
+/// A finished request is settled before its answer's last byte: a client that sends its next
+/// request once it read the answer never finds its own finished request holding its only
+/// place (before, settlement ran on a task of its own, after the answer went out).
+#[tokio::test]
+async fn a_sequential_client_never_waits_for_its_own_finished_request() {
+    let redis = RedisServer::start().await;
+    let store = format!("redis_url = \"{}\"", redis.url());
+    let (stack, path) = governed(&config("max_concurrent = 1", &store), quick_sim()).await;
+    for round in 0..20 {
+        let mut body = chat_body("llama3.2", "next");
+        body["stream"] = json!(round % 2 == 0);
+        let answer = post(&stack, Some(KEY), body).await;
+        assert_eq!(answer.status(), 200, "round {round}");
+        answer.bytes().await.unwrap();
+    }
+    let _ = std::fs::remove_file(path);
+}
+
 /// Every route that reaches an engine is governed by the same rules: the key decides the
 /// tenant, its `rpm` counts requests of every kind together, the model allow-list holds, and
 /// the refusals carry their reason (Ollama's routes in Ollama's error shape).

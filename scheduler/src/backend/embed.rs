@@ -59,6 +59,7 @@ impl ChunkDecoder for EmbedDecoder {
             Event::Usage(Usage {
                 prompt_tokens: prompt_tokens.unwrap_or(self.prompt_words),
                 completion_tokens: 0,
+                prompt_counted: prompt_tokens.is_none(),
             }),
         ])
     }

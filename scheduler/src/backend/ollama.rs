@@ -189,7 +189,8 @@ fn parse_embeddings(body: &[u8]) -> Result<(Vec<Vec<f32>>, Option<u32>), Backend
 }
 
 /// Decodes Ollama's NDJSON body into events; a stream that ends without `done` is an error.
-fn decode_events<S, E>(body: S, prompt_words: u32) -> EventStream
+/// Public for the `backend_decoders` fuzz target (fuzz/fuzz_targets/).
+pub fn decode_events<S, E>(body: S, prompt_words: u32) -> EventStream
 where
     S: futures::Stream<Item = Result<bytes::Bytes, E>> + Send + 'static,
     E: std::error::Error + Send + 'static,
@@ -291,6 +292,7 @@ impl ChunkDecoder for DecodeState {
             events.push(Event::Usage(Usage {
                 prompt_tokens: chunk.prompt_eval_count.unwrap_or(self.prompt_words),
                 completion_tokens: chunk.eval_count.unwrap_or(self.deltas),
+                prompt_counted: chunk.prompt_eval_count.is_none(),
             }));
         }
         Ok(events)
@@ -374,7 +376,8 @@ mod tests {
             e,
             Ok(Event::Usage(Usage {
                 prompt_tokens: 4,
-                completion_tokens: 1
+                completion_tokens: 1,
+                prompt_counted: true,
             }))
         )));
     }
@@ -434,7 +437,8 @@ mod tests {
                 })),
                 Ok(Event::Usage(Usage {
                     prompt_tokens: 3,
-                    completion_tokens: 2
+                    completion_tokens: 2,
+                    prompt_counted: false,
                 })),
             ]
         );

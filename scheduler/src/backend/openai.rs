@@ -120,10 +120,6 @@ impl Backend for OpenAiBackend {
         };
         Box::pin(async move {
             let response = send(call, &gate, &model).await?;
-            let state = DecodeState {
-                prompt_words,
-                ..DecodeState::default()
-            };
             let body = response.bytes_stream();
             Ok(match embeddings {
                 Some(inputs) => decode(
@@ -131,8 +127,7 @@ impl Backend for OpenAiBackend {
                     WholeBody::new(MAX_LINE_BYTES),
                     EmbedDecoder::new(parse_embeddings, prompt_words, inputs),
                 ),
-                None if stream => decode(body, SseDecoder::new(MAX_LINE_BYTES), SseFrames(state)),
-                None => decode(body, WholeBody::new(MAX_LINE_BYTES), state),
+                None => decode_events(body, prompt_words, stream),
             })
         })
     }
@@ -230,6 +225,25 @@ fn parse_embeddings(body: &[u8]) -> Result<(Vec<Vec<f32>>, Option<u32>), Backend
         .map(|entry| entry.embedding)
         .collect();
     Ok((vectors, answer.usage.map(|usage| usage.prompt_tokens)))
+}
+
+/// Decodes a chat or text-completion body into events: SSE chunks until `[DONE]` when
+/// streamed, one whole object otherwise. Public for the `backend_decoders` fuzz target
+/// (fuzz/fuzz_targets/).
+pub fn decode_events<S, E>(body: S, prompt_words: u32, stream: bool) -> EventStream
+where
+    S: futures::Stream<Item = Result<bytes::Bytes, E>> + Send + 'static,
+    E: std::error::Error + Send + 'static,
+{
+    let state = DecodeState {
+        prompt_words,
+        ..DecodeState::default()
+    };
+    if stream {
+        decode(body, SseDecoder::new(MAX_LINE_BYTES), SseFrames(state))
+    } else {
+        decode(body, WholeBody::new(MAX_LINE_BYTES), state)
+    }
 }
 
 /// OpenAI's `response_format` in the spelling this engine takes.
@@ -400,6 +414,7 @@ impl DecodeState {
                 })
             })
             .collect();
+        let prompt_counted = self.usage.is_none();
         let usage = self.usage.unwrap_or(wire::Usage {
             prompt_tokens: self.prompt_words,
             completion_tokens: self.deltas,
@@ -407,6 +422,7 @@ impl DecodeState {
         events.push(Event::Usage(Usage {
             prompt_tokens: usage.prompt_tokens,
             completion_tokens: usage.completion_tokens,
+            prompt_counted,
         }));
         Ok(events)
     }
@@ -457,7 +473,8 @@ mod tests {
                 })),
                 Ok(Event::Usage(Usage {
                     prompt_tokens: 9,
-                    completion_tokens: 1
+                    completion_tokens: 1,
+                    prompt_counted: false,
                 })),
             ]
         );
@@ -470,7 +487,8 @@ mod tests {
             events.last(),
             Some(&Ok(Event::Usage(Usage {
                 prompt_tokens: 4,
-                completion_tokens: 2
+                completion_tokens: 2,
+                prompt_counted: true,
             })))
         );
     }

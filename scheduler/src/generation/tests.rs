@@ -119,6 +119,7 @@ impl Backend for Scripted {
                             Ok(Event::Usage(Usage {
                                 prompt_tokens: 3,
                                 completion_tokens: count,
+                                prompt_counted: false,
                             })),
                         ])
                         .boxed()

@@ -2,13 +2,14 @@
 -- calendar budgets and reservations, read and changed atomically in one round trip on the
 -- server's clock (TIME). Keys are hash-tagged by tenant, so all three live in one Cluster slot.
 --
--- KEYS: state hash, reservations zset (score = expiry ms), reservation details hash.
--- ARGV: op (reserve | settle | peek), request id, tokens (reserve) or used (settle),
+-- KEYS: state hash, reservations zset (score = expiry ms), reservation details hash,
+--       cancelled ids zset (score = until when remembered).
+-- ARGV: op (reserve | settle | cancel | peek), request id, tokens (reserve) or used (settle),
 --       rpm, tpm, max_concurrent, tokens_per_day, tokens_per_month (0 = no limit), ttl ms.
 -- Reply: {code (1 granted/settled, 0 refused, 2 nothing to settle), limit code, retry ms
 --        (-1 never), requests left, tokens left, concurrent left, today left, month left,
 --        requests reset ms, tokens reset ms, day reset ms, month reset ms}.
-local state, held, detail = KEYS[1], KEYS[2], KEYS[3]
+local state, held, detail, cancelled = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local op, id = ARGV[1], ARGV[2]
 local tokens = tonumber(ARGV[3])
 local rpm, tpm, maxc = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
@@ -55,6 +56,9 @@ if #expired > 0 then
   redis.call('ZREMRANGEBYSCORE', held, '-inf', now)
   for i = 1, #expired do redis.call('HDEL', detail, expired[i]) end
 end
+
+-- Cancelled ids are remembered for a reservation's TTL: a reserve that arrives later is void.
+redis.call('ZREMRANGEBYSCORE', cancelled, '-inf', now)
 
 local s = redis.call('HMGET', state, 'rq', 'rq_at', 'tk', 'tk_at', 'day', 'day_used', 'month', 'month_used')
 local function level(value, at, cap)
@@ -104,8 +108,25 @@ local function save()
   redis.call('PEXPIRE', state, 35 * DAY)
 end
 
+-- Refunds reservation `id` down to `used` tokens; false if it is not held.
+local function settle(used)
+  local reservation = redis.call('HGET', detail, id)
+  if not reservation then return false end
+  local reserved, at_day, at_month = string.match(reservation, '^(%d+):(%d+):(%d+)$')
+  redis.call('HDEL', detail, id)
+  redis.call('ZREM', held, id)
+  in_flight = in_flight - 1
+  local refund = tonumber(reserved) - used
+  if tpm > 0 then tk = math.min(tk + refund, tpm) end
+  if tonumber(at_day) == day then day_used = math.max(day_used - refund, 0) end
+  if tonumber(at_month) == month then month_used = math.max(month_used - refund, 0) end
+  save()
+  return true
+end
+
 if op == 'reserve' then
   if redis.call('HEXISTS', detail, id) == 1 then return reply(1, 0, 0) end
+  if redis.call('ZSCORE', cancelled, id) then return reply(1, 0, 0) end
   if maxc > 0 and in_flight >= maxc then return reply(0, 3, 1000) end
   if rpm > 0 and rq < 1 then return reply(0, 1, wait(1 - rq, rpm)) end
   if tpm > 0 and tk < tokens then
@@ -129,17 +150,13 @@ if op == 'reserve' then
   save()
   return reply(1, 0, 0)
 elseif op == 'settle' then
-  local reservation = redis.call('HGET', detail, id)
-  if not reservation then return reply(2, 0, 0) end
-  local reserved, at_day, at_month = string.match(reservation, '^(%d+):(%d+):(%d+)$')
-  redis.call('HDEL', detail, id)
-  redis.call('ZREM', held, id)
-  in_flight = in_flight - 1
-  local refund = tonumber(reserved) - tokens
-  if tpm > 0 then tk = math.min(tk + refund, tpm) end
-  if tonumber(at_day) == day then day_used = math.max(day_used - refund, 0) end
-  if tonumber(at_month) == month then month_used = math.max(month_used - refund, 0) end
-  save()
+  if not settle(tokens) then return reply(2, 0, 0) end
+  return reply(1, 0, 0)
+elseif op == 'cancel' then
+  if not settle(0) then
+    redis.call('ZADD', cancelled, now + ttl, id)
+    redis.call('PEXPIRE', cancelled, ttl + MINUTE)
+  end
   return reply(1, 0, 0)
 end
 return reply(1, 0, 0)

@@ -43,6 +43,12 @@ impl MemoryStore {
         }
     }
 
+    pub fn cancel_now(&self, tenant: &Arc<str>, id: &str, limits: &Limits, ttl_ms: u64) {
+        let mut ledgers = self.lock();
+        let ledger = ledgers.entry(Arc::clone(tenant)).or_default();
+        ledger.cancel(id, limits, now_ms(), ttl_ms);
+    }
+
     pub fn peek_now(&self, tenant: &Arc<str>, limits: &Limits) -> Remaining {
         let mut ledgers = self.lock();
         let ledger = ledgers.entry(Arc::clone(tenant)).or_default();
@@ -68,6 +74,17 @@ impl LimitStore for MemoryStore {
         limits: Limits,
     ) -> BoxFuture<'static, Result<(), StoreError>> {
         self.settle_now(&tenant, &id, used, &limits);
+        Box::pin(async { Ok(()) })
+    }
+
+    fn cancel(
+        &self,
+        tenant: Arc<str>,
+        id: String,
+        limits: Limits,
+        ttl_ms: u64,
+    ) -> BoxFuture<'static, Result<(), StoreError>> {
+        self.cancel_now(&tenant, &id, &limits, ttl_ms);
         Box::pin(async { Ok(()) })
     }
 

@@ -65,7 +65,7 @@ impl RedisStore {
         ttl_ms: u64,
     ) -> BoxFuture<'static, Result<Vec<i64>, StoreError>> {
         let key = |what: &str| format!("{}:{{{}}}:{}", self.prefix, tenant, what);
-        let keys = [key("state"), key("held"), key("detail")];
+        let keys = [key("state"), key("held"), key("detail"), key("cancelled")];
         let args = [
             tokens,
             limits.rpm.unwrap_or(0),
@@ -168,6 +168,17 @@ impl LimitStore for RedisStore {
         limits: Limits,
     ) -> BoxFuture<'static, Result<(), StoreError>> {
         let call = self.call("settle", &tenant, &id, used, &limits, 0);
+        Box::pin(async move { call.await.map(|_| ()) })
+    }
+
+    fn cancel(
+        &self,
+        tenant: Arc<str>,
+        id: String,
+        limits: Limits,
+        ttl_ms: u64,
+    ) -> BoxFuture<'static, Result<(), StoreError>> {
+        let call = self.call("cancel", &tenant, &id, 0, &limits, ttl_ms);
         Box::pin(async move { call.await.map(|_| ()) })
     }
 
