@@ -93,9 +93,11 @@ pub struct Config {
     /// trickling a byte at a time never stalls, but is cut here: 408 `body_timeout`).
     #[arg(long, env = "GATEWAY_BODY_TIMEOUT_MS", default_value_t = 30_000)]
     pub body_timeout_ms: u64,
-    /// Bytes of request bodies held in memory at once, across all requests; a body that would
-    /// go past it is refused at once with 503 `gateway_overloaded`. 0 = no limit.
-    #[arg(long, env = "GATEWAY_MAX_BODY_BUFFER_BYTES", default_value_t = 128 * 1024 * 1024)]
+    /// Memory for request bodies being read and parsed at once, across all requests; each
+    /// body byte counts 8 times (the bytes, the parsed JSON, the scheduler request and its
+    /// encoding live together). A body that would go past it is refused at once with 503
+    /// `gateway_overloaded`. 0 = no limit.
+    #[arg(long, env = "GATEWAY_MAX_BODY_BUFFER_BYTES", default_value_t = 256 * 1024 * 1024)]
     pub max_body_buffer_bytes: usize,
     /// Requests in flight at most (streams count until their last byte); beyond that, 503
     /// `gateway_overloaded` at once. 0 = no limit.
@@ -136,7 +138,7 @@ impl Config {
             http2_keepalive_ms: 20_000,
             body_stall_timeout_ms: 10_000,
             body_timeout_ms: 30_000,
-            max_body_buffer_bytes: 128 * 1024 * 1024,
+            max_body_buffer_bytes: 256 * 1024 * 1024,
             shutdown_delay_ms: 0,
             max_in_flight: 4096,
             worker_threads: 0,
@@ -155,9 +157,12 @@ impl Config {
                     .to_owned(),
             );
         }
-        if self.max_body_buffer_bytes != 0 && self.max_body_buffer_bytes < self.max_body_bytes {
+        let per_byte = crate::edge::body::MEMORY_PER_BODY_BYTE;
+        if self.max_body_buffer_bytes != 0
+            && self.max_body_buffer_bytes < self.max_body_bytes.saturating_mul(per_byte)
+        {
             return Err(format!(
-                "GATEWAY_MAX_BODY_BUFFER_BYTES ({}) must be 0 or at least GATEWAY_MAX_BODY_BYTES ({}): no body that large could ever be read",
+                "GATEWAY_MAX_BODY_BUFFER_BYTES ({}) must be 0 or at least {per_byte} × GATEWAY_MAX_BODY_BYTES ({}): no body that large could ever be read",
                 self.max_body_buffer_bytes, self.max_body_bytes
             ));
         }

@@ -8,6 +8,8 @@
 //!   preface included), closed after `GATEWAY_IDLE_TIMEOUT_MS` without a request in flight,
 //!   and HTTP/2 keep-alive pings that close a peer gone silent;
 //! - every request body under deadlines and a gateway-wide memory budget ([`body`]);
+//! - a connection closed after an answer that did not read the whole body lingers, reading
+//!   and dropping, so the client gets the answer rather than a reset ([`linger`]);
 //! - TCP_NODELAY on every accepted socket (token-sized SSE writes must not wait on Nagle).
 //!
 //! On shutdown it stops accepting, then drains: every request already in flight runs to its
@@ -18,6 +20,7 @@
 //! ended is answered, not cut off. Then the idle connections close. All within the grace period.
 
 pub mod body;
+pub mod linger;
 pub mod watch;
 
 use std::convert::Infallible;
@@ -43,6 +46,7 @@ use tower::ServiceExt;
 
 use crate::layers::Held;
 use body::{BodyLimits, BodyTicket, GuardedBody};
+use linger::Lingering;
 use watch::{ConnectionDeadlines, ConnectionWatch};
 
 /// After the last request in flight at shutdown ended, how long idle connections stay open
@@ -116,6 +120,7 @@ pub async fn accept(
         idle: limits.idle_timeout,
     };
     let connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let lingering = Arc::new(Semaphore::new(linger::MAX_LINGERING));
     let open = TaskTracker::new();
     // Cancelled once the requests in flight at shutdown have drained: idle connections close.
     let close_all = CancellationToken::new();
@@ -154,7 +159,10 @@ pub async fn accept(
             bodies: limits.bodies.clone(),
         });
         let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .serve_connection_with_upgrades(
+                TokioIo::new(Lingering::new(stream, Arc::clone(&lingering))),
+                service,
+            )
             .into_owned();
         let close_all = close_all.clone();
         open.spawn(async move {

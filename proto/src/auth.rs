@@ -5,6 +5,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use subtle::ConstantTimeEq;
+
 /// The scheduler's bearer token.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SchedulerToken(String);
@@ -20,16 +22,10 @@ impl SchedulerToken {
         let presented = authorization
             .and_then(|value| value.strip_prefix("Bearer "))
             .unwrap_or("");
-        constant_time_eq(presented.as_bytes(), self.0.as_bytes())
+        // `subtle` compares without stopping at the first difference (and without branches
+        // the optimizer could add back); only the length is not secret.
+        bool::from(presented.as_bytes().ct_eq(self.0.as_bytes()))
     }
-}
-
-/// Compares without stopping at the first difference (length is not secret).
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 impl FromStr for SchedulerToken {

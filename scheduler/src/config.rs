@@ -87,6 +87,16 @@ pub struct Config {
     /// probes. The gateway reads the same variable and sends it.
     #[arg(long, env = "SCHEDULER_AUTH_TOKEN", hide_env_values = true)]
     pub auth_token: Option<llmgw_proto::SchedulerToken>,
+    /// Without `SCHEDULER_AUTH_TOKEN` the scheduler listens on loopback only (the port of
+    /// `SCHEDULER_LISTEN`): anyone who reaches it could name any tenant and `critical`.
+    /// `true` serves `SCHEDULER_LISTEN` as given without a token, with a warning at start.
+    #[arg(
+        long,
+        env = "SCHEDULER_ALLOW_UNAUTHENTICATED",
+        default_value_t = false,
+        action = clap::ArgAction::Set
+    )]
+    pub allow_unauthenticated: bool,
     /// Redis for the group lease (high availability): replicas of one `SCHEDULER_GROUP`
     /// elect one active leader; the others stand by. Unset = one scheduler, always active.
     #[arg(long, env = "SCHEDULER_REDIS_URL", hide_env_values = true)]
@@ -126,6 +136,7 @@ impl Config {
             shutdown_grace_ms: 10_000,
             worker_threads: 0,
             auth_token: None,
+            allow_unauthenticated: false,
             redis_url: None,
             group: "default".to_owned(),
             lease_ttl_ms: 5_000,
@@ -144,6 +155,20 @@ impl Config {
                 .clone()
                 .unwrap_or_else(|| self.listen.clone()),
         })
+    }
+
+    /// Where to listen, given where `SCHEDULER_LISTEN` resolved: unchanged with a token or the
+    /// explicit opt-out; otherwise the same port on loopback (`true` when it was changed).
+    pub fn confine(&self, wanted: std::net::SocketAddr) -> (std::net::SocketAddr, bool) {
+        use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+        if self.auth_token.is_some() || self.allow_unauthenticated || wanted.ip().is_loopback() {
+            return (wanted, false);
+        }
+        let loopback = match wanted.ip() {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        };
+        (std::net::SocketAddr::new(loopback, wanted.port()), true)
     }
 
     pub fn queue_timeout(&self) -> Duration {
@@ -232,5 +257,36 @@ mod tests {
         );
         config.tenant_weights = "team-a".to_owned();
         assert!(config.weights().is_err());
+    }
+
+    #[test]
+    fn without_a_token_only_loopback_is_served_unless_opted_out() {
+        let mut config = Config::for_backend("http://x");
+        let any: std::net::SocketAddr = "0.0.0.0:50051".parse().unwrap();
+        let any6: std::net::SocketAddr = "[::]:50051".parse().unwrap();
+        assert_eq!(
+            config.confine(any),
+            ("127.0.0.1:50051".parse().unwrap(), true)
+        );
+        assert_eq!(config.confine(any6), ("[::1]:50051".parse().unwrap(), true));
+        let local: std::net::SocketAddr = "127.0.0.2:7".parse().unwrap();
+        assert_eq!(config.confine(local), (local, false));
+        config.allow_unauthenticated = true;
+        assert_eq!(config.confine(any), (any, false));
+        config.allow_unauthenticated = false;
+        config.auth_token = Some("t".parse().unwrap());
+        assert_eq!(config.confine(any), (any, false));
+    }
+
+    #[test]
+    fn the_opt_out_reads_true_and_false_from_the_environment() {
+        use clap::Parser;
+        let parse = |value: &str| {
+            crate::config::Cli::try_parse_from(["scheduler", "--allow-unauthenticated", value])
+                .map(|cli| cli.config.allow_unauthenticated)
+        };
+        assert_eq!(parse("true").ok(), Some(true));
+        assert_eq!(parse("false").ok(), Some(false));
+        assert!(parse("maybe").is_err());
     }
 }

@@ -26,7 +26,29 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let _telemetry = llmgw_telemetry::init("scheduler")?;
     let config = cli.config;
-    let listener = TcpListener::bind(&config.listen).await?;
+    let wanted = tokio::net::lookup_host(&config.listen)
+        .await?
+        .next()
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "SCHEDULER_LISTEN `{}` resolves to no address",
+                config.listen
+            )
+        })?;
+    let (address, confined) = config.confine(wanted);
+    if confined {
+        tracing::warn!(
+            requested = %wanted,
+            listening = %address,
+            "SCHEDULER_AUTH_TOKEN is unset: listening on loopback only; set the token (and the same on every gateway), or SCHEDULER_ALLOW_UNAUTHENTICATED=true to serve the requested address without one"
+        );
+    } else if config.auth_token.is_none() && !wanted.ip().is_loopback() {
+        tracing::warn!(
+            listening = %address,
+            "SCHEDULER_ALLOW_UNAUTHENTICATED=true: serving without a token; anyone who reaches this port may name any tenant and priority"
+        );
+    }
+    let listener = TcpListener::bind(address).await?;
     tracing::info!(
         addr = %listener.local_addr()?,
         ollama_base = %config.ollama_base,

@@ -5,10 +5,10 @@
 //! - **Stall**: no bytes for `GATEWAY_BODY_STALL_TIMEOUT_MS` while someone reads it → error.
 //! - **Whole body**: not complete within `GATEWAY_BODY_TIMEOUT_MS` of its head → error (a
 //!   client trickling a byte every few seconds never stalls, but never finishes either).
-//! - **Memory**: the bytes of bodies being read count against one budget
-//!   (`GATEWAY_MAX_BODY_BUFFER_BYTES`): a declared `Content-Length` is taken whole at the first
-//!   read, a chunked body frame by frame; past the budget the read fails at once and the
-//!   client gets `503 gateway_overloaded`. A body that is only discarded (a refusal draining
+//! - **Memory**: the bodies being read and parsed count against one budget
+//!   (`GATEWAY_MAX_BODY_BUFFER_BYTES`), each byte [`MEMORY_PER_BODY_BYTE`] times: a declared
+//!   `Content-Length` is taken whole at the first read, a chunked body frame by frame; past the
+//!   budget the read fails at once and the client gets `503 gateway_overloaded`. A body that is only discarded (a refusal draining
 //!   it, [`BodyTicket::discard`]) costs no budget: its frames are dropped as they arrive.
 //!
 //! The budget taken is held by the request's [`BodyTicket`] until the handler returned its
@@ -25,6 +25,11 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 
+/// Bytes of memory a held body costs per byte of body, measured (`test_hostile_clients`):
+/// the bytes as received and gathered, the parsed JSON, the request for the scheduler and its
+/// encoding are alive together, about 7× at the peak with 4 MiB bodies.
+pub const MEMORY_PER_BODY_BYTE: usize = 8;
+
 /// The limits every request body is read under.
 #[derive(Debug, Clone)]
 pub struct BodyLimits {
@@ -32,7 +37,8 @@ pub struct BodyLimits {
     pub stall: Duration,
     /// Longest time for the whole body, from its head.
     pub total: Duration,
-    /// Bytes of bodies held at once, gateway-wide; `None` = unbounded.
+    /// Memory for bodies held at once, gateway-wide (each byte counted
+    /// [`MEMORY_PER_BODY_BYTE`] times); `None` = unbounded.
     pub budget: Option<Arc<Semaphore>>,
     /// The largest body accepted (a larger declared length is the router's 413, not budget).
     pub max_body_bytes: usize,
@@ -129,7 +135,10 @@ impl BodyTicket {
         if bytes == 0 || self.discarding() {
             return Ok(());
         }
-        let bytes = u32::try_from(bytes).map_err(|_| BodyError::Overloaded)?;
+        let bytes = bytes
+            .checked_mul(MEMORY_PER_BODY_BYTE)
+            .and_then(|cost| u32::try_from(cost).ok())
+            .ok_or(BodyError::Overloaded)?;
         let permit = Arc::clone(budget)
             .try_acquire_many_owned(bytes)
             .map_err(|_| BodyError::Overloaded)?;
@@ -331,7 +340,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_budget_is_held_until_released_and_refuses_beyond() {
-        let limits = limits(Some(8));
+        let limits = limits(Some(8 * MEMORY_PER_BODY_BYTE));
         let budget = limits
             .budget
             .clone()
@@ -344,13 +353,17 @@ mod tests {
             None,
         );
         assert_eq!(read(body).await.ok(), Some(5));
-        assert_eq!(budget.available_permits(), 3, "read bytes stay held");
+        assert_eq!(
+            budget.available_permits(),
+            3 * MEMORY_PER_BODY_BYTE,
+            "read bytes stay held"
+        );
         let second = Arc::new(BodyTicket::default());
         let declared =
             GuardedBody::new(trickle(5, Duration::ZERO), limits.clone(), second, Some(5));
         assert!(matches!(read(declared).await, Err(BodyError::Overloaded)));
         first.release();
-        assert_eq!(budget.available_permits(), 8);
+        assert_eq!(budget.available_permits(), 8 * MEMORY_PER_BODY_BYTE);
         let discarded = Arc::new(BodyTicket::default());
         discarded.discard();
         let body = GuardedBody::new(trickle(50, Duration::ZERO), limits, discarded, Some(50));
@@ -359,7 +372,7 @@ mod tests {
             Some(50),
             "a discarded body costs no budget"
         );
-        assert_eq!(budget.available_permits(), 8);
+        assert_eq!(budget.available_permits(), 8 * MEMORY_PER_BODY_BYTE);
     }
 
     #[test]

@@ -165,6 +165,10 @@ pub fn embed(body: &[u8], legacy: bool) -> Result<EmbedRequest, ApiError> {
     let input = match field::<Input>(&mut object, name)? {
         None => return Err(ApiError::invalid(name, format!("`{name}` is required"))),
         Some(Input::One(text)) => vec![text],
+        // `/api/embeddings` answers with one vector: one prompt, as Ollama itself takes it.
+        Some(Input::Many(_)) if legacy => {
+            return Err(ApiError::invalid("prompt", "`prompt` must be one string"));
+        }
         Some(Input::Many(texts)) => texts,
     };
     if input.is_empty() {
@@ -417,5 +421,9 @@ mod tests {
             vec!["a".to_owned()]
         );
         assert!(embed(br#"{"model":"m"}"#, false).is_err());
+        assert!(
+            embed(br#"{"model":"m","prompt":["a","b"]}"#, true).is_err(),
+            "/api/embeddings answers one vector, so it takes one prompt"
+        );
     }
 }

@@ -217,7 +217,7 @@ async fn bodies_past_the_memory_budget_are_refused_at_once() {
         |_| {},
         |g| {
             g.max_body_bytes = BUDGET;
-            g.max_body_buffer_bytes = BUDGET;
+            g.max_body_buffer_bytes = BUDGET * gateway::edge::body::MEMORY_PER_BODY_BYTE;
         },
     )
     .await;
