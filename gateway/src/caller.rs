@@ -26,6 +26,16 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// The model globs the configured tenant may be served by (fallbacks included); empty =
+    /// any model.
+    pub fn allowed_models(&self) -> Vec<String> {
+        self.governed
+            .as_ref()
+            .and_then(|tenant| tenant.model_globs())
+            .map(<[String]>::to_vec)
+            .unwrap_or_default()
+    }
+
     /// Reads and checks the headers; a bad value is a 400 naming the header. `request_id` is
     /// the one the request-id layer settled on.
     pub fn from_headers(headers: &HeaderMap, request_id: String) -> Result<Self, ApiError> {

@@ -213,9 +213,8 @@ impl Governance {
                 Some("model"),
             ));
         }
-        if policy.auth == AuthMode::ApiKey {
-            check_options(tenant, request.extra_json())?;
-        }
+        // In every auth mode: a configured tenant passes only its `allowed_options`.
+        check_options(tenant, request.extra_json())?;
         if let Some(cap) = tenant.max_tokens
             && let Some(sampling) = request.sampling_mut()
         {

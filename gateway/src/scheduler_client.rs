@@ -9,7 +9,7 @@
 
 use std::collections::HashSet;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -42,8 +42,8 @@ pub struct Target {
     next: AtomicUsize,
     /// From its health watch; optimistic until the first answer.
     serving: AtomicBool,
-    /// A health check has answered (or failed) at least once.
-    checked: AtomicBool,
+    /// What its last health check said ([`Health`]).
+    health: AtomicU8,
     /// From `ListModels`; `None` until known.
     models: RwLock<Option<HashSet<String>>>,
     /// Ends the watcher when the address disappears from DNS.
@@ -72,7 +72,7 @@ impl Target {
             channels: channels.into(),
             next: AtomicUsize::new(0),
             serving: AtomicBool::new(true),
-            checked: AtomicBool::new(false),
+            health: AtomicU8::new(Health::Unchecked as u8),
             models: RwLock::new(None),
             gone: CancellationToken::new(),
         })
@@ -100,14 +100,9 @@ impl Target {
         self.serving.load(Ordering::Relaxed)
     }
 
-    /// Serving, as its last health check said (not merely presumed before the first one).
-    pub fn is_known_serving(&self) -> bool {
-        self.checked.load(Ordering::Relaxed) && self.is_serving()
-    }
-
-    /// Whether any health check has finished yet.
-    pub fn is_checked(&self) -> bool {
-        self.checked.load(Ordering::Relaxed)
+    /// What its last health check said (not presumed before the first one).
+    pub fn last_health(&self) -> Health {
+        Health::from_u8(self.health.load(Ordering::Relaxed))
     }
 
     fn has_model(&self, model: &str) -> Option<bool> {
@@ -116,6 +111,43 @@ impl Target {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .as_ref()
             .map(|models| models.contains(model))
+    }
+}
+
+/// A scheduler's last health check, for `/readyz`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Health {
+    Unchecked,
+    Serving,
+    NotServing,
+    Unreachable,
+    TimedOut,
+}
+
+impl Health {
+    fn from_u8(value: u8) -> Self {
+        [
+            Self::Unchecked,
+            Self::Serving,
+            Self::NotServing,
+            Self::Unreachable,
+            Self::TimedOut,
+        ]
+        .get(usize::from(value))
+        .copied()
+        .unwrap_or(Self::Unchecked)
+    }
+
+    /// How `/readyz` says it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Unchecked => "no health check has answered yet",
+            Self::Serving => "SERVING",
+            Self::NotServing => "scheduler reports NOT_SERVING",
+            Self::Unreachable => "scheduler unreachable",
+            Self::TimedOut => "scheduler health check timed out",
+        }
     }
 }
 
@@ -325,12 +357,17 @@ impl SchedulerClients {
             let check = health.check(HealthCheckRequest {
                 service: String::new(),
             });
-            let serving = matches!(
-                tokio::time::timeout(HEALTH_TIMEOUT, check).await,
-                Ok(Ok(response)) if response.get_ref().status() == ServingStatus::Serving
-            );
+            let health = match tokio::time::timeout(HEALTH_TIMEOUT, check).await {
+                Ok(Ok(response)) if response.get_ref().status() == ServingStatus::Serving => {
+                    Health::Serving
+                }
+                Ok(Ok(_)) => Health::NotServing,
+                Ok(Err(_)) => Health::Unreachable,
+                Err(_) => Health::TimedOut,
+            };
+            let serving = health == Health::Serving;
             let changed = serving != target.serving.swap(serving, Ordering::Relaxed);
-            target.checked.store(true, Ordering::Relaxed);
+            target.health.store(health as u8, Ordering::Relaxed);
             if changed {
                 tracing::info!(scheduler = %target.address, serving, "scheduler serving state changed");
                 models_due = tokio::time::Instant::now();

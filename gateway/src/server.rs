@@ -51,6 +51,12 @@ fn build(
     stopping: CancellationToken,
 ) -> Result<(Router, Arc<Governance>, SchedulerClients), ServeError> {
     config.validate().map_err(ServeError::Config)?;
+    crate::backend_label::key_with(
+        config
+            .scheduler_auth_token
+            .as_ref()
+            .map(llmgw_proto::SchedulerToken::secret),
+    );
     let scheduler = SchedulerClients::connect_lazy(
         &config.scheduler_url,
         config.scheduler_connections,

@@ -17,6 +17,11 @@ impl SchedulerToken {
         format!("Bearer {}", self.0)
     }
 
+    /// The secret itself, to derive keys from (never to print).
+    pub fn secret(&self) -> &str {
+        &self.0
+    }
+
     /// Whether `authorization` (the metadata value as received) carries this token.
     pub fn accepts(&self, authorization: Option<&str>) -> bool {
         let presented = authorization

@@ -9,6 +9,7 @@
 //! - [`SchedulerToken`]: the bearer token gRPC callers present (`SCHEDULER_AUTH_TOKEN`).
 //! - [`Reason`]: the closed vocabulary of refusal and failure reasons both services share.
 //! - [`merge_tool_call`]: the one way streamed tool-call pieces join into whole calls.
+//! - [`engine_options`]: the engine options a request may pass, per backend protocol.
 
 #![allow(clippy::all)]
 
@@ -23,6 +24,7 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 
 mod auth;
 pub mod codec;
+pub mod engine_options;
 mod reason;
 mod tool_calls;
 
@@ -33,6 +35,36 @@ pub use tool_calls::merge_tool_call;
 /// The tenant of a request that names none (open mode without `x-tenant-id`, or a direct gRPC
 /// caller that leaves it empty): one name for both services.
 pub const ANONYMOUS_TENANT: &str = "anonymous";
+
+/// Whether `text` matches `glob`: `*` matches any run of characters, `?` one character,
+/// everything else itself (model allow-lists in `GATEWAY_CONFIG` and `allowed_models` on
+/// requests: one definition for both services).
+pub fn glob_matches(glob: &str, text: &str) -> bool {
+    let (glob, text): (Vec<char>, Vec<char>) = (glob.chars().collect(), text.chars().collect());
+    let (mut g, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        match glob.get(g) {
+            Some('*') => {
+                star = Some((g, t));
+                g += 1;
+            }
+            Some(&c) if c == '?' || c == text[t] => {
+                g += 1;
+                t += 1;
+            }
+            _ => match star {
+                Some((star_g, star_t)) => {
+                    g = star_g + 1;
+                    t = star_t + 1;
+                    star = Some((star_g, star_t + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    glob[g..].iter().all(|&c| c == '*')
+}
 
 /// The grammar of tenant ids, request ids and group names both services accept: 1 to 64
 /// letters, digits, `.`, `_` or `-`. One definition, so a direct gRPC caller is held to the

@@ -14,36 +14,6 @@ use crate::work::Work;
 
 const ROLES: [&str; 4] = ["system", "user", "assistant", "tool"];
 
-/// Keys the scheduler writes into the backend request itself: an engine option of the same
-/// name would override the routed model, the stream mode or the completion cap (which the
-/// gateway's token accounting relies on).
-const SET_BY_SCHEDULER: [&str; 24] = [
-    "model",
-    "messages",
-    "prompt",
-    "suffix",
-    "raw",
-    "input",
-    "dimensions",
-    "format",
-    "response_format",
-    "n",
-    "best_of",
-    "logprobs",
-    "top_logprobs",
-    "echo",
-    "encoding_format",
-    "system",
-    "stream",
-    "stream_options",
-    "max_tokens",
-    "max_completion_tokens",
-    "num_predict",
-    "tools",
-    "tool_choice",
-    "options",
-];
-
 /// A request the scheduler can route and admit, with what admission needs parsed out.
 #[derive(Debug)]
 pub struct Admissible {
@@ -115,12 +85,13 @@ pub fn validate(request: Work, received: Instant) -> Result<Admissible, Schedule
         else {
             return invalid("`extra_json` must be a JSON object".to_owned());
         };
-        if let Some(taken) = options
+        // An allow-list, not a deny-list: engines read fields we do not know.
+        if let Some(refused) = options
             .keys()
-            .find(|key| SET_BY_SCHEDULER.contains(&key.as_str()))
+            .find(|key| !llmgw_proto::engine_options::is_engine_option(key))
         {
             return invalid(format!(
-                "`extra_json` must not set `{taken}`: the scheduler sets it (use the request's own field)"
+                "`extra_json` may not set `{refused}`: not an engine option the scheduler passes on (the request's own fields set the model, messages, sampling and output)"
             ));
         }
     }
@@ -181,16 +152,23 @@ mod tests {
             ..request("user")
         };
         assert!(check(bad_tenant).unwrap_err().contains("`tenant`"));
-        for key in ["model", "num_predict", "max_tokens"] {
+        for key in [
+            "model",
+            "num_predict",
+            "max_tokens",
+            "n_predict",
+            "id_slot",
+            "num_ctx",
+        ] {
             let colliding = ChatRequest {
                 extra_json: format!(r#"{{"top_k": 4, "{key}": 1}}"#),
                 ..request("user")
             };
-            assert_eq!(
-                check(colliding).unwrap_err(),
-                format!(
-                    "`extra_json` must not set `{key}`: the scheduler sets it (use the request's own field)"
-                )
+            assert!(
+                check(colliding)
+                    .unwrap_err()
+                    .starts_with(&format!("`extra_json` may not set `{key}`")),
+                "{key}"
             );
         }
     }

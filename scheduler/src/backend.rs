@@ -290,16 +290,22 @@ pub(crate) async fn json_body<T: serde::de::DeserializeOwned>(
     serde_json::from_slice(&body).map_err(|err| BackendError::BadResponse(format!("{what}: {err}")))
 }
 
-/// Sampling parameters over the request's extra engine options, as one JSON object; the
-/// protocols differ only in the name of the output-length limit.
+/// Sampling parameters over the request's extra engine options (those `protocol` takes), as
+/// one JSON object; the protocols differ in the name of the output-length limit.
 pub(crate) fn sampling_options(
     sampling: Option<llmgw_proto::v1::SamplingParams>,
     extra_json: &str,
-    max_tokens_key: &str,
+    protocol: llmgw_proto::engine_options::EngineProtocol,
 ) -> serde_json::Map<String, serde_json::Value> {
+    use llmgw_proto::engine_options::{EngineProtocol, passes};
     use serde_json::Value;
+    let max_tokens_key = match protocol {
+        EngineProtocol::Ollama => "num_predict",
+        EngineProtocol::OpenAi => "max_tokens",
+    };
     let mut options: serde_json::Map<String, Value> =
         serde_json::from_str(extra_json).unwrap_or_default();
+    options.retain(|name, _| passes(protocol, name));
     if let Some(s) = sampling {
         let mut put = |key: &str, value: Option<Value>| {
             if let Some(value) = value {

@@ -91,7 +91,7 @@ pub fn run(job: Job) -> impl Stream<Item = Result<ChatEvent, Status>> + Send {
                     yield Err(context.fail(err));
                     return;
                 }
-                match fall_back(&topology, &mut fallbacks, &pool, &route, &context, &mut attempts) {
+                match fall_back(&topology, &mut fallbacks, &pool, &route, &context, &request, &mut attempts) {
                     Some(Next { route: next, door: None }) => route = next,
                     Some(Next { route: next, door: Some(entered) }) => {
                         route = next;
@@ -113,6 +113,7 @@ pub fn run(job: Job) -> impl Stream<Item = Result<ChatEvent, Status>> + Send {
             model: route.upstream.clone(),
             priority: priority_of(context.ask.class) as i32,
             tenant: context.ask.tenant.to_string(),
+            served_model: route.model.clone(),
         })));
         // Non-streamed answers are gathered into one delta; an embeddings answer is one event.
         let stream = request.stream() || matches!(request, Work::Embedding(_));
@@ -137,18 +138,24 @@ struct Next {
     door: Option<Door>,
 }
 
-/// The route's next fallback model that can be tried. One in another pool enters it through
-/// [`admit`], like any request; a refusal there (no capacity, full queue) is remembered as the
-/// last error and the next fallback is tried, so nothing waits on a pool that cannot serve.
+/// The route's next fallback model that can be tried. One the caller may not use (its
+/// `allowed_models`) is skipped. One in another pool enters it through [`admit`], like any
+/// request; a refusal there (no capacity, full queue) is remembered as the last error and the
+/// next fallback is tried, so nothing waits on a pool that cannot serve.
 fn fall_back(
     topology: &Topology,
     fallbacks: &mut VecDeque<String>,
     current: &Pool,
     from: &Route,
     context: &Context,
+    request: &Work,
     attempts: &mut Attempts,
 ) -> Option<Next> {
     while let Some(name) = fallbacks.pop_front() {
+        if !request.allows_model(&name) {
+            tracing::info!(parent: &context.span, fallback = %name, "fallback model is outside the caller's allowed models; skipped");
+            continue;
+        }
         let Ok(route) = topology
             .routes
             .resolve(&name, &context.ask.tenant, fastrand::u64(..))

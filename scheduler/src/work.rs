@@ -22,6 +22,8 @@ pub struct Common<'a> {
     pub deadline_ms: u64,
     pub extra_json: &'a str,
     pub request_id: &'a str,
+    /// Model globs the caller may be served by; empty = any.
+    pub allowed_models: &'a [String],
 }
 
 impl Work {
@@ -34,6 +36,7 @@ impl Work {
                 deadline_ms: r.deadline_ms,
                 extra_json: &r.extra_json,
                 request_id: &r.request_id,
+                allowed_models: &r.allowed_models,
             },
             Self::Completion(r) => Common {
                 model: &r.model,
@@ -42,6 +45,7 @@ impl Work {
                 deadline_ms: r.deadline_ms,
                 extra_json: &r.extra_json,
                 request_id: &r.request_id,
+                allowed_models: &r.allowed_models,
             },
             Self::Embedding(r) => Common {
                 model: &r.model,
@@ -50,12 +54,22 @@ impl Work {
                 deadline_ms: r.deadline_ms,
                 extra_json: &r.extra_json,
                 request_id: &r.request_id,
+                allowed_models: &r.allowed_models,
             },
         }
     }
 
     pub fn model(&self) -> &str {
         self.common().model
+    }
+
+    /// Whether the caller may be served by the public model `name`.
+    pub fn allows_model(&self, name: &str) -> bool {
+        let allowed = self.common().allowed_models;
+        allowed.is_empty()
+            || allowed
+                .iter()
+                .any(|glob| llmgw_proto::glob_matches(glob, name))
     }
 
     /// Whether the caller asked for a stream (embeddings never stream).

@@ -29,6 +29,7 @@ impl Governed for ChatRequest {
         self.priority = caller.priority as i32;
         self.request_id = caller.request_id.clone();
         self.deadline_ms = deadline_ms;
+        self.allowed_models = caller.allowed_models();
     }
     fn model(&self) -> &str {
         &self.model
@@ -55,6 +56,7 @@ impl Governed for CompletionRequest {
         self.priority = caller.priority as i32;
         self.request_id = caller.request_id.clone();
         self.deadline_ms = deadline_ms;
+        self.allowed_models = caller.allowed_models();
     }
     fn model(&self) -> &str {
         &self.model
@@ -79,6 +81,7 @@ impl Governed for EmbedRequest {
         self.priority = caller.priority as i32;
         self.request_id = caller.request_id.clone();
         self.deadline_ms = deadline_ms;
+        self.allowed_models = caller.allowed_models();
     }
     fn model(&self) -> &str {
         &self.model

@@ -55,6 +55,11 @@ impl Tenant {
     }
 
     /// Whether the model allow-list (globs) lets `model` through.
+    /// The tenant's model globs; `None` = any model.
+    pub fn model_globs(&self) -> Option<&[String]> {
+        self.models.as_deref()
+    }
+
     pub fn allows_model(&self, model: &str) -> bool {
         self.models
             .as_ref()
@@ -156,33 +161,8 @@ impl Policy {
     }
 }
 
-/// `*` matches any run of characters, `?` one character; everything else itself.
-pub fn glob_matches(glob: &str, text: &str) -> bool {
-    let (glob, text): (Vec<char>, Vec<char>) = (glob.chars().collect(), text.chars().collect());
-    let (mut g, mut t) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
-        match glob.get(g) {
-            Some('*') => {
-                star = Some((g, t));
-                g += 1;
-            }
-            Some(&c) if c == '?' || c == text[t] => {
-                g += 1;
-                t += 1;
-            }
-            _ => match star {
-                Some((star_g, star_t)) => {
-                    g = star_g + 1;
-                    t = star_t + 1;
-                    star = Some((star_g, star_t + 1));
-                }
-                None => return false,
-            },
-        }
-    }
-    glob[g..].iter().all(|&c| c == '*')
-}
+/// One glob grammar for both services (`*` any run, `?` one character).
+pub use llmgw_proto::glob_matches;
 
 #[cfg(test)]
 mod tests {

@@ -66,9 +66,13 @@ pub(crate) async fn settle(
     );
 }
 
-/// The headers that explain where an answer ran: time queued and the endpoint's label.
+/// The headers that explain where an answer ran: time queued, the endpoint's label, and the
+/// model that served it (the one asked for, or a fallback).
 pub(crate) fn started_headers(headers: &mut HeaderMap, started: &Started) {
     put(headers, "x-llmgw-queue-ms", &started.queue_ms.to_string());
+    if !started.served_model.is_empty() {
+        put(headers, "x-llmgw-model", &started.served_model);
+    }
     put(
         headers,
         "x-llmgw-backend",

@@ -7,7 +7,7 @@ use llmgw_proto::v1::CompletionRequest;
 use llmgw_proto::v1::chat_event::Event;
 use serde_json::{Value, json};
 
-use super::fields::{body_object, extra_json, field, model, sampling};
+use super::fields::{body_object, engine_options, field, model, sampling};
 use super::response::{ResponseMeta, error_frame};
 use super::shape::{SSE_DONE, StreamShape, sse_comment, sse_data};
 use crate::error::ApiError;
@@ -83,7 +83,7 @@ pub fn parse(body: &[u8]) -> Result<ValidCompletion, ApiError> {
             suffix,
             sampling: Some(sampling),
             stream,
-            extra_json: extra_json(object),
+            extra_json: engine_options(object, "")?,
             // A text completion continues the prompt as written: no chat template.
             raw: true,
             ..Default::default()

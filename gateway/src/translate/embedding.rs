@@ -6,7 +6,7 @@ use base64::Engine as _;
 use llmgw_proto::v1::EmbedRequest;
 use serde_json::{Value, json};
 
-use super::fields::{body_object, extra_json, field, model, positive};
+use super::fields::{body_object, engine_options, field, model, positive};
 use crate::error::ApiError;
 
 /// An embeddings request that passed validation (caller fields unset).
@@ -68,7 +68,7 @@ pub fn parse(body: &[u8]) -> Result<ValidEmbedding, ApiError> {
             model,
             input,
             dimensions,
-            extra_json: extra_json(object),
+            extra_json: engine_options(object, "")?,
             ..Default::default()
         },
         base64,

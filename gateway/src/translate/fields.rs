@@ -29,13 +29,28 @@ pub fn model(object: &mut Map<String, Value>) -> Result<String, ApiError> {
     Ok(model)
 }
 
-/// The remaining fields as the engine's extra options (empty when none are left).
-pub fn extra_json(object: Map<String, Value>) -> String {
-    if object.is_empty() {
+/// The remaining fields as the engine's extra options (empty when none are left): each must
+/// be on the engine-option allow-list ([`llmgw_proto::engine_options`]), else a 400 naming it
+/// as `{prefix}{name}`.
+pub fn engine_options(object: Map<String, Value>, prefix: &str) -> Result<String, ApiError> {
+    if let Some(unknown) = object
+        .keys()
+        .find(|name| !llmgw_proto::engine_options::is_engine_option(name))
+    {
+        let options: Vec<&str> = llmgw_proto::engine_options::all().collect();
+        return Err(ApiError::invalid(
+            format!("{prefix}{unknown}"),
+            format!(
+                "`{prefix}{unknown}` is not a field this gateway takes or an engine option it passes on (engine options: {})",
+                options.join(", ")
+            ),
+        ));
+    }
+    Ok(if object.is_empty() {
         String::new()
     } else {
         Value::Object(object).to_string()
-    }
+    })
 }
 
 pub fn sampling(object: &mut Map<String, Value>) -> Result<SamplingParams, ApiError> {

@@ -12,7 +12,7 @@ use llmgw_proto::v1::{
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::fields::{body_object, field, model, ranged};
+use super::fields::{body_object, engine_options, field, model, ranged};
 use super::request::{log_probabilities, tool};
 use crate::error::ApiError;
 use crate::openai::request::{Stop, ToolDefinition};
@@ -304,11 +304,7 @@ fn options(object: &mut Map<String, Value>) -> Result<(SamplingParams, String), 
         Some(Stop::Many(many)) => many,
     };
     let seed = field::<i64>(&mut options, "seed").map_err(|e| rename(e, &named("seed")))?;
-    let extra = if options.is_empty() {
-        String::new()
-    } else {
-        Value::Object(options).to_string()
-    };
+    let extra = engine_options(options, "options.")?;
     let sampling = SamplingParams {
         temperature,
         top_p,
@@ -344,13 +340,13 @@ mod tests {
         let chat = chat(
             br#"{"model":"llama3.2","messages":[{"role":"user","content":"hi"}],
             "format":"json","keep_alive":"5m",
-            "options":{"temperature":0.2,"num_predict":7,"seed":3,"num_ctx":4096}}"#,
+            "options":{"temperature":0.2,"num_predict":7,"seed":3,"top_k":40}}"#,
         )
         .unwrap();
         assert!(chat.stream);
         let sampling = chat.request.sampling.unwrap();
         assert_eq!((sampling.max_tokens, sampling.seed), (Some(7), Some(3)));
-        assert_eq!(chat.request.extra_json, r#"{"num_ctx":4096}"#);
+        assert_eq!(chat.request.extra_json, r#"{"top_k":40}"#);
         assert_eq!(
             chat.request.response_format.unwrap().kind(),
             FormatKind::JsonObject

@@ -10,7 +10,7 @@ use llmgw_proto::v1::response_format::Kind as FormatKind;
 use llmgw_proto::v1::{ChatRequest, Message, ResponseFormat, Tool, ToolCall};
 use serde_json::{Map, Value};
 
-use super::fields::{body_object, extra_json, field, model, required, sampling};
+use super::fields::{body_object, engine_options, field, model, required, sampling};
 use crate::error::ApiError;
 use crate::openai::request::{
     ChatMessage, ContentPart, MessageContent, StreamOptions, ToolDefinition,
@@ -77,7 +77,7 @@ pub fn parse(body: &[u8]) -> Result<ValidChat, ApiError> {
     for name in IGNORED {
         object.remove(name);
     }
-    let extra_json = extra_json(object);
+    let extra_json = engine_options(object, "")?;
     Ok(ValidChat {
         request: ChatRequest {
             model,

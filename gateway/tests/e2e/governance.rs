@@ -159,12 +159,23 @@ async fn the_key_decides_the_tenant_and_every_refusal_names_its_rule() {
         "lowering is allowed"
     );
 
+    // An engine option the tenant's `allowed_options` does not list: 403; one no engine may
+    // be sent at all: 400.
     let mut with_option = body.clone();
-    with_option["num_ctx"] = json!(8192);
+    with_option["min_p"] = json!(0.1);
     let refused = refusal(
         post(&stack, Some(KEY), with_option).await,
         403,
         "option_not_allowed",
+    )
+    .await;
+    assert_eq!(refused["error"]["param"], "min_p");
+    let mut with_option = body.clone();
+    with_option["num_ctx"] = json!(8192);
+    let refused = refusal(
+        post(&stack, Some(KEY), with_option).await,
+        400,
+        "invalid_request",
     )
     .await;
     assert_eq!(refused["error"]["param"], "num_ctx");

@@ -1,7 +1,8 @@
 //! Hostile clients against the real edge on loopback: quiet sockets (silent, HTTP/2 preface
 //! only, an HTTP/2 connection left idle) are closed and free their places; a body that stalls
 //! or trickles is cut with 408; bodies past the memory budget are refused at once with 503; a
-//! refused request's large body is never read.
+//! refused request's large body is never read; engine options pass only from an allow-list;
+//! a model allow-list holds along fallbacks.
 
 use std::time::Duration;
 
@@ -9,7 +10,9 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::{Stack, quick_sim, temp_config_path};
+use llm_sim::{Fault, SimConfig};
+
+use crate::support::{Stack, chat_body, quick_sim, temp_config_path};
 
 /// The HTTP/2 connection preface and an empty SETTINGS frame.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
@@ -294,5 +297,133 @@ async fn a_refused_large_body_is_answered_without_being_read() {
             .to_ascii_lowercase()
             .contains("connection: close")
     );
+    let _ = std::fs::remove_file(path);
+}
+
+#[tokio::test]
+async fn engine_options_pass_only_from_the_allow_list_in_every_auth_mode() {
+    // Open mode, no config file: before, anything unknown went to the engine (llama.cpp reads
+    // `n_predict` ahead of `max_tokens`).
+    let stack = Stack::start(quick_sim()).await;
+    for (field, param) in [
+        ("n_predict", "n_predict"),
+        ("id_slot", "id_slot"),
+        ("num_ctx", "num_ctx"),
+    ] {
+        let mut body = chat_body("llama3.2", "hi");
+        body[field] = json!(100_000);
+        let refused = stack.chat(body).await;
+        assert_eq!(refused.status(), 400, "{field}");
+        let error: serde_json::Value = refused.json().await.unwrap();
+        assert_eq!(error["error"]["param"], param);
+    }
+    let ollama = stack
+        .http
+        .post(stack.url("/api/chat"))
+        .json(
+            &json!({"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}],
+                      "stream": false, "options": {"num_gpu": 99}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ollama.status(), 400);
+    let error: serde_json::Value = ollama.json().await.unwrap();
+    assert!(
+        error["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("options.num_gpu"),
+        "{error}"
+    );
+    // A sampling knob on the list passes.
+    let mut body = chat_body("llama3.2", "hi");
+    body["top_k"] = json!(4);
+    assert_eq!(stack.chat(body).await.status(), 200);
+}
+
+/// Model `main` fails (its pool answers 503) and falls back to `backup`.
+fn fallback_fleet(urls: &[String]) -> String {
+    format!(
+        r#"
+        [[pool]]
+        name = "primary"
+        [[pool.endpoint]]
+        url = "{}"
+        kind = "ollama"
+        slots = 2
+        [[pool]]
+        name = "spare"
+        [[pool.endpoint]]
+        url = "{}"
+        kind = "ollama"
+        slots = 2
+        [[model]]
+        name = "main"
+        fallbacks = ["backup"]
+        [[model.version]]
+        name = "v"
+        pool = "primary"
+        upstream = "llama3.2"
+        [[model]]
+        name = "backup"
+        [[model.version]]
+        name = "v"
+        pool = "spare"
+        upstream = "smollm2:135m"
+        "#,
+        urls[0], urls[1]
+    )
+}
+
+#[tokio::test]
+async fn the_model_allow_list_holds_along_fallbacks() {
+    let key = |name: &str| format!("sk-{name}-0123456789");
+    let sha =
+        |name: &str| gateway::governance::keys::hex(&gateway::governance::keys::hash(&key(name)));
+    let path = temp_config_path();
+    std::fs::write(
+        &path,
+        format!(
+            "[[tenant]]\nname = \"narrow\"\nmodels = [\"main\"]\n[[tenant]]\nname = \"wide\"\nmodels = [\"main\", \"back*\"]\n\
+             [[key]]\ntenant = \"narrow\"\nsha256 = \"{}\"\n[[key]]\ntenant = \"wide\"\nsha256 = \"{}\"\n",
+            sha("narrow"),
+            sha("wide")
+        ),
+    )
+    .unwrap();
+    let file = path.display().to_string();
+    let broken = SimConfig {
+        fault: Fault::Status(503),
+        ..quick_sim()
+    };
+    let stack = Stack::fleet_with(
+        vec![broken, quick_sim()],
+        fallback_fleet,
+        |_| {},
+        move |g| g.config_file = Some(file),
+    )
+    .await;
+    let ask = |name: &str| {
+        stack
+            .http
+            .post(stack.url("/v1/chat/completions"))
+            .bearer_auth(key(name))
+            .json(&chat_body("main", "fall back"))
+            .send()
+    };
+    // Allowed only `main`: its failure is the answer; `backup` never sees the request.
+    let narrow = ask("narrow").await.unwrap();
+    assert_eq!(narrow.status(), 503);
+    assert_eq!(
+        stack.sims[1].stats().requests,
+        0,
+        "the fallback outside the allow-list was used"
+    );
+    // Allowed `backup` too: served by it, and the response says so.
+    let wide = ask("wide").await.unwrap();
+    assert_eq!(wide.status(), 200);
+    assert_eq!(wide.headers()["x-llmgw-model"], "backup");
+    assert_eq!(stack.sims[1].stats().requests, 1);
     let _ = std::fs::remove_file(path);
 }

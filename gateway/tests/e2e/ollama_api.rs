@@ -172,7 +172,10 @@ async fn listing_version_management_and_errors_speak_ollama() {
     .await;
     assert_eq!(response.status(), 400);
     let error: Value = response.json().await.unwrap();
-    assert!(error["error"].as_str().unwrap().contains("`n`"), "{error}");
+    assert!(
+        error["error"].as_str().unwrap().contains("`options.n`"),
+        "{error}"
+    );
     // The backend's 404 for an unknown model.
     let response = post(
         &stack,

@@ -39,19 +39,21 @@ async fn scheduler_down_is_503_and_not_ready() {
         .await
         .unwrap();
     assert_eq!(models.status(), 503);
-    let ready = http
-        .get(format!("http://{addr}/readyz"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), 503);
-    assert!(
-        ready
-            .text()
-            .await
-            .unwrap()
-            .contains("scheduler unreachable")
-    );
+    // Readiness answers from the gateway's health watch: unreachable once it has looked.
+    let url = format!("http://{addr}/readyz");
+    crate::support::eventually_async("readyz says unreachable", Duration::from_secs(10), || {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let ready = http.get(url).send().await.unwrap();
+            ready.status() == 503
+                && ready
+                    .text()
+                    .await
+                    .unwrap()
+                    .contains("scheduler unreachable")
+        }
+    })
+    .await;
     let live = http
         .get(format!("http://{addr}/healthz"))
         .send()

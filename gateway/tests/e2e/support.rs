@@ -91,6 +91,16 @@ impl Stack {
         config: impl FnOnce(&[String]) -> String,
         tune_scheduler: impl FnOnce(&mut scheduler::Config),
     ) -> Self {
+        Self::fleet_with(sims, config, tune_scheduler, |_| {}).await
+    }
+
+    /// [`Stack::fleet`] with the gateway tuned too.
+    pub async fn fleet_with(
+        sims: Vec<SimConfig>,
+        config: impl FnOnce(&[String]) -> String,
+        tune_scheduler: impl FnOnce(&mut scheduler::Config),
+        tune_gateway: impl FnOnce(&mut gateway::Config),
+    ) -> Self {
         let mut handles = Vec::new();
         for sim in sims {
             handles.push(llm_sim::spawn(sim).await.unwrap());
@@ -105,7 +115,7 @@ impl Stack {
             Some(path),
             scheduler_config,
             tune_scheduler,
-            |_| {},
+            tune_gateway,
         )
         .await
     }

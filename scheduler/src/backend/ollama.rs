@@ -2,6 +2,7 @@
 //! `POST /api/embed`, `GET /api/tags`. Usage comes from `prompt_eval_count` / `eval_count`;
 //! tool calls are passed through.
 
+use llmgw_proto::engine_options::EngineProtocol;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -114,7 +115,11 @@ impl Backend for OllamaBackend {
 }
 
 fn to_wire(request: ChatRequest) -> wire::ChatRequest {
-    let options = sampling_options(request.sampling, &request.extra_json, "num_predict");
+    let options = sampling_options(
+        request.sampling,
+        &request.extra_json,
+        EngineProtocol::Ollama,
+    );
     let messages = request
         .messages
         .into_iter()
@@ -164,7 +169,11 @@ fn to_wire(request: ChatRequest) -> wire::ChatRequest {
 
 fn generate_wire(request: CompletionRequest) -> wire::GenerateRequest {
     wire::GenerateRequest {
-        options: sampling_options(request.sampling, &request.extra_json, "num_predict"),
+        options: sampling_options(
+            request.sampling,
+            &request.extra_json,
+            EngineProtocol::Ollama,
+        ),
         model: request.model,
         prompt: request.prompt,
         suffix: request.suffix,
@@ -175,7 +184,7 @@ fn generate_wire(request: CompletionRequest) -> wire::GenerateRequest {
 
 fn embed_wire(request: EmbedRequest) -> wire::EmbedRequest {
     wire::EmbedRequest {
-        options: sampling_options(None, &request.extra_json, "num_predict"),
+        options: sampling_options(None, &request.extra_json, EngineProtocol::Ollama),
         model: request.model,
         input: request.input,
         dimensions: (request.dimensions > 0).then_some(request.dimensions),

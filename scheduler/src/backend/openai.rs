@@ -3,6 +3,7 @@
 //! does not report it, completion tokens are counted (one per content delta) and prompt tokens
 //! estimated (whitespace-separated words).
 
+use llmgw_proto::engine_options::EngineProtocol;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -142,7 +143,11 @@ impl Backend for OpenAiBackend {
 }
 
 fn to_wire(request: ChatRequest, schema_format: SchemaFormat) -> wire::ChatRequest {
-    let options = sampling_options(request.sampling, &request.extra_json, "max_tokens");
+    let options = sampling_options(
+        request.sampling,
+        &request.extra_json,
+        EngineProtocol::OpenAi,
+    );
     let messages = request
         .messages
         .into_iter()
@@ -192,7 +197,11 @@ fn to_wire(request: ChatRequest, schema_format: SchemaFormat) -> wire::ChatReque
 
 fn completion_wire(request: CompletionRequest) -> wire::CompletionRequest {
     wire::CompletionRequest {
-        options: sampling_options(request.sampling, &request.extra_json, "max_tokens"),
+        options: sampling_options(
+            request.sampling,
+            &request.extra_json,
+            EngineProtocol::OpenAi,
+        ),
         model: request.model,
         prompt: request.prompt,
         suffix: (!request.suffix.is_empty()).then_some(request.suffix),
@@ -205,7 +214,7 @@ fn completion_wire(request: CompletionRequest) -> wire::CompletionRequest {
 
 fn embed_wire(request: EmbedRequest) -> wire::EmbedRequest {
     wire::EmbedRequest {
-        options: sampling_options(None, &request.extra_json, "max_tokens"),
+        options: sampling_options(None, &request.extra_json, EngineProtocol::OpenAi),
         model: request.model,
         input: request.input,
         dimensions: (request.dimensions > 0).then_some(request.dimensions),
