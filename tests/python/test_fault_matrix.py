@@ -23,6 +23,7 @@ import os
 import re
 import secrets
 import signal
+import socket
 import threading
 import time
 from collections import Counter
@@ -916,3 +917,124 @@ def test_10_redis_down_on_error_deny(start_stack, tmp_path):
                  f"with Redis down: {dict(Counter(o.kind for o in down))}"),
                 (all(o.retry_after == "1" for o in down), "a refusal without Retry-After: 1"),
                 (slowest < 1.0, f"a refusal took {slowest:.2f} s")])
+
+
+# ---------------------------------------------------------------------- hostile clients (#18)
+
+
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+
+def keyed_config(tmp_path: Path, store: str = "", tenant: str = "") -> tuple[Path, dict]:
+    key = f"sk-fault-matrix-{secrets.token_hex(16)}"
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f'auth = "api_key"\n{store}'
+        f'[[tenant]]\nname = "fault-matrix"\n{tenant}'
+        f'[[key]]\ntenant = "fault-matrix"\nname = "fault-matrix-key"\n'
+        f'sha256 = "{hashlib.sha256(key.encode()).hexdigest()}"\n')
+    return config, {"Authorization": f"Bearer {key}"}
+
+
+def test_11_quiet_sockets_fill_the_connection_limit(start_stack):
+    # Before: sockets that send nothing (or only the HTTP/2 preface) were never closed, and
+    # once they filled GATEWAY_MAX_CONNECTIONS no client was served again.
+    stack = start_stack("quiet", gateway_env={"GATEWAY_MAX_CONNECTIONS": "32",
+                                              "GATEWAY_HEADER_READ_TIMEOUT_MS": "1000"})
+    row = Row("11 32 quiet sockets fill GATEWAY_MAX_CONNECTIONS=32", rss_before=rss_pair(stack))
+    quiet = []
+    for n in range(32):
+        sock = socket.create_connection(("127.0.0.1", stack.gateway_port))
+        if n % 2:
+            sock.sendall(H2_PREFACE)
+        quiet.append(sock)
+    opened = time.monotonic()
+    row.outcomes = send_batch(stack.gateway_url, 8, 2, "quiet")
+    closed = 0
+    for sock in quiet:
+        sock.settimeout(5)
+        try:
+            while sock.recv(4096):
+                pass
+            closed += 1
+        except (TimeoutError, OSError):
+            pass
+        sock.close()
+    row.leaked, row.leak_detail, freed = wait_released(stack)
+    row.rss_after = rss_pair(stack)
+    first = min(o.ended for o in row.outcomes) - opened
+    row.notes += [f"{closed}/32 quiet sockets closed by the gateway; first answer after "
+                  f"{first * 1000:.0f} ms (head timeout 1000 ms)"]
+    check(row, expected={"200"}, also=[(closed == 32, f"only {closed}/32 quiet sockets closed")])
+
+
+def test_12_keyless_flood_of_large_bodies(start_stack, tmp_path):
+    # Before: every refused body was read into memory whole; 100 keyless 4 MiB POSTs grew the
+    # gateway by 546 MiB.
+    from test_hostile_clients import flood
+    config, headers = keyed_config(tmp_path)
+    stack = start_stack("keyless", gateway_env={"GATEWAY_CONFIG": str(config)})
+    row = Row("12 300 keyless 4 MiB POSTs while keyed clients work", rss_before=rss_pair(stack))
+    peak_before = memory_hwm_mib(stack.gateway_process)
+    pool = ThreadPoolExecutor(1)
+    attack = pool.submit(flood, stack.gateway_port, 300, 4 << 20, None, 1.0)
+    row.outcomes = send_batch(stack.gateway_url, 8, 2, "keyless", headers=headers)
+    attacked = attack.result(timeout=120)
+    pool.shutdown()
+    row.leaked, row.leak_detail, freed = wait_released(stack)
+    row.rss_after = rss_pair(stack)
+    grown = memory_hwm_mib(stack.gateway_process) - (row.rss_before[0] or 0)
+    row.notes += [f"attackers: {attacked.count('401')}× 401, {attacked.count('reset')}× cut; "
+                  f"gateway peak +{grown:.0f} MiB over idle (VmHWM {peak_before:.0f} MiB before)"]
+    check(row, expected={"200"},
+          also=[(set(attacked) <= {"401", "reset"}, f"attackers got {sorted(set(attacked))}"),
+                (grown < 64, f"the gateway grew {grown:.0f} MiB")])
+
+
+def memory_hwm_mib(process) -> float:
+    for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def test_13_redis_stalls_mid_traffic(start_stack, tmp_path):
+    # Before: reservations whose script ran after the gateway gave up held their
+    # max_concurrent place and tokens for the reservation's TTL (15 min).
+    redis = RedisServer(tmp_path)
+    try:
+        config, headers = keyed_config(
+            tmp_path, store=f'[store]\nredis_url = "{redis.url}"\ntimeout_ms = 250\n',
+            tenant="max_concurrent = 2\ntokens_per_day = 1000000\n")
+        stack = start_stack("stall", gateway_env={"GATEWAY_CONFIG": str(config)})
+        row = Row("13 Redis frozen (SIGSTOP) mid-traffic, max_concurrent = 2",
+                  rss_before=rss_pair(stack))
+
+        def remaining() -> dict:
+            answer = httpx.get(f"{stack.gateway_url}/v1/limits", headers=headers, timeout=5)
+            return answer.json()["limits"]["remaining"] if answer.status_code == 200 else {}
+
+        up = send_batch(stack.gateway_url, 4, 2, "stall-up", headers=headers)
+        before = remaining()
+        redis.process.send_signal(signal.SIGSTOP)
+        stalled = send_batch(stack.gateway_url, 6, 2, "stall-down", headers=headers)
+        redis.process.send_signal(signal.SIGCONT)
+        woke = time.monotonic()
+        settled = wait_until(lambda: remaining().get("concurrent") == 2, 20)
+        cleared = time.monotonic() - woke
+        after = remaining()
+        again = send_batch(stack.gateway_url, 4, 2, "stall-again", headers=headers)
+    finally:
+        redis.kill()
+    row.outcomes = up + stalled + again
+    row.leaked, row.leak_detail, freed = wait_released(stack)
+    if not settled:
+        row.leaked += 2 - int(after.get("concurrent", 0))
+        row.leak_detail += f" reservations still held: {after}"
+    row.rss_after = rss_pair(stack)
+    row.notes += [f"late reservations cancelled {cleared * 1000:.0f} ms after Redis woke; "
+                  f"tokens today {before.get('tokens_today')} → {after.get('tokens_today')}"]
+    check(row, expected={"200", "503 limits_unavailable"}, must_see={"503 limits_unavailable"},
+          also=[(after.get("tokens_today") == before.get("tokens_today"),
+                 f"refused work was charged: {before} → {after}"),
+                (all(o.kind == "200" for o in again), "served work after the stall was refused")])

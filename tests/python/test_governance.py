@@ -227,8 +227,8 @@ def test_model_priority_and_option_refusals_are_permission_errors(governed):
     assert (priority.value.body["code"], priority.value.body["param"]) == ("priority_not_allowed", "x-priority")
     with pytest.raises(openai.PermissionDeniedError) as option:
         sdk(stack, keys["a"]).chat.completions.create(model="llama3.2", messages=MESSAGES,
-                                                      extra_body={"num_ctx": 4096})
-    assert (option.value.body["code"], option.value.body["param"]) == ("option_not_allowed", "num_ctx")
+                                                      extra_body={"min_p": 0.1})
+    assert (option.value.body["code"], option.value.body["param"]) == ("option_not_allowed", "min_p")
 
 
 def test_early_refusal_leaves_the_connection_usable(governed):

@@ -25,6 +25,7 @@ import pytest
 
 from conftest import BIN_DIR, RedisServer, free_port, wait_for, wait_until
 
+TOKEN = "scale-out-test-token"
 GRPCURL = shutil.which("grpcurl") or str(Path(sys.executable).parent / "grpcurl")
 MODEL = "llama3.2"
 TTL_MS = 1000
@@ -69,8 +70,10 @@ class Replica:
     @property
     def backend(self) -> str:
         """What `x-llmgw-backend` says for a generation this replica ran: the protocol and a
-        hash of the endpoint URL, never the address."""
-        return "ollama-" + hashlib.sha256(self.sim_url.encode()).hexdigest()[:8]
+        hash of the endpoint URL keyed with the deployment's scheduler token (the same on every
+        gateway), never the address."""
+        key = hashlib.sha256(b"llmgw backend label\0" + TOKEN.encode()).digest()
+        return "ollama-" + hashlib.sha256(key + self.sim_url.encode()).hexdigest()[:8]
 
     def health(self, timeout_s: float = 1.0) -> str:
         """grpc.health.v1.Health/Check with the empty service: SERVING, NOT_SERVING, or the
@@ -94,7 +97,10 @@ class Cluster:
         self.tmp, self.processes, self.replicas, self.gateways = tmp, [], [], []
         self.gateway_processes: dict[str, subprocess.Popen] = {}
         self.redis = RedisServer(tmp)
-        self.env = {**os.environ, "RUST_LOG": "info", "LOG_FORMAT": "text"}
+        # A real deployment's shape: the scheduler hop carries a token (it also keys the
+        # backend labels, so every gateway shows the same label for an endpoint).
+        self.env = {**os.environ, "RUST_LOG": "info", "LOG_FORMAT": "text",
+                    "SCHEDULER_AUTH_TOKEN": TOKEN}
         try:
             for name in "ab":
                 sim_port, port = free_port(), free_port()
@@ -385,7 +391,7 @@ def when(condition, deadline_s: float) -> float | None:
 
 def grpcurl(addr: str, method: str, data: dict, verbose: bool = False):
     command = [GRPCURL, "-plaintext", "-max-time", "10", *(["-v"] if verbose else []),
-               "-d", json.dumps(data), addr, method]
+               "-H", f"authorization: Bearer {TOKEN}", "-d", json.dumps(data), addr, method]
     return subprocess.run(command, capture_output=True, text=True, timeout=20)
 
 

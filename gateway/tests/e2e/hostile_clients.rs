@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 
 use llm_sim::{Fault, SimConfig};
 
-use crate::support::{Stack, chat_body, quick_sim, temp_config_path};
+use crate::support::{Stack, chat_body, fallback_fleet, quick_sim, temp_config_path};
 
 /// The HTTP/2 connection preface and an empty SETTINGS frame.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
@@ -340,40 +340,6 @@ async fn engine_options_pass_only_from_the_allow_list_in_every_auth_mode() {
     let mut body = chat_body("llama3.2", "hi");
     body["top_k"] = json!(4);
     assert_eq!(stack.chat(body).await.status(), 200);
-}
-
-/// Model `main` fails (its pool answers 503) and falls back to `backup`.
-fn fallback_fleet(urls: &[String]) -> String {
-    format!(
-        r#"
-        [[pool]]
-        name = "primary"
-        [[pool.endpoint]]
-        url = "{}"
-        kind = "ollama"
-        slots = 2
-        [[pool]]
-        name = "spare"
-        [[pool.endpoint]]
-        url = "{}"
-        kind = "ollama"
-        slots = 2
-        [[model]]
-        name = "main"
-        fallbacks = ["backup"]
-        [[model.version]]
-        name = "v"
-        pool = "primary"
-        upstream = "llama3.2"
-        [[model]]
-        name = "backup"
-        [[model.version]]
-        name = "v"
-        pool = "spare"
-        upstream = "smollm2:135m"
-        "#,
-        urls[0], urls[1]
-    )
 }
 
 #[tokio::test]

@@ -7,7 +7,8 @@ use llm_sim::{Fault, SimConfig, completion_text};
 use serde_json::json;
 
 use crate::support::{
-    SseData, Stack, chat_body, closed_port, eventually, quick_sim, sse_data, streamed_text,
+    SseData, Stack, chat_body, closed_port, eventually, fallback_fleet, quick_sim, sse_data,
+    streamed_text,
 };
 
 fn pool_of(urls: &[String], breaker: &str) -> String {
@@ -202,42 +203,7 @@ async fn a_model_whose_pool_fails_falls_back_to_another_model_in_another_pool() 
         fault: Fault::Status(503),
         ..quick_sim()
     };
-    let config = |urls: &[String]| {
-        format!(
-            r#"
-            [[pool]]
-            name = "primary"
-            [[pool.endpoint]]
-            url = "{}"
-            kind = "ollama"
-            slots = 2
-
-            [[pool]]
-            name = "spare"
-            [[pool.endpoint]]
-            url = "{}"
-            kind = "ollama"
-            slots = 2
-
-            [[model]]
-            name = "main"
-            fallbacks = ["backup"]
-            [[model.version]]
-            name = "v"
-            pool = "primary"
-            upstream = "llama3.2"
-
-            [[model]]
-            name = "backup"
-            [[model.version]]
-            name = "v"
-            pool = "spare"
-            upstream = "smollm2:135m"
-            "#,
-            urls[0], urls[1]
-        )
-    };
-    let stack = Stack::fleet(vec![broken, quick_sim()], config, |_| {}).await;
+    let stack = Stack::fleet(vec![broken, quick_sim()], fallback_fleet, |_| {}).await;
     let response = stack.chat(chat_body("main", "fall back")).await;
     assert_eq!(response.status(), 200);
     let body: serde_json::Value = response.json().await.unwrap();

@@ -345,3 +345,38 @@ pub fn sse_objects(body: &str) -> Vec<Value> {
         .map(|data| serde_json::from_str(data).unwrap())
         .collect()
 }
+
+/// Two pools of one endpoint each (the first sim's, the second's): model `main` in `primary`
+/// falls back to model `backup` in `spare`.
+pub fn fallback_fleet(urls: &[String]) -> String {
+    format!(
+        r#"
+        [[pool]]
+        name = "primary"
+        [[pool.endpoint]]
+        url = "{}"
+        kind = "ollama"
+        slots = 2
+        [[pool]]
+        name = "spare"
+        [[pool.endpoint]]
+        url = "{}"
+        kind = "ollama"
+        slots = 2
+        [[model]]
+        name = "main"
+        fallbacks = ["backup"]
+        [[model.version]]
+        name = "v"
+        pool = "primary"
+        upstream = "llama3.2"
+        [[model]]
+        name = "backup"
+        [[model.version]]
+        name = "v"
+        pool = "spare"
+        upstream = "smollm2:135m"
+        "#,
+        urls[0], urls[1]
+    )
+}
