@@ -121,8 +121,9 @@ def test_a_keyed_flood_stays_within_the_body_budget(tmp_path):
         # the rest are refused at once with 503 gateway_overloaded, or cut while still sending.
         taken = [o for o in outcomes if o not in ("503", "reset")]
         assert set(taken) <= {"200", "504"}, sorted(set(outcomes))
-        assert 1 <= len(taken) <= budget // (8 * 4 * MiB), outcomes
-        assert outcomes.count("503") > 0
+        # (Two fit at once; a slow client may be taken later, once earlier bodies are done.)
+        assert len(taken) >= 1, outcomes
+        assert outcomes.count("503") >= 50, outcomes
         # The bodies taken in, with their parsed copies, within the budget; the refused ones and
         # their connections cost a few MiB on top.
         assert grown < budget / MiB + 16, f"gateway grew {grown:.0f} MiB for a {budget // MiB} MiB budget"
@@ -188,7 +189,7 @@ def status_of(url: str) -> int | None:
 def test_sigterm_fails_readiness_first_then_stops_accepting(tmp_path):
     # Before: SIGTERM stopped accepting at once, so a load balancer still sending new
     # connections had them refused.
-    stack = Stack(tmp_path, gateway_env={"GATEWAY_SHUTDOWN_DELAY_MS": "1500"})
+    stack = Stack(tmp_path, gateway_env={"GATEWAY_SHUTDOWN_DELAY_MS": "3000"})
     try:
         assert status_of(f"{stack.gateway_url}/readyz") == 200
         stack.gateway_process.send_signal(signal.SIGTERM)
@@ -197,10 +198,10 @@ def test_sigterm_fails_readiness_first_then_stops_accepting(tmp_path):
             "readiness did not fail after SIGTERM"
         # Still accepting new connections and serving them during the delay.
         assert status_of(f"{stack.gateway_url}/healthz") == 200
-        assert time.monotonic() - signalled < 1.5, "the check ran too late to mean anything"
+        assert time.monotonic() - signalled < 3.0, "the check ran too late to mean anything"
         # Then it stops accepting and exits cleanly.
         assert stack.gateway_process.wait(timeout=20) == 0
-        assert time.monotonic() - signalled >= 1.5
+        assert time.monotonic() - signalled >= 3.0
         assert status_of(f"{stack.gateway_url}/healthz") is None
     finally:
         stack.stop()
