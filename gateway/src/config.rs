@@ -81,6 +81,11 @@ pub struct Config {
     /// keep-alive and HTTP/2 alike).
     #[arg(long, env = "GATEWAY_IDLE_TIMEOUT_MS", default_value_t = 60_000)]
     pub idle_timeout_ms: u64,
+    /// A response that could not pass anything on to its client for this many milliseconds
+    /// (the client stopped reading) has its connection dropped, and with it its scheduler call
+    /// and slot.
+    #[arg(long, env = "GATEWAY_SEND_TIMEOUT_MS", default_value_t = 60_000)]
+    pub send_timeout_ms: u64,
     /// HTTP/2 keep-alive: a ping this often, and a peer that leaves one unanswered as long is
     /// disconnected. 0 = no pings.
     #[arg(long, env = "GATEWAY_HTTP2_KEEPALIVE_MS", default_value_t = 20_000)]
@@ -135,6 +140,7 @@ impl Config {
             max_connections: 10_000,
             header_read_timeout_ms: 10_000,
             idle_timeout_ms: 60_000,
+            send_timeout_ms: 60_000,
             http2_keepalive_ms: 20_000,
             body_stall_timeout_ms: 10_000,
             body_timeout_ms: 30_000,
@@ -172,6 +178,7 @@ impl Config {
                 self.header_read_timeout_ms,
             ),
             ("GATEWAY_IDLE_TIMEOUT_MS", self.idle_timeout_ms),
+            ("GATEWAY_SEND_TIMEOUT_MS", self.send_timeout_ms),
             ("GATEWAY_BODY_STALL_TIMEOUT_MS", self.body_stall_timeout_ms),
             ("GATEWAY_BODY_TIMEOUT_MS", self.body_timeout_ms),
         ] {

@@ -6,7 +6,8 @@
 //! - every connection under deadlines ([`watch`]): its first request's head within
 //!   `GATEWAY_HEADER_READ_TIMEOUT_MS` of the accept (HTTP/1 and HTTP/2 alike, the protocol
 //!   preface included), closed after `GATEWAY_IDLE_TIMEOUT_MS` without a request in flight,
-//!   and HTTP/2 keep-alive pings that close a peer gone silent;
+//!   HTTP/2 keep-alive pings that close a peer gone silent, and dropped when a response has
+//!   waited `GATEWAY_SEND_TIMEOUT_MS` on a client that stopped reading;
 //! - every request body under deadlines and a gateway-wide memory budget ([`body`]);
 //! - a connection closed after an answer that did not read the whole body lingers, reading
 //!   and dropping, so the client gets the answer rather than a reset ([`linger`]);
@@ -47,7 +48,7 @@ use tower::ServiceExt;
 use crate::layers::Held;
 use body::{BodyLimits, BodyTicket, GuardedBody};
 use linger::Lingering;
-use watch::{ConnectionDeadlines, ConnectionWatch};
+use watch::{ConnectionDeadlines, ConnectionWatch, Expired, Watched};
 
 /// After the last request in flight at shutdown ended, how long idle connections stay open
 /// for a next request that was already on its way.
@@ -90,6 +91,8 @@ pub struct EdgeLimits {
     pub header_read_timeout: Duration,
     /// A connection without a request in flight.
     pub idle_timeout: Duration,
+    /// A response that waits on a client that stopped reading.
+    pub send_timeout: Duration,
     /// HTTP/2 keep-alive ping interval (and how long a ping may go unanswered); zero = none.
     pub http2_keepalive: Duration,
     pub bodies: BodyLimits,
@@ -118,6 +121,7 @@ pub async fn accept(
     let deadlines = ConnectionDeadlines {
         head: limits.header_read_timeout,
         idle: limits.idle_timeout,
+        send: limits.send_timeout,
     };
     let connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let lingering = Arc::new(Semaphore::new(linger::MAX_LINGERING));
@@ -168,14 +172,24 @@ pub async fn accept(
         open.spawn(async move {
             let mut connection = std::pin::pin!(connection);
             let mut closing = false;
+            // Set once a quiet connection was told to close: past it, and with no request in
+            // flight (one may have slipped in before an HTTP/2 GOAWAY arrived), it is dropped.
+            let mut give_up: Option<tokio::time::Instant> = None;
             loop {
                 let expiry = watch.expiry(deadlines);
+                let idle = expiry.is_some();
                 let expired = async {
                     match expiry {
                         Some((at, why)) => {
                             tokio::time::sleep_until(at).await;
                             why
                         }
+                        None => std::future::pending().await,
+                    }
+                };
+                let abandon = async {
+                    match give_up {
+                        Some(at) => tokio::time::sleep_until(at).await,
                         None => std::future::pending().await,
                     }
                 };
@@ -188,11 +202,23 @@ pub async fn accept(
                     }
                     () = watch.changed() => {}
                     why = expired, if !closing => {
+                        // A request may have begun or moved just as the timer fired: look again.
+                        let now = tokio::time::Instant::now();
+                        if watch.expiry(deadlines).is_none_or(|(at, _)| at > now) {
+                            continue;
+                        }
+                        if why == Expired::Send {
+                            // Nothing more reaches this client: dropping the connection drops
+                            // its responses, their scheduler calls and their slots.
+                            tracing::debug!(why = why.as_str(), "dropping a connection whose client stopped reading");
+                            break;
+                        }
                         tracing::debug!(why = why.as_str(), "closing a quiet connection");
                         connection.as_mut().graceful_shutdown();
-                        let _ = tokio::time::timeout(CLOSE_LINGER, connection.as_mut()).await;
-                        break;
+                        closing = true;
+                        give_up = Some(now + CLOSE_LINGER);
                     }
+                    () = abandon, if idle => break,
                     () = close_all.cancelled(), if !closing => {
                         connection.as_mut().graceful_shutdown();
                         closing = true;
@@ -251,25 +277,15 @@ where
     fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
         let in_flight = self.watch.begin();
         let ticket = Arc::new(BodyTicket::default());
-        let declared = request
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.parse::<u64>().ok());
         let (mut parts, body) = request.into_parts();
         parts.extensions.insert(Arc::clone(&ticket));
-        let body = GuardedBody::new(body, self.bodies.clone(), Arc::clone(&ticket), declared);
+        let body = GuardedBody::new(body, self.bodies.clone(), Arc::clone(&ticket));
         let request = Request::from_parts(parts, axum::body::Body::new(body));
         let app = self.app.clone();
         Box::pin(async move {
             let response = app.oneshot(request).await?;
             ticket.release();
-            Ok(response.map(|body| {
-                axum::body::Body::new(Held {
-                    body,
-                    permit: in_flight,
-                })
-            }))
+            Ok(response.map(|body| axum::body::Body::new(Watched::new(body, in_flight))))
         })
     }
 }

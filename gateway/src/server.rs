@@ -182,13 +182,13 @@ pub async fn serve(
         max_connections: config.max_connections,
         header_read_timeout: Duration::from_millis(config.header_read_timeout_ms),
         idle_timeout: Duration::from_millis(config.idle_timeout_ms),
+        send_timeout: Duration::from_millis(config.send_timeout_ms),
         http2_keepalive: Duration::from_millis(config.http2_keepalive_ms),
         bodies: BodyLimits {
             stall: Duration::from_millis(config.body_stall_timeout_ms),
             total: Duration::from_millis(config.body_timeout_ms),
             budget: (config.max_body_buffer_bytes > 0)
                 .then(|| Arc::new(Semaphore::new(config.max_body_buffer_bytes))),
-            max_body_bytes: config.max_body_bytes,
         },
         grace: Duration::from_millis(config.shutdown_grace_ms),
     };

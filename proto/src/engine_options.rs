@@ -28,6 +28,7 @@ const OPENAI_ONLY: &[&str] = &[
     "logit_bias",
     "user",
     "parallel_tool_calls",
+    "reasoning_effort",
 ];
 
 /// The backend protocols, for [`passes`].

@@ -160,14 +160,13 @@ impl Config {
     /// Where to listen, given where `SCHEDULER_LISTEN` resolved: unchanged with a token or the
     /// explicit opt-out; otherwise the same port on loopback (`true` when it was changed).
     pub fn confine(&self, wanted: std::net::SocketAddr) -> (std::net::SocketAddr, bool) {
-        use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+        use std::net::{IpAddr, Ipv4Addr};
         if self.auth_token.is_some() || self.allow_unauthenticated || wanted.ip().is_loopback() {
             return (wanted, false);
         }
-        let loopback = match wanted.ip() {
-            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        };
+        // IPv4's loopback for either family: the `healthcheck` subcommand (and most local
+        // clients) dial 127.0.0.1.
+        let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
         (std::net::SocketAddr::new(loopback, wanted.port()), true)
     }
 
@@ -268,7 +267,10 @@ mod tests {
             config.confine(any),
             ("127.0.0.1:50051".parse().unwrap(), true)
         );
-        assert_eq!(config.confine(any6), ("[::1]:50051".parse().unwrap(), true));
+        assert_eq!(
+            config.confine(any6),
+            ("127.0.0.1:50051".parse().unwrap(), true)
+        );
         let local: std::net::SocketAddr = "127.0.0.2:7".parse().unwrap();
         assert_eq!(config.confine(local), (local, false));
         config.allow_unauthenticated = true;

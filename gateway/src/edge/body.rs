@@ -6,9 +6,10 @@
 //! - **Whole body**: not complete within `GATEWAY_BODY_TIMEOUT_MS` of its head → error (a
 //!   client trickling a byte every few seconds never stalls, but never finishes either).
 //! - **Memory**: the bodies being read and parsed count against one budget
-//!   (`GATEWAY_MAX_BODY_BUFFER_BYTES`), each byte [`MEMORY_PER_BODY_BYTE`] times: a declared
-//!   `Content-Length` is taken whole at the first read, a chunked body frame by frame; past the
-//!   budget the read fails at once and the client gets `503 gateway_overloaded`. A body that is only discarded (a refusal draining
+//!   (`GATEWAY_MAX_BODY_BUFFER_BYTES`), each byte [`MEMORY_PER_BODY_BYTE`] times, charged as it
+//!   arrives (never by a declared `Content-Length`: a client that declares 4 MiB and sends a
+//!   byte at a time would hold budget it never used); past the budget the read fails at once
+//!   and the client gets `503 gateway_overloaded`. A body that is only discarded (a refusal draining
 //!   it, [`BodyTicket::discard`]) costs no budget: its frames are dropped as they arrive.
 //!
 //! The budget taken is held by the request's [`BodyTicket`] until the handler returned its
@@ -40,8 +41,6 @@ pub struct BodyLimits {
     /// Memory for bodies held at once, gateway-wide (each byte counted
     /// [`MEMORY_PER_BODY_BYTE`] times); `None` = unbounded.
     pub budget: Option<Arc<Semaphore>>,
-    /// The largest body accepted (a larger declared length is the router's 413, not budget).
-    pub max_body_bytes: usize,
 }
 
 /// Why a body could not be read to its end.
@@ -160,32 +159,22 @@ pin_project_lite::pin_project! {
         inner: B,
         limits: BodyLimits,
         ticket: Arc<BodyTicket>,
-        declared: Option<u64>,
         deadline: Instant,
         timer: Option<Pin<Box<Sleep>>>,
-        // The declared length was taken from the budget at the first read.
-        prepaid: bool,
         failed: bool,
     }
 }
 
 impl<B> GuardedBody<B> {
-    /// Guards `inner`, whose head arrived just now and declared `declared` bytes.
-    pub fn new(
-        inner: B,
-        limits: BodyLimits,
-        ticket: Arc<BodyTicket>,
-        declared: Option<u64>,
-    ) -> Self {
+    /// Guards `inner`, whose head arrived just now.
+    pub fn new(inner: B, limits: BodyLimits, ticket: Arc<BodyTicket>) -> Self {
         let deadline = Instant::now() + limits.total;
         Self {
             inner,
             limits,
             ticket,
-            declared,
             deadline,
             timer: None,
-            prepaid: false,
             failed: false,
         }
     }
@@ -211,21 +200,9 @@ where
             *failed = true;
             Poll::Ready(Some(Err(error)))
         };
-        if let (Some(budget), Some(declared), false) =
-            (&this.limits.budget, *this.declared, *this.prepaid)
-        {
-            *this.prepaid = true;
-            let upfront = usize::try_from(declared)
-                .unwrap_or(usize::MAX)
-                .min(this.limits.max_body_bytes);
-            if let Err(error) = this.ticket.take(budget, upfront) {
-                return fail(this.failed, error);
-            }
-        }
         match this.inner.poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                if let (Some(budget), Some(data), false) =
-                    (&this.limits.budget, frame.data_ref(), *this.prepaid)
+                if let (Some(budget), Some(data)) = (&this.limits.budget, frame.data_ref())
                     && let Err(error) = this.ticket.take(budget, data.len())
                 {
                     return fail(this.failed, error);
@@ -276,7 +253,6 @@ mod tests {
             stall: Duration::from_millis(100),
             total: Duration::from_millis(1_000),
             budget: budget.map(|bytes| Arc::new(Semaphore::new(bytes))),
-            max_body_bytes: 1 << 20,
         }
     }
 
@@ -305,24 +281,14 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_body_that_keeps_coming_in_time_is_read_whole() {
         let ticket = Arc::new(BodyTicket::default());
-        let body = GuardedBody::new(
-            trickle(5, Duration::from_millis(50)),
-            limits(None),
-            ticket,
-            None,
-        );
+        let body = GuardedBody::new(trickle(5, Duration::from_millis(50)), limits(None), ticket);
         assert_eq!(read(body).await.ok(), Some(5));
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_gap_longer_than_the_stall_timeout_fails() {
         let ticket = Arc::new(BodyTicket::default());
-        let body = GuardedBody::new(
-            trickle(5, Duration::from_millis(150)),
-            limits(None),
-            ticket,
-            None,
-        );
+        let body = GuardedBody::new(trickle(5, Duration::from_millis(150)), limits(None), ticket);
         assert!(matches!(read(body).await, Err(BodyError::Stalled(100))));
     }
 
@@ -333,7 +299,6 @@ mod tests {
             trickle(100, Duration::from_millis(90)),
             limits(None),
             ticket,
-            None,
         );
         assert!(matches!(read(body).await, Err(BodyError::TooSlow(1_000))));
     }
@@ -350,7 +315,6 @@ mod tests {
             trickle(5, Duration::ZERO),
             limits.clone(),
             Arc::clone(&first),
-            None,
         );
         assert_eq!(read(body).await.ok(), Some(5));
         assert_eq!(
@@ -359,14 +323,13 @@ mod tests {
             "read bytes stay held"
         );
         let second = Arc::new(BodyTicket::default());
-        let declared =
-            GuardedBody::new(trickle(5, Duration::ZERO), limits.clone(), second, Some(5));
-        assert!(matches!(read(declared).await, Err(BodyError::Overloaded)));
+        let over = GuardedBody::new(trickle(5, Duration::ZERO), limits.clone(), second);
+        assert!(matches!(read(over).await, Err(BodyError::Overloaded)));
         first.release();
         assert_eq!(budget.available_permits(), 8 * MEMORY_PER_BODY_BYTE);
         let discarded = Arc::new(BodyTicket::default());
         discarded.discard();
-        let body = GuardedBody::new(trickle(50, Duration::ZERO), limits, discarded, Some(50));
+        let body = GuardedBody::new(trickle(50, Duration::ZERO), limits, discarded);
         assert_eq!(
             read(body).await.ok(),
             Some(50),

@@ -24,8 +24,8 @@ use tokio::sync::Semaphore;
 
 /// The longest a closed connection is read after its answer…
 const LINGER_TIME: Duration = Duration::from_secs(30);
-/// …and the longest it may send nothing meanwhile.
-const LINGER_GAP: Duration = Duration::from_secs(2);
+/// …and the longest it may send nothing meanwhile (nginx's `lingering_timeout`).
+const LINGER_GAP: Duration = Duration::from_secs(5);
 /// The most bytes read and dropped while lingering.
 const LINGER_BYTES: usize = 8 << 20;
 /// Sockets lingering at once, gateway-wide.

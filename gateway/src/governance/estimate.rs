@@ -107,6 +107,15 @@ pub fn prompt_tokens(
 /// tokenizer tens of milliseconds, which must not stall every other request on the runtime.
 const INLINE_TOKENIZE_BYTES: usize = 16 << 10;
 
+/// Turns for tokenizing long prompts, one per core.
+fn tokenizing() -> &'static Arc<tokio::sync::Semaphore> {
+    static TURNS: std::sync::OnceLock<Arc<tokio::sync::Semaphore>> = std::sync::OnceLock::new();
+    TURNS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+        Arc::new(tokio::sync::Semaphore::new(cores))
+    })
+}
+
 /// [`prompt_tokens`], with a long prompt's tokenizing moved off the async runtime.
 pub async fn prompt_tokens_off_runtime(
     texts: &[&str],
@@ -118,9 +127,15 @@ pub async fn prompt_tokens_off_runtime(
     let Some(tokenizer) = tokenizer.filter(|_| bytes > INLINE_TOKENIZE_BYTES) else {
         return prompt_tokens(texts, messages, tokenizer.map(Arc::as_ref), bytes_per_token);
     };
+    // As many long prompts tokenized at once as there are cores; the rest wait their turn
+    // (and a client that leaves while waiting costs nothing more).
+    let Ok(turn) = Arc::clone(tokenizing()).acquire_owned().await else {
+        return prompt_tokens(texts, messages, None, 1.0);
+    };
     let owned: Vec<String> = texts.iter().map(|text| (*text).to_owned()).collect();
     let tokenizer = Arc::clone(tokenizer);
     let counted = tokio::task::spawn_blocking(move || {
+        let _turn = turn;
         let texts: Vec<&str> = owned.iter().map(String::as_str).collect();
         prompt_tokens(&texts, messages, Some(&tokenizer), bytes_per_token)
     })

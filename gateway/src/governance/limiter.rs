@@ -20,6 +20,11 @@ use crate::metrics::GatewayMetrics;
 /// wait repeats until the reservation's TTL has passed (then the store has expired it anyway).
 const RETRY_BACKOFF_MS: [u64; 5] = [50, 200, 1000, 2000, 5000];
 
+/// Settlements and compensations retrying in the background at once: with the store down
+/// under load, each failed call would otherwise add a task for up to the reservation's TTL.
+/// Beyond it a reservation is left to expire after its TTL (charged what it reserved).
+const MAX_RETRYING: usize = 1024;
+
 /// Where a reservation was made, so its settlement goes to the same place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ledgered {
@@ -41,6 +46,7 @@ pub struct Limiter {
     on_error: OnError,
     timeout: Duration,
     metrics: Arc<GatewayMetrics>,
+    retrying: Arc<tokio::sync::Semaphore>,
 }
 
 impl Limiter {
@@ -56,6 +62,7 @@ impl Limiter {
             on_error,
             timeout,
             metrics,
+            retrying: Arc::new(tokio::sync::Semaphore::new(MAX_RETRYING)),
         }
     }
 
@@ -111,10 +118,15 @@ impl Limiter {
 
     /// Cancels `ask` in the store, retrying in the background until the store answers.
     fn compensate(self: &Arc<Self>, ask: &Reserve) {
+        let Ok(slot) = Arc::clone(&self.retrying).try_acquire_owned() else {
+            tracing::warn!(tenant = %ask.tenant, "too many store retries at once; the reservation will expire after its TTL");
+            return;
+        };
         let this = Arc::clone(self);
         let ask = ask.clone();
         let give_up = Instant::now() + Duration::from_millis(ask.ttl_ms);
         tokio::spawn(async move {
+            let _slot = slot;
             let cancel = || {
                 this.store.cancel(
                     Arc::clone(&ask.tenant),
@@ -178,8 +190,13 @@ impl Limiter {
         if self.timed("settle", settle()).await.is_ok() {
             return;
         }
+        let Ok(slot) = Arc::clone(&self.retrying).try_acquire_owned() else {
+            tracing::warn!(tenant = %tenant, "too many store retries at once; the reservation will expire after its TTL");
+            return;
+        };
         let this = Arc::clone(self);
         tokio::spawn(async move {
+            let _slot = slot;
             if !this.retry("settle", give_up, settle).await {
                 tracing::warn!(tenant = %tenant, "settlement failed; the reservation will expire after its TTL");
             }

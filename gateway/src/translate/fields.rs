@@ -32,7 +32,9 @@ pub fn model(object: &mut Map<String, Value>) -> Result<String, ApiError> {
 /// The remaining fields as the engine's extra options (empty when none are left): each must
 /// be on the engine-option allow-list ([`llmgw_proto::engine_options`]), else a 400 naming it
 /// as `{prefix}{name}`.
-pub fn engine_options(object: Map<String, Value>, prefix: &str) -> Result<String, ApiError> {
+pub fn engine_options(mut object: Map<String, Value>, prefix: &str) -> Result<String, ApiError> {
+    // `null` is absent, as for every other field (clients that write out every optional field).
+    object.retain(|_, value| !value.is_null());
     if let Some(unknown) = object
         .keys()
         .find(|name| !llmgw_proto::engine_options::is_engine_option(name))

@@ -25,13 +25,14 @@ pub struct ValidChat {
 }
 
 /// OpenAI fields accepted and deliberately not acted on.
-const IGNORED: [&str; 6] = [
+const IGNORED: [&str; 7] = [
     "user",
     "metadata",
     "store",
     "parallel_tool_calls",
     "service_tier",
     "prompt_cache_key",
+    "safety_identifier",
 ];
 
 /// The most choices one request may ask for.
