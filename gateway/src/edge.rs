@@ -97,6 +97,8 @@ pub struct EdgeLimits {
     pub http2_keepalive: Duration,
     pub bodies: BodyLimits,
     pub grace: Duration,
+    /// Where connections closed on a deadline are counted.
+    pub metrics: Arc<crate::metrics::GatewayMetrics>,
 }
 
 /// Serves `app` on `listener` until `shutdown`, then drains for at most `limits.grace`.
@@ -169,6 +171,7 @@ pub async fn accept(
             )
             .into_owned();
         let close_all = close_all.clone();
+        let metrics = Arc::clone(&limits.metrics);
         open.spawn(async move {
             let mut connection = std::pin::pin!(connection);
             let mut closing = false;
@@ -211,9 +214,11 @@ pub async fn accept(
                             // Nothing more reaches this client: dropping the connection drops
                             // its responses, their scheduler calls and their slots.
                             tracing::debug!(why = why.as_str(), "dropping a connection whose client stopped reading");
+                            metrics.connection_closed(why.as_str());
                             break;
                         }
                         tracing::debug!(why = why.as_str(), "closing a quiet connection");
+                        metrics.connection_closed(why.as_str());
                         connection.as_mut().graceful_shutdown();
                         closing = true;
                         give_up = Some(now + CLOSE_LINGER);

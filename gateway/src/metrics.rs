@@ -57,6 +57,11 @@ struct TokenTypeLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClosedLabels {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     model: String,
     reason: String,
@@ -120,6 +125,7 @@ pub struct GatewayMetrics {
     budget_remaining: Family<BudgetLabels, Gauge>,
     store_duration: Histograms<StoreLabels>,
     store_errors: Family<StoreLabels, Counter>,
+    connections_closed: Family<ClosedLabels, Counter>,
 }
 
 impl Default for GatewayMetrics {
@@ -182,6 +188,12 @@ impl GatewayMetrics {
             "Streams ended by an error event after the first token",
             stream_errors.clone(),
         );
+        let connections_closed = Family::default();
+        registry.register(
+            "llmgw_connections_closed",
+            "Client connections the edge closed on a deadline (reason: head_timeout, idle_timeout, send_timeout)",
+            connections_closed.clone(),
+        );
         let ratelimit = Family::default();
         registry.register(
             "llmgw_ratelimit",
@@ -221,6 +233,7 @@ impl GatewayMetrics {
             budget_remaining,
             store_duration,
             store_errors,
+            connections_closed,
         }
     }
 
@@ -325,6 +338,13 @@ impl GatewayMetrics {
                 model: model.to_owned(),
                 reason: reason.to_owned(),
             })
+            .inc();
+    }
+
+    /// The edge closed a client connection on a deadline.
+    pub fn connection_closed(&self, reason: &'static str) {
+        self.connections_closed
+            .get_or_create(&ClosedLabels { reason })
             .inc();
     }
 

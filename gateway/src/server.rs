@@ -41,15 +41,20 @@ pub enum ServeError {
 
 /// The gateway's routes and layers for `config`.
 pub fn router(config: &Config) -> Result<Router, ServeError> {
-    build(config, CancellationToken::new()).map(|(router, _, _)| router)
+    build(config, CancellationToken::new()).map(|built| built.router)
+}
+
+/// What [`build`] makes for [`serve`].
+struct Built {
+    router: Router,
+    governance: Arc<Governance>,
+    schedulers: SchedulerClients,
+    metrics: Arc<GatewayMetrics>,
 }
 
 /// The router and the live governance (which `serve` reloads on SIGHUP and file changes);
 /// `/readyz` fails from the moment `stopping` is cancelled.
-fn build(
-    config: &Config,
-    stopping: CancellationToken,
-) -> Result<(Router, Arc<Governance>, SchedulerClients), ServeError> {
+fn build(config: &Config, stopping: CancellationToken) -> Result<Built, ServeError> {
     config.validate().map_err(ServeError::Config)?;
     crate::backend_label::key_with(
         config
@@ -135,13 +140,21 @@ fn build(
         // the body limit bounds memory per request before any parsing; over it is a 413.
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         // every response counted by matched route and status, whole responses timed.
-        .layer(middleware::from_fn_with_state(metrics, layers::observe))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&metrics),
+            layers::observe,
+        ))
         // the server span, child of the caller's trace context, around all of the above.
         .layer(middleware::from_fn(layers::server_span))
         // outermost, so the span and every response (even a 500 from a layer) carry it.
         .layer(middleware::from_fn(layers::request_id))
         .with_state(state);
-    Ok((router, governance, scheduler))
+    Ok(Built {
+        router,
+        governance,
+        schedulers: scheduler,
+        metrics,
+    })
 }
 
 /// 404 naming the path, after reading the body (the keep-alive connection stays usable).
@@ -162,7 +175,12 @@ pub async fn serve(
             "GATEWAY_CONFIG is unset: open mode, no authentication; tenants and priorities come from headers"
         );
     }
-    let (app, governance, schedulers) = build(&config, shutdown.clone())?;
+    let Built {
+        router: app,
+        governance,
+        schedulers,
+        metrics,
+    } = build(&config, shutdown.clone())?;
     let tasks = TaskTracker::new();
     // Serving state and models of every scheduler, and DNS names re-resolved.
     tasks.spawn(schedulers.watch(shutdown.clone()));
@@ -191,6 +209,7 @@ pub async fn serve(
                 .then(|| Arc::new(Semaphore::new(config.max_body_buffer_bytes))),
         },
         grace: Duration::from_millis(config.shutdown_grace_ms),
+        metrics,
     };
     // Readiness fails at once (the router reads `shutdown`); the edge keeps accepting for
     // the shutdown delay, so load balancers that poll `/readyz` stop sending first.

@@ -80,6 +80,21 @@ async fn quiet_sockets_are_closed_and_free_their_places() {
         .await
         .unwrap();
     assert_eq!(health.status(), 200);
+    // Operators see it: each closed quiet socket is counted by its reason.
+    let metrics = fresh
+        .get(stack.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let closed: f64 = metrics
+        .lines()
+        .find(|line| line.starts_with("llmgw_connections_closed_total{reason=\"head_timeout\"}"))
+        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0);
+    assert!(closed >= 6.0, "{metrics}");
 }
 
 /// A HEADERS frame for `GET /healthz` on stream 1 (HPACK: indexed :method GET and :scheme
