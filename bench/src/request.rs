@@ -17,6 +17,8 @@ pub struct Outcome {
     pub retry_after: Option<Duration>,
     /// Streams: the time between consecutive body chunks after the first token.
     pub gaps: Vec<Duration>,
+    /// The first-token time admission predicted (`x-llmgw-predicted-ttft-ms`), if sent.
+    pub predicted_ttft: Option<Duration>,
 }
 
 impl Outcome {
@@ -66,11 +68,17 @@ impl ChatCall {
             total: start.elapsed(),
             retry_after: None,
             gaps: Vec::new(),
+            predicted_ttft: None,
         };
         let Ok(mut response) = self.request(http).send().await else {
             return failed(0);
         };
         let status = response.status().as_u16();
+        let predicted_ttft = response
+            .headers()
+            .get("x-llmgw-predicted-ttft-ms")
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .map(Duration::from_millis);
         if status != 200 {
             let retry_after = response
                 .headers()
@@ -94,6 +102,7 @@ impl ChatCall {
                 total,
                 retry_after: None,
                 gaps: Vec::new(),
+                predicted_ttft,
             };
         }
         let mut ttft = None;
@@ -125,6 +134,7 @@ impl ChatCall {
             total,
             retry_after: None,
             gaps,
+            predicted_ttft,
         }
     }
 

@@ -23,6 +23,8 @@ pub struct Caller {
     /// tenants under a config file (so clients cannot mint series), the header's tenant id
     /// without one.
     pub metrics_tenant: String,
+    /// The first-token objective the client asked for (`x-slo-ttft-ms`); 0 = none.
+    pub slo_ttft_ms: u32,
 }
 
 impl Caller {
@@ -67,8 +69,32 @@ impl Caller {
             request_id,
             governed: None,
             key_name: None,
+            slo_ttft_ms: slo_ttft_ms(headers)?,
         })
     }
+}
+
+/// The longest first-token objective a client may ask for: an hour.
+const MAX_SLO_TTFT_MS: u32 = 3_600_000;
+
+/// `x-slo-ttft-ms`: the client's first-token objective in milliseconds (1 to 3,600,000), in
+/// every auth mode — it asks to be refused early, it chooses nothing about who it is.
+pub fn slo_ttft_ms(headers: &HeaderMap) -> Result<u32, ApiError> {
+    let Some(value) = header(headers, "x-slo-ttft-ms")? else {
+        return Ok(0);
+    };
+    value
+        .parse::<u32>()
+        .ok()
+        .filter(|ms| (1..=MAX_SLO_TTFT_MS).contains(ms))
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "x-slo-ttft-ms",
+                format!(
+                    "header `x-slo-ttft-ms` must be a whole number of milliseconds from 1 to {MAX_SLO_TTFT_MS}"
+                ),
+            )
+        })
 }
 
 /// `critical` | `interactive` | `batch`, case-insensitive.
@@ -111,6 +137,23 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.parse().unwrap(), v.parse().unwrap()))
             .collect()
+    }
+
+    #[test]
+    fn reads_a_first_token_objective_and_names_the_header_when_it_is_wrong() {
+        let caller =
+            Caller::from_headers(&headers(&[("x-slo-ttft-ms", "250")]), "r".into()).unwrap();
+        assert_eq!(caller.slo_ttft_ms, 250);
+        for bad in ["0", "-5", "fast", "3600001"] {
+            let mut map = HeaderMap::new();
+            map.insert("x-slo-ttft-ms", bad.parse().unwrap());
+            let err = Caller::from_headers(&map, "r".into()).unwrap_err();
+            assert_eq!(
+                err.envelope().error.param.as_deref(),
+                Some("x-slo-ttft-ms"),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

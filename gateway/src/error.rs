@@ -190,6 +190,12 @@ fn scheduler_message(reason: Reason) -> Said {
             "A higher-priority request took this request's place in the queue; retry later"
         }
         Reason::QueueTimeout => "No capacity became free in time; retry later",
+        Reason::SloUnattainable => {
+            "The first-token objective cannot be met now: the work queued ahead is predicted to take longer; retry after Retry-After or relax x-slo-ttft-ms"
+        }
+        Reason::PromptTooHeavy => {
+            "The prompt is too long for the model's first-token time limit; shorten it or ask the operator to raise the limit"
+        }
         Reason::DeadlineExceeded => "The request did not finish within its deadline",
         Reason::ConnectTimeout => "The model backend did not answer in time",
         Reason::TtftTimeout => "The model backend produced no first token in time",

@@ -185,6 +185,7 @@ impl Governance {
                     request_id,
                     governed: Some(tenant),
                     key_name: key.name.clone(),
+                    slo_ttft_ms: crate::caller::slo_ttft_ms(headers)?,
                 })
             }
         }
@@ -228,13 +229,20 @@ impl Governance {
             || limits.tokens_per_day.is_some()
             || limits.tokens_per_month.is_some();
         let (texts, messages) = request.prompt_texts();
+        let tokenizer = policy.tokenizers.for_model(request.model());
+        let counted = tokenizer.is_some();
         let prompt = estimate::prompt_tokens_off_runtime(
             &texts,
             messages,
-            policy.tokenizers.for_model(request.model()),
+            tokenizer,
             policy.accounting.prompt_bytes_per_token,
         )
         .await;
+        // A real tokenizer's count is better than the scheduler's own rough one (the byte
+        // heuristic is an upper bound for charging, not a size for scheduling).
+        if counted {
+            request.estimate_prompt(u32::try_from(prompt).unwrap_or(u32::MAX));
+        }
         let completion = request.max_output().map_or(0, u64::from);
         let tokens = if counts_tokens {
             prompt + completion

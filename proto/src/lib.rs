@@ -29,7 +29,7 @@ mod reason;
 mod tool_calls;
 
 pub use auth::{EmptyToken, SchedulerToken};
-pub use reason::{PARAM_METADATA, REASON_METADATA, Reason, UnknownReason};
+pub use reason::{PARAM_METADATA, REASON_METADATA, Reason, UnknownReason, WORK_METADATA};
 pub use tool_calls::merge_tool_call;
 
 /// The tenant of a request that names none (open mode without `x-tenant-id`, or a direct gRPC

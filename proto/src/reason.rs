@@ -73,6 +73,12 @@ reasons! {
     Displaced => "displaced",
     /// No slot became free within the pool's queue timeout.
     QueueTimeout => "queue_timeout",
+    /// The request's first-token objective (`x-slo-ttft-ms` or its class's default) cannot be
+    /// met: the work queued ahead and its own prefill are predicted to take longer.
+    SloUnattainable => "slo_unattainable",
+    /// The prompt is too heavy for the first-token budget: the engine was working on it, and
+    /// it was not retried elsewhere (no engine is blamed).
+    PromptTooHeavy => "prompt_too_heavy",
     /// The request's own deadline passed.
     DeadlineExceeded => "deadline_exceeded",
     /// The scheduler is shutting down.
@@ -126,6 +132,10 @@ impl fmt::Display for Reason {
         f.write_str(self.as_str())
     }
 }
+
+/// Status metadata on a failure after an engine worked on the request: `prompt` (the caller
+/// is charged the prompt). Absent when no engine did any work (nothing is charged).
+pub const WORK_METADATA: &str = "x-llmgw-work";
 
 /// The status metadata key that carries the reason.
 pub const REASON_METADATA: &str = "x-llmgw-reason";

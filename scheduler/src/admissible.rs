@@ -99,6 +99,8 @@ pub fn validate(request: Work, received: Instant) -> Result<Admissible, Schedule
         tenant: tenant.into(),
         class,
         bytes: request.encoded_len(),
+        cost: request.cost(),
+        slo: request.slo_ttft(),
     };
     let deadline_ms = common.deadline_ms;
     let deadline = (deadline_ms > 0).then(|| received + Duration::from_millis(deadline_ms));

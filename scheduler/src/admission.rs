@@ -11,12 +11,18 @@
 //!    `displaced`. Otherwise the newcomer is refused at once with `queue_full`. Both are
 //!    RESOURCE_EXHAUSTED → HTTP 429.
 //! 4. **Order.** Free slots go to waiters by class (critical, interactive, batch) with aging, and
-//!    by weighted fair queuing between tenants inside a class ([`queue`]).
-//! 5. **Bounded wait.** A waiter that gets no slot within `max_wait` is refused with
+//!    by token-fair queuing between tenants inside a class ([`queue`]): a request moves its
+//!    tenant's virtual time by its weighted tokens (prompt and completion, [`FairShare`]), and
+//!    its real usage corrects that when it ends ([`SlotPermit::settle`]).
+//! 5. **Objective.** A request with a first-token objective (`slo`) is refused at once with
+//!    `slo_unattainable` when the work ahead of it (the tokens queued before it and half of the
+//!    tokens running, at the pool's learned [`Pace`]) plus its own first token are predicted to
+//!    take longer — before it displaces anybody or waits.
+//! 6. **Bounded wait.** A waiter that gets no slot within `max_wait` is refused with
 //!    `queue_timeout` (UNAVAILABLE → HTTP 503).
-//! 6. **Honest back-off.** Refusals carry a retry-after from the live drain rate: (waiting ÷
+//! 7. **Honest back-off.** Refusals carry a retry-after from the live drain rate: (waiting ÷
 //!    slots) × the moving average of how long a slot is held, clamped to [1 s, max_wait].
-//! 7. **Permit = generation.** The [`SlotPermit`] moves into the response stream; when the
+//! 8. **Permit = generation.** The [`SlotPermit`] moves into the response stream; when the
 //!    stream ends, fails or is dropped, the slot goes straight to the next waiter. A waiter that
 //!    is dropped (client gone) leaves the queue without taking a slot; if a slot was granted to
 //!    it in that instant, it is passed on at once.
@@ -32,8 +38,9 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 pub use self::queue::Class;
-use self::queue::WaitQueue;
+use self::queue::{Ahead, Arrival, WaitQueue};
 use crate::error::SchedulerError;
+use crate::pace::{Pace, Timings};
 
 /// Limits and policy knobs of one pool.
 #[derive(Debug, Clone)]
@@ -50,6 +57,48 @@ pub struct Limits {
     pub aging: Duration,
     /// Tenant weights for fair sharing; unlisted tenants weigh 1.
     pub weights: HashMap<String, u32>,
+    /// How prompt and completion tokens count towards fair share.
+    pub fair_share: FairShare,
+    /// Prefill time per prompt token the operator configured, until one is learned.
+    pub prefill_per_token: Option<Duration>,
+}
+
+/// How much a prompt token and a completion token count in a tenant's virtual time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FairShare {
+    pub prompt_weight: f64,
+    pub completion_weight: f64,
+}
+
+impl Default for FairShare {
+    fn default() -> Self {
+        Self {
+            prompt_weight: 1.0,
+            completion_weight: 1.0,
+        }
+    }
+}
+
+impl FairShare {
+    /// The weighted tokens of `cost`.
+    pub fn work(&self, cost: Cost) -> f64 {
+        self.prompt_weight * f64::from(cost.prompt_tokens)
+            + self.completion_weight * f64::from(cost.completion_tokens)
+    }
+}
+
+/// The tokens a request carries: its prompt, and its completion (the cap it asked for, or a
+/// default, until the real usage is known).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cost {
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+}
+
+impl Cost {
+    pub fn tokens(&self) -> u64 {
+        u64::from(self.prompt_tokens) + u64::from(self.completion_tokens)
+    }
 }
 
 impl Limits {
@@ -62,6 +111,8 @@ impl Limits {
             max_wait,
             aging: Duration::from_secs(10),
             weights: HashMap::new(),
+            fair_share: FairShare::default(),
+            prefill_per_token: None,
         }
     }
 }
@@ -73,6 +124,10 @@ pub struct Ask {
     pub class: Class,
     /// Encoded size of the request, counted against the queue's byte bound.
     pub bytes: usize,
+    /// Its tokens, for fair share, queue depth and predictions.
+    pub cost: Cost,
+    /// Its first-token objective, if any.
+    pub slo: Option<Duration>,
 }
 
 type Grant = Result<Duration, SchedulerError>;
@@ -82,9 +137,39 @@ struct State {
     /// Slots of the endpoints that can serve now (health and breakers move it).
     slots: usize,
     running: usize,
+    /// Tokens of the requests holding slots (prompt, completion), and how many there are.
+    running_work: RunningWork,
     queue: WaitQueue<oneshot::Sender<Grant>>,
     next_id: u64,
+    /// Tokens served per tenant (the fairness counter), bounded to [`MAX_TENANTS_COUNTED`].
+    served: HashMap<Arc<str>, u64>,
 }
+
+/// Sums over the requests that hold slots.
+#[derive(Debug, Default, Clone, Copy)]
+struct RunningWork {
+    prompt_tokens: u64,
+    completion_tokens: u64,
+}
+
+impl RunningWork {
+    fn add(&mut self, cost: Cost) {
+        self.prompt_tokens += u64::from(cost.prompt_tokens);
+        self.completion_tokens += u64::from(cost.completion_tokens);
+    }
+
+    fn remove(&mut self, cost: Cost) {
+        self.prompt_tokens = self
+            .prompt_tokens
+            .saturating_sub(u64::from(cost.prompt_tokens));
+        self.completion_tokens = self
+            .completion_tokens
+            .saturating_sub(u64::from(cost.completion_tokens));
+    }
+}
+
+/// Tenants beyond this many are counted under `other` in the served-tokens counter.
+const MAX_TENANTS_COUNTED: usize = 1024;
 
 /// The admission state of one pool.
 #[derive(Debug)]
@@ -94,6 +179,8 @@ pub struct Admission {
     state: Mutex<State>,
     /// Moving average of slot hold time in microseconds (0 = no sample yet).
     average_hold_us: AtomicU64,
+    /// The pool's learned timings (every endpoint's samples).
+    pace: Pace,
 }
 
 /// Result of entering the pool.
@@ -114,11 +201,14 @@ impl Admission {
             state: Mutex::new(State {
                 slots: limits.slots,
                 running: 0,
+                running_work: RunningWork::default(),
                 queue,
                 next_id: 0,
+                served: HashMap::new(),
             }),
             limits,
             average_hold_us: AtomicU64::new(0),
+            pace: Pace::default(),
         })
     }
 
@@ -137,9 +227,34 @@ impl Admission {
         self.lock().queue.len_of(class)
     }
 
+    /// Tokens of the requests of `class` waiting now.
+    pub fn waiting_tokens_in(&self, class: Class) -> u64 {
+        self.lock().queue.tokens_of(class)
+    }
+
     /// Slots held now.
     pub fn running(&self) -> usize {
         self.lock().running
+    }
+
+    /// Tokens served so far per tenant (prompt and completion as reported, else estimated).
+    pub fn served_tokens(&self) -> Vec<(Arc<str>, u64)> {
+        let state = self.lock();
+        state
+            .served
+            .iter()
+            .map(|(tenant, tokens)| (Arc::clone(tenant), *tokens))
+            .collect()
+    }
+
+    /// The pool's learned timings, fed by every endpoint.
+    pub fn pace(&self) -> &Pace {
+        &self.pace
+    }
+
+    /// The prefill rate the operator configured, if any.
+    pub fn configured_prefill(&self) -> Option<Duration> {
+        self.limits.prefill_per_token
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -154,11 +269,31 @@ impl Admission {
     /// refuses. Never waits.
     pub fn enter(self: &Arc<Self>, ask: Ask) -> Result<Entry, SchedulerError> {
         let now = Instant::now();
+        let timings = self.pace.timings();
+        let first_token =
+            timings.first_token(ask.cost.prompt_tokens, self.limits.prefill_per_token);
         let mut state = self.lock();
+        let weight = self.limits.weights.get(&*ask.tenant).copied().unwrap_or(1);
+        let arrival = Arrival {
+            id: state.next_id + 1,
+            tenant: Arc::clone(&ask.tenant),
+            class: ask.class,
+            weight,
+            bytes: ask.bytes,
+            cost: ask.cost,
+            work: self.limits.fair_share.work(ask.cost),
+            enqueued: now,
+        };
         if state.running < state.slots && state.queue.is_empty() {
+            self.check_objective(&ask, first_token)?;
             state.running += 1;
-            return Ok(Entry::Admitted(SlotPermit::new(self, Duration::ZERO)));
+            state.running_work.add(ask.cost);
+            let permit = SlotPermit::new(self, &ask, Duration::ZERO, first_token);
+            return Ok(Entry::Admitted(permit));
         }
+        let ahead = state.queue.place_of(&arrival);
+        let predicted = self.predicted_wait(&state, &timings, ahead) + first_token;
+        self.check_objective(&ask, predicted)?;
         if ask.bytes > self.limits.max_queue_bytes {
             return Err(self.queue_full(&state));
         }
@@ -181,24 +316,65 @@ impl Admission {
         state.next_id += 1;
         let id = state.next_id;
         let (sender, receiver) = oneshot::channel();
-        let weight = self.limits.weights.get(&*ask.tenant).copied().unwrap_or(1);
-        let position = state.queue.push(
-            id,
-            Arc::clone(&ask.tenant),
-            ask.class,
-            weight,
-            ask.bytes,
-            now,
-            sender,
-        );
+        let position = state.queue.push(Arrival { id, ..arrival }, sender);
         Ok(Entry::Waiting(WaitTicket {
             admission: Arc::clone(self),
             id,
             ask,
             position,
+            predicted,
             entered: now,
             receiver: Some(receiver),
         }))
+    }
+
+    /// Refuses a request whose objective the prediction says it would miss.
+    fn check_objective(&self, ask: &Ask, predicted: Duration) -> Result<(), SchedulerError> {
+        let Some(slo) = ask.slo else {
+            return Ok(());
+        };
+        if predicted <= slo {
+            return Ok(());
+        }
+        // Back when the work ahead has drained enough for the objective to hold.
+        let retry_after = (predicted - slo)
+            .max(Duration::from_secs(1))
+            .min(self.limits.max_wait.max(Duration::from_secs(1)));
+        Err(SchedulerError::SloUnattainable {
+            pool: self.pool.clone(),
+            slo_ms: slo.as_millis() as u64,
+            predicted_ms: predicted.as_millis() as u64,
+            retry_after,
+        })
+    }
+
+    /// How long a request placed behind `ahead` would wait for its slot: the service time of
+    /// the work queued before it and of half the work running, shared by the pool's slots.
+    /// Without any learned timing, the moving average of slot hold times stands in.
+    fn predicted_wait(&self, state: &State, timings: &Timings, ahead: Ahead) -> Duration {
+        let slots = state.slots.max(1) as u32;
+        if !timings.is_known() {
+            let hold = Duration::from_micros(self.average_hold_us.load(Ordering::Relaxed));
+            return hold.saturating_mul(ahead.requests as u32 + 1) / slots;
+        }
+        let running = state.running_work;
+        let queued = timings.service(
+            ahead.prompt_tokens,
+            ahead.completion_tokens,
+            ahead.requests,
+            self.limits.prefill_per_token,
+        );
+        let in_service = if state.running < state.slots {
+            Duration::ZERO
+        } else {
+            timings.service(
+                running.prompt_tokens,
+                running.completion_tokens,
+                state.running as u64,
+                self.limits.prefill_per_token,
+            ) / 2
+        };
+        (queued + in_service) / slots
     }
 
     fn queue_full(&self, state: &State) -> SchedulerError {
@@ -209,24 +385,41 @@ impl Admission {
         }
     }
 
-    /// Gives free slots to waiters, best first. Called with the lock held.
+    /// Gives free slots to waiters, best first. Called with the lock held. The granted
+    /// waiter's tokens count as running from here; its ticket takes them back if it left.
     fn dispatch(&self, state: &mut State) {
         while state.running < state.slots {
             let Some(next) = state.queue.pop_next() else {
                 break;
             };
             state.running += 1;
+            state.running_work.add(next.cost);
             if next.payload.send(Ok(next.enqueued.elapsed())).is_err() {
                 // The waiter vanished between leaving the queue and now: reuse the slot.
                 state.running -= 1;
+                state.running_work.remove(next.cost);
             }
         }
     }
 
-    /// Frees one slot and hands it on.
-    fn release(&self) {
+    /// Frees one slot held by a request of `cost` (estimated) that really used `used`, and
+    /// hands the slot on.
+    fn release(&self, tenant: &Arc<str>, class: Class, cost: Cost, used: Cost) {
         let mut state = self.lock();
         state.running = state.running.saturating_sub(1);
+        state.running_work.remove(cost);
+        let extra = self.limits.fair_share.work(used) - self.limits.fair_share.work(cost);
+        if extra != 0.0 {
+            let weight = self.limits.weights.get(&**tenant).copied().unwrap_or(1);
+            state.queue.charge(tenant, class, extra, weight);
+        }
+        let counted =
+            if state.served.len() < MAX_TENANTS_COUNTED || state.served.contains_key(tenant) {
+                Arc::clone(tenant)
+            } else {
+                Arc::from("other")
+            };
+        *state.served.entry(counted).or_default() += used.tokens();
         self.dispatch(&mut state);
     }
 
@@ -285,6 +478,8 @@ pub struct WaitTicket {
     id: u64,
     ask: Ask,
     position: usize,
+    /// Predicted time from entering to the first token.
+    predicted: Duration,
     entered: Instant,
     /// `None` once the outcome has been taken.
     receiver: Option<oneshot::Receiver<Grant>>,
@@ -294,6 +489,11 @@ impl WaitTicket {
     /// 1-based place in service order when it entered.
     pub fn position(&self) -> usize {
         self.position
+    }
+
+    /// Predicted time from entering to the first token.
+    pub fn predicted(&self) -> Duration {
+        self.predicted
     }
 
     /// Waits for a slot, at most the pool's maximum wait.
@@ -329,7 +529,7 @@ impl WaitTicket {
             }
         };
         self.receiver = None;
-        outcome.map(|queued| SlotPermit::new(&admission, queued))
+        outcome.map(|queued| SlotPermit::new(&admission, &self.ask, queued, self.predicted))
     }
 }
 
@@ -348,6 +548,7 @@ impl Drop for WaitTicket {
         }
         if let Ok(Ok(_granted)) = receiver.try_recv() {
             state.running = state.running.saturating_sub(1);
+            state.running_work.remove(self.ask.cost);
             self.admission.dispatch(&mut state);
         }
     }
@@ -357,14 +558,25 @@ impl Drop for WaitTicket {
 #[derive(Debug)]
 pub struct SlotPermit {
     admission: Arc<Admission>,
+    tenant: Arc<str>,
+    class: Class,
+    /// The tokens it was admitted with, and what it really used once known.
+    cost: Cost,
+    used: Option<Cost>,
+    predicted: Duration,
     queued: Duration,
     started: Instant,
 }
 
 impl SlotPermit {
-    fn new(admission: &Arc<Admission>, queued: Duration) -> Self {
+    fn new(admission: &Arc<Admission>, ask: &Ask, queued: Duration, predicted: Duration) -> Self {
         Self {
             admission: Arc::clone(admission),
+            tenant: Arc::clone(&ask.tenant),
+            class: ask.class,
+            cost: ask.cost,
+            used: None,
+            predicted,
             queued,
             started: Instant::now(),
         }
@@ -374,12 +586,30 @@ impl SlotPermit {
     pub fn queued(&self) -> Duration {
         self.queued
     }
+
+    /// The first-token time predicted when the request entered (from entering).
+    pub fn predicted(&self) -> Duration {
+        self.predicted
+    }
+
+    /// The tokens the request was admitted with.
+    pub fn cost(&self) -> Cost {
+        self.cost
+    }
+
+    /// The request's real usage: its tenant's virtual time is corrected by the difference
+    /// when the slot is released. Without it, the estimate stands.
+    pub fn settle(&mut self, used: Cost) {
+        self.used = Some(used);
+    }
 }
 
 impl Drop for SlotPermit {
     fn drop(&mut self) {
         self.admission.record_hold(self.started.elapsed());
-        self.admission.release();
+        let used = self.used.unwrap_or(self.cost);
+        self.admission
+            .release(&self.tenant, self.class, self.cost, used);
     }
 }
 

@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use crate::backend::Backend;
 use crate::breaker::Breaker;
+use crate::pace::Pace;
 use crate::routing::config::{BreakerConfig, EndpointConfig};
 
 /// One endpoint and its live state.
@@ -19,6 +20,8 @@ pub struct Endpoint {
     pub config: EndpointConfig,
     pub backend: Arc<dyn Backend>,
     pub breaker: Breaker,
+    /// What its requests take, learned (first token by prompt size, decode per token).
+    pub pace: Pace,
     outstanding: AtomicUsize,
     probe_ok: AtomicBool,
     loaded: Mutex<HashSet<String>>,
@@ -35,6 +38,7 @@ impl Endpoint {
             config,
             backend,
             breaker: Breaker::new(breaker),
+            pace: Pace::default(),
             outstanding: AtomicUsize::new(0),
             // Optimistic until the first probe says otherwise (it runs at start).
             probe_ok: AtomicBool::new(true),

@@ -44,6 +44,22 @@ pub enum SchedulerError {
         waited_ms: u64,
         retry_after: Duration,
     },
+    /// The first-token objective cannot be met: predicted before the request waited.
+    #[error(
+        "first-token objective of {slo_ms} ms cannot be met in pool `{pool}`: predicted {predicted_ms} ms"
+    )]
+    SloUnattainable {
+        pool: String,
+        slo_ms: u64,
+        predicted_ms: u64,
+        retry_after: Duration,
+    },
+    /// The prompt needs more prefill time than its first-token budget allows; the engine was
+    /// not at fault (it was working on it), so nothing else was tried.
+    #[error(
+        "a prompt of ~{prompt_tokens} tokens got no first token within its budget of {budget_ms} ms"
+    )]
+    PromptTooHeavy { prompt_tokens: u32, budget_ms: u64 },
     /// No such public model or version.
     #[error("{0}")]
     UnknownModel(String),
@@ -75,6 +91,8 @@ impl SchedulerError {
             Self::Unauthenticated => Reason::Unauthenticated,
             Self::QueueFull { .. } => Reason::QueueFull,
             Self::Displaced { .. } => Reason::Displaced,
+            Self::SloUnattainable { .. } => Reason::SloUnattainable,
+            Self::PromptTooHeavy { .. } => Reason::PromptTooHeavy,
             Self::QueueTimeout { .. } => Reason::QueueTimeout,
             Self::DeadlineExceeded(_) => Reason::DeadlineExceeded,
             Self::UnknownModel(_) => Reason::ModelNotFound,
@@ -90,7 +108,10 @@ impl SchedulerError {
         match self {
             Self::InvalidArgument(_) => Code::InvalidArgument,
             Self::Unauthenticated => Code::Unauthenticated,
-            Self::QueueFull { .. } | Self::Displaced { .. } => Code::ResourceExhausted,
+            Self::QueueFull { .. } | Self::Displaced { .. } | Self::SloUnattainable { .. } => {
+                Code::ResourceExhausted
+            }
+            Self::PromptTooHeavy { .. } => Code::DeadlineExceeded,
             Self::QueueTimeout { .. } | Self::ShuttingDown | Self::NotLeader { .. } => {
                 Code::Unavailable
             }
@@ -105,7 +126,8 @@ impl SchedulerError {
         match self {
             Self::QueueFull { retry_after, .. }
             | Self::Displaced { retry_after, .. }
-            | Self::QueueTimeout { retry_after, .. } => Some(*retry_after),
+            | Self::QueueTimeout { retry_after, .. }
+            | Self::SloUnattainable { retry_after, .. } => Some(*retry_after),
             Self::ShuttingDown | Self::NoHealthyBackend { .. } | Self::NotLeader { .. } => {
                 Some(Duration::from_secs(1))
             }
@@ -115,6 +137,7 @@ impl SchedulerError {
             | Self::DeadlineExceeded(_)
             | Self::Backend(_)
             | Self::UnknownModel(_)
+            | Self::PromptTooHeavy { .. }
             | Self::Timeout { .. } => None,
         }
     }
@@ -132,6 +155,8 @@ impl SchedulerError {
             | Self::Unauthenticated
             | Self::QueueFull { .. }
             | Self::Displaced { .. }
+            | Self::SloUnattainable { .. }
+            | Self::PromptTooHeavy { .. }
             | Self::QueueTimeout { .. }
             | Self::DeadlineExceeded(_)
             | Self::ShuttingDown

@@ -27,11 +27,11 @@ use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use llmgw_proto::v1::chat_event::Event;
-use llmgw_proto::v1::{ChatEvent, Priority, Started};
+use llmgw_proto::v1::{ChatEvent, Dispatched, Priority, Started};
 use tonic::Status;
 
 use self::admit::{Door, admit};
-use self::attempt::{Attempts, NotCommitted, attempt};
+use self::attempt::{Attempts, Committed, NotCommitted, attempt};
 use self::budget::Budget;
 use self::context::Context;
 use self::relay::{Relayed, event, relay};
@@ -61,12 +61,19 @@ pub fn priority_of(class: Class) -> Priority {
     }
 }
 
+/// What one poll of an attempt in progress brought.
+enum Progress {
+    Dispatched(Dispatched),
+    Done(Result<Committed, NotCommitted>),
+}
+
 /// The event stream of one request.
 pub fn run(job: Job) -> impl Stream<Item = Result<ChatEvent, Status>> + Send {
     async_stream::stream! {
         let Job { topology, mut route, mut door, request, context } = job;
         let budget = Budget::new(context.deadline, context.deadline_ms, &route.timeouts);
-        let mut attempts = Attempts::new(topology.retry_attempts + 1);
+        let (dispatched, mut handed_over) = tokio::sync::mpsc::unbounded_channel();
+        let mut attempts = Attempts::new(topology.retry_attempts + 1, dispatched);
         let mut fallbacks: VecDeque<String> = route.fallbacks.iter().cloned().collect();
         let (committed, permit, pool) = 'serve: loop {
             let pool = Arc::clone(door.pool());
@@ -81,14 +88,32 @@ pub fn run(job: Job) -> impl Stream<Item = Result<ChatEvent, Status>> + Send {
                 }
             };
             loop {
-                let ended = match attempt(&context, &pool, &route, &request, &budget, &mut attempts).await {
+                // Hand-overs to engines are passed on as they happen, before the outcome.
+                let outcome = {
+                    let mut attempting = std::pin::pin!(attempt(&context, &pool, &route, &request, &budget, &mut attempts));
+                    loop {
+                        let progress = tokio::select! {
+                            biased;
+                            Some(note) = handed_over.recv() => Progress::Dispatched(note),
+                            done = &mut attempting => Progress::Done(done),
+                        };
+                        match progress {
+                            Progress::Dispatched(note) => yield Ok(event(Event::Dispatched(note))),
+                            Progress::Done(done) => break done,
+                        }
+                    }
+                };
+                while let Ok(note) = handed_over.try_recv() {
+                    yield Ok(event(Event::Dispatched(note)));
+                }
+                let ended = match outcome {
                     Ok(committed) => break 'serve (committed, permit, pool),
                     Err(NotCommitted::Final(err)) => Some(err),
                     Err(NotCommitted::OutOfAttempts) => Some(attempts.last_error.take().unwrap_or_else(|| no_healthy(&pool))),
                     Err(NotCommitted::Exhausted) => None,
                 };
                 if let Some(err) = ended {
-                    yield Err(context.fail(err));
+                    yield Err(context.fail_after(err, attempts.worked));
                     return;
                 }
                 match fall_back(&topology, &mut fallbacks, &pool, &route, &context, &request, &mut attempts) {
@@ -100,12 +125,17 @@ pub fn run(job: Job) -> impl Stream<Item = Result<ChatEvent, Status>> + Send {
                     }
                     None => {
                         let err = attempts.last_error.take().unwrap_or_else(|| no_healthy(&pool));
-                        yield Err(context.fail(err));
+                        yield Err(context.fail_after(err, attempts.worked));
                         return;
                     }
                 }
             }
         };
+        let predicted = permit.predicted();
+        let actual = context.received.elapsed();
+        context.metrics.ttft_prediction(&pool.name, predicted, actual);
+        context.span.record("llmgw.ttft.predicted_ms", predicted.as_secs_f64() * 1000.0);
+        context.span.record("llmgw.ttft.actual_ms", actual.as_secs_f64() * 1000.0);
         yield Ok(event(Event::Started(Started {
             backend: committed.in_flight.endpoint().name().to_owned(),
             queue_ms: permit.queued().as_millis() as u64,
@@ -114,6 +144,7 @@ pub fn run(job: Job) -> impl Stream<Item = Result<ChatEvent, Status>> + Send {
             priority: priority_of(context.ask.class) as i32,
             tenant: context.ask.tenant.to_string(),
             served_model: route.model.clone(),
+            predicted_ttft_ms: predicted.as_millis() as u64,
         })));
         // Non-streamed answers are gathered into one delta; an embeddings answer is one event.
         let stream = request.stream() || matches!(request, Work::Embedding(_));
@@ -171,7 +202,8 @@ fn fall_back(
         if pool.name == current.name {
             return Some(Next { route, door: None });
         }
-        match admit(pool, &context.ask, &context.metrics, &context.span) {
+        let limit = admit::first_token_limit(route.timeouts.total, context.deadline_ms);
+        match admit(pool, &context.ask, limit, &context.metrics, &context.span) {
             Ok(door) => {
                 return Some(Next {
                     route,

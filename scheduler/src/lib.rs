@@ -38,6 +38,7 @@ pub mod health;
 pub mod lease;
 pub mod metrics;
 pub mod metrics_server;
+pub mod pace;
 pub mod pool;
 pub mod readiness;
 pub mod reload;

@@ -1,6 +1,7 @@
 //! The scheduler's Prometheus metrics (OpenMetrics text on `SCHEDULER_METRICS_LISTEN`):
 //! admission outcomes and queue waits by pool and class, backend errors by endpoint and
-//! reason, backend time to first token; queue depth, in-flight, slots and breaker states are
+//! reason, backend time to first token, the error of first-token predictions; queue depth (in
+//! requests and tokens), in-flight, slots, breaker states and tokens served per tenant are
 //! read from the live topology at scrape time, so they are exact.
 
 use std::sync::Arc;
@@ -60,6 +61,19 @@ struct ModelLabels {
     model: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TenantLabels {
+    pool: String,
+    tenant: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PredictionLabels {
+    pool: String,
+    /// `late`: the first token came after the prediction; `early`: before.
+    direction: &'static str,
+}
+
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn wait_histogram() -> Histogram {
@@ -83,6 +97,9 @@ pub struct SchedulerMetrics {
     endpoint_in_flight: Family<EndpointLabels, Gauge>,
     endpoint_up: Family<EndpointLabels, Gauge>,
     breaker_state: Family<EndpointLabels, Gauge>,
+    queue_tokens: Family<ClassLabels, Gauge>,
+    served_tokens: Family<TenantLabels, Gauge>,
+    prediction_error: Histograms<PredictionLabels>,
 }
 
 impl Default for SchedulerMetrics {
@@ -158,6 +175,27 @@ impl SchedulerMetrics {
             "Circuit breaker per endpoint: 0 closed, 1 half-open, 2 open",
             breaker_state.clone(),
         );
+        let queue_tokens = Family::default();
+        registry.register(
+            "llmgw_queue_tokens",
+            "Tokens (prompt and completion estimates) of the requests waiting for a slot",
+            queue_tokens.clone(),
+        );
+        let served_tokens = Family::default();
+        registry.register(
+            "llmgw_tenant_served_tokens",
+            "Tokens served per tenant, the fair-share counter (monotone while the pool lives)",
+            served_tokens.clone(),
+        );
+        let prediction_error = Histograms::<PredictionLabels>::new_with_constructor(
+            wait_histogram as fn() -> Histogram,
+        );
+        registry.register_with_unit(
+            "llmgw_ttft_prediction_error",
+            "How far admission's first-token prediction was from the first token",
+            Unit::Seconds,
+            prediction_error.clone(),
+        );
         Self {
             registry,
             admissions,
@@ -170,7 +208,30 @@ impl SchedulerMetrics {
             endpoint_in_flight,
             endpoint_up,
             breaker_state,
+            queue_tokens,
+            served_tokens,
+            prediction_error,
         }
+    }
+
+    /// A first token came `actual` after the request arrived; admission predicted `predicted`.
+    pub fn ttft_prediction(
+        &self,
+        pool: &str,
+        predicted: std::time::Duration,
+        actual: std::time::Duration,
+    ) {
+        let (direction, error) = if actual >= predicted {
+            ("late", actual - predicted)
+        } else {
+            ("early", predicted - actual)
+        };
+        self.prediction_error
+            .get_or_create(&PredictionLabels {
+                pool: pool.to_owned(),
+                direction,
+            })
+            .observe(error.as_secs_f64());
     }
 
     /// One admission decision (`admitted`, `admitted_after_wait`, or the refusal's reason).
@@ -221,7 +282,18 @@ impl SchedulerMetrics {
         self.endpoint_in_flight.clear();
         self.endpoint_up.clear();
         self.breaker_state.clear();
+        self.queue_tokens.clear();
+        self.served_tokens.clear();
         for pool in pools {
+            for (tenant, tokens) in pool.admission.served_tokens() {
+                let labels = TenantLabels {
+                    pool: pool.name.clone(),
+                    tenant: tenant.to_string(),
+                };
+                self.served_tokens
+                    .get_or_create(&labels)
+                    .set(i64::try_from(tokens).unwrap_or(i64::MAX));
+            }
             for class in Class::ALL {
                 let labels = ClassLabels {
                     pool: pool.name.clone(),
@@ -230,6 +302,9 @@ impl SchedulerMetrics {
                 self.queue_depth
                     .get_or_create(&labels)
                     .set(pool.admission.waiting_in(class) as i64);
+                self.queue_tokens.get_or_create(&labels).set(
+                    i64::try_from(pool.admission.waiting_tokens_in(class)).unwrap_or(i64::MAX),
+                );
             }
             let labels = PoolLabels {
                 pool: pool.name.clone(),

@@ -7,9 +7,14 @@
 //! then the fastest first token (moving average).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::admission::Admission;
 use crate::endpoint::Endpoint;
+
+/// Prompts up to this many tokens are ordinary work for any engine: a first-token timeout on
+/// one of them is the engine's fault.
+pub const ORDINARY_PROMPT: u32 = 1024;
 
 /// One pool of generation slots and the endpoints behind them.
 #[derive(Debug)]
@@ -32,6 +37,25 @@ impl Pool {
     /// Re-reads capacity into admission after health or breaker changes.
     pub fn refresh_capacity(&self) {
         self.admission.set_slots(self.capacity());
+    }
+
+    /// The time a first-token budget on `endpoint` grows by for a `prompt_tokens` prompt: its
+    /// prefill at the larger of the configured rate and the one the endpoint showed.
+    pub fn prefill_allowance(&self, endpoint: &Endpoint, prompt_tokens: u32) -> Duration {
+        let configured = self.admission.configured_prefill();
+        let learned = endpoint.pace.timings().prefill_per_token;
+        configured
+            .max(learned)
+            .unwrap_or_default()
+            .saturating_mul(prompt_tokens)
+    }
+
+    /// Whether a `prompt_tokens` prompt is beyond what `endpoint` has shown it serves: more
+    /// than [`ORDINARY_PROMPT`] tokens and more than twice the largest prompt it answered. A
+    /// first-token timeout of such a request says the request is heavy, not that the engine
+    /// is sick.
+    pub fn is_heavy(&self, endpoint: &Endpoint, prompt_tokens: u32) -> bool {
+        prompt_tokens > ORDINARY_PROMPT.max(endpoint.pace.proven_prompt().saturating_mul(2))
     }
 
     /// The endpoint for the next attempt at `model`, skipping indexes in `tried`.

@@ -16,7 +16,7 @@ use tonic::{Request, Response, Status};
 
 use crate::admissible::{Admissible, validate};
 use crate::error::SchedulerError;
-use crate::generation::admit::admit;
+use crate::generation::admit::{Door, admit, first_token_limit};
 use crate::generation::context::Context;
 use crate::generation::{self, Job};
 use crate::lease::Lease;
@@ -132,6 +132,11 @@ impl SchedulerService {
             stream = request.stream(),
             trace_id = tracing::field::Empty,
             span_id = tracing::field::Empty,
+            "llmgw.cost.prompt_tokens" = tracing::field::Empty,
+            "llmgw.cost.completion_tokens" = tracing::field::Empty,
+            "llmgw.slo.ttft_ms" = tracing::field::Empty,
+            "llmgw.ttft.predicted_ms" = tracing::field::Empty,
+            "llmgw.ttft.actual_ms" = tracing::field::Empty,
         );
         propagation::adopt(&span, incoming.clone());
         let record = |status: Status| {
@@ -155,10 +160,22 @@ impl SchedulerService {
         }
         let Admissible {
             request,
-            ask,
+            mut ask,
             deadline,
         } = validate(request, received).map_err(refuse)?;
         let topology = self.topologies.current();
+        ask.slo = ask.slo.or_else(|| topology.objective(ask.class));
+        span.record(
+            "llmgw.cost.prompt_tokens",
+            i64::from(ask.cost.prompt_tokens),
+        );
+        span.record(
+            "llmgw.cost.completion_tokens",
+            i64::from(ask.cost.completion_tokens),
+        );
+        if let Some(slo) = ask.slo {
+            span.record("llmgw.slo.ttft_ms", slo.as_millis() as i64);
+        }
         let route = topology
             .routes
             .resolve(request.model(), &ask.tenant, fastrand::u64(..))
@@ -172,9 +189,17 @@ impl SchedulerService {
             return Err(refuse(unsupported));
         }
         let metrics = Arc::clone(self.topologies.metrics());
-        // The one door into a pool; fallbacks into other pools go through it too.
-        let door = admit(&pool, &ask, &metrics, &span).map_err(|err| record(Status::from(err)))?;
         let deadline_ms = request.common().deadline_ms;
+        // The one door into a pool; fallbacks into other pools go through it too.
+        let limit = first_token_limit(route.timeouts.total, deadline_ms);
+        let (route, door) = match admit(&pool, &ask, limit, &metrics, &span) {
+            Ok(door) => (route, door),
+            Err(unattainable @ SchedulerError::SloUnattainable { .. }) => {
+                meeting_objective(&topology, &route, &request, &ask, &metrics, &span)
+                    .ok_or_else(|| record(Status::from(unattainable)))?
+            }
+            Err(err) => return Err(record(Status::from(err))),
+        };
         let stream = generation::run(Job {
             topology,
             route,
@@ -188,10 +213,40 @@ impl SchedulerService {
                 deadline,
                 deadline_ms,
                 lease: Arc::clone(&self.lease),
+                received,
             },
         });
         Ok(Response::new(Box::pin(stream)))
     }
+}
+
+/// The first fallback model, in another pool, whose admission predicts it meets the request's
+/// objective: a request refused for its objective goes there instead.
+fn meeting_objective(
+    topology: &crate::topology::Topology,
+    route: &crate::routing::table::Route,
+    request: &Work,
+    ask: &crate::admission::Ask,
+    metrics: &crate::metrics::SchedulerMetrics,
+    span: &tracing::Span,
+) -> Option<(crate::routing::table::Route, Door)> {
+    route.fallbacks.iter().find_map(|name| {
+        if !request.allows_model(name) {
+            return None;
+        }
+        let fallback = topology
+            .routes
+            .resolve(name, &ask.tenant, fastrand::u64(..))
+            .ok()?;
+        let pool = topology
+            .pool(&fallback.pool)
+            .filter(|p| p.name != route.pool)?;
+        let limit = first_token_limit(fallback.timeouts.total, request.common().deadline_ms);
+        let door = admit(pool, ask, limit, metrics, span).ok()?;
+        tracing::info!(parent: span, from = %route.model, to = %fallback.model,
+            "objective unattainable; a fallback model can meet it");
+        Some((fallback, door))
+    })
 }
 
 /// A chat asking for several choices from an Ollama endpoint, which generates one. Refused

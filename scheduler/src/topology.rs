@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use crate::admission::{Admission, Limits};
+use crate::admission::{Admission, Class, FairShare, Limits};
 use crate::backend::Backend;
 use crate::backend::ollama::OllamaBackend;
 use crate::backend::openai::OpenAiBackend;
@@ -17,7 +17,9 @@ use crate::config::Config;
 use crate::endpoint::Endpoint;
 use crate::metrics::SchedulerMetrics;
 use crate::pool::Pool;
-use crate::routing::config::{BreakerConfig, EndpointConfig, EndpointKind, FileConfig, PoolConfig};
+use crate::routing::config::{
+    BreakerConfig, EndpointConfig, EndpointKind, FileConfig, ObjectivesConfig, PoolConfig,
+};
 use crate::routing::table::{RouteTable, Timeouts};
 
 /// One consistent view of routes and pools.
@@ -27,12 +29,24 @@ pub struct Topology {
     pub pools: BTreeMap<String, Arc<Pool>>,
     /// Extra attempts before the first token.
     pub retry_attempts: u32,
+    /// First-token objectives by class, for requests that send none.
+    pub objectives: ObjectivesConfig,
     pool_configs: HashMap<String, PoolConfig>,
 }
 
 impl Topology {
     pub fn pool(&self, name: &str) -> Option<&Arc<Pool>> {
         self.pools.get(name)
+    }
+
+    /// The configured first-token objective of `class`, if any.
+    pub fn objective(&self, class: Class) -> Option<Duration> {
+        let ms = match class {
+            Class::Critical => self.objectives.critical_ttft_ms,
+            Class::Interactive => self.objectives.interactive_ttft_ms,
+            Class::Batch => self.objectives.batch_ttft_ms,
+        };
+        ms.map(Duration::from_millis)
     }
 
     /// A topology assembled from ready parts (tests and benchmarks with scripted backends);
@@ -45,6 +59,7 @@ impl Topology {
                 .map(|pool| (pool.name.clone(), Arc::new(pool)))
                 .collect(),
             retry_attempts,
+            objectives: ObjectivesConfig::default(),
             pool_configs: HashMap::new(),
         }
     }
@@ -63,6 +78,11 @@ impl Topology {
             total: Duration::from_millis(config.total_timeout_ms),
         };
         let mut weights = config.weights()?;
+        let fair_share = file.map_or_else(FairShare::default, |file| FairShare {
+            prompt_weight: file.fair_share.prompt_weight,
+            completion_weight: file.fair_share.completion_weight,
+        });
+        let objectives = file.map_or_else(ObjectivesConfig::default, |file| file.objectives);
         let (pool_configs, routes, retry_attempts, connect) = match file {
             Some(file) => {
                 weights.extend(file.tenant_weights.clone());
@@ -91,7 +111,7 @@ impl Topology {
             });
             let pool = match reused {
                 Some(pool) => Arc::clone(pool),
-                None => Arc::new(build_pool(&pool_config, &weights, connect)?),
+                None => Arc::new(build_pool(&pool_config, &weights, fair_share, connect)?),
             };
             pools.insert(pool_config.name.clone(), pool);
             configs.insert(pool_config.name.clone(), pool_config);
@@ -100,6 +120,7 @@ impl Topology {
             routes,
             pools,
             retry_attempts,
+            objectives,
             pool_configs: configs,
         })
     }
@@ -121,12 +142,14 @@ fn env_pool(config: &Config) -> PoolConfig {
         queue_timeout_ms: config.queue_timeout_ms,
         priority_aging_ms: config.priority_aging_ms,
         breaker: BreakerConfig::default(),
+        prefill_ms_per_1k_tokens: None,
     }
 }
 
 fn build_pool(
     config: &PoolConfig,
     weights: &HashMap<String, u32>,
+    fair_share: FairShare,
     connect: Duration,
 ) -> Result<Pool, String> {
     let mut endpoints = Vec::new();
@@ -160,6 +183,8 @@ fn build_pool(
         max_wait: Duration::from_millis(config.queue_timeout_ms),
         aging: Duration::from_millis(config.priority_aging_ms),
         weights: weights.clone(),
+        fair_share,
+        prefill_per_token: config.prefill_ms_per_1k_tokens.map(Duration::from_micros),
     };
     Ok(Pool {
         name: config.name.clone(),

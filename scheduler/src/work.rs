@@ -5,6 +5,14 @@
 use llmgw_proto::v1::{ChatRequest, CompletionRequest, EmbedRequest, SamplingParams};
 use prost::Message as _;
 
+use crate::admission::Cost;
+
+/// Completion tokens assumed for a request that sets no `max_tokens`, until its real usage
+/// corrects the estimate.
+pub const DEFAULT_COMPLETION_ESTIMATE: u32 = 256;
+/// Template tokens counted per chat message (role markers, separators).
+const PER_MESSAGE: usize = 8;
+
 /// One call's request, by RPC.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Work {
@@ -105,6 +113,53 @@ impl Work {
             Self::Embedding(r) => r.model = upstream.to_owned(),
         }
         call
+    }
+
+    /// The tokens it carries: the caller's prompt estimate (else ~4 bytes a token, plus 8 a
+    /// message for the chat template), and its `max_tokens` (else
+    /// [`DEFAULT_COMPLETION_ESTIMATE`]); embeddings generate nothing.
+    pub fn cost(&self) -> Cost {
+        let (sent, bytes, completion) = match self {
+            Self::Chat(r) => (
+                r.prompt_tokens_estimate,
+                r.messages
+                    .iter()
+                    .map(|m| m.content.len().div_ceil(4) + PER_MESSAGE)
+                    .sum::<usize>(),
+                Some(r.sampling.as_ref().and_then(|s| s.max_tokens)),
+            ),
+            Self::Completion(r) => (
+                r.prompt_tokens_estimate,
+                r.prompt.len().div_ceil(4) + r.suffix.len().div_ceil(4),
+                Some(r.sampling.as_ref().and_then(|s| s.max_tokens)),
+            ),
+            Self::Embedding(r) => (
+                r.prompt_tokens_estimate,
+                r.input.iter().map(|input| input.len().div_ceil(4)).sum(),
+                None,
+            ),
+        };
+        let prompt_tokens = if sent > 0 {
+            sent
+        } else {
+            u32::try_from(bytes.max(1)).unwrap_or(u32::MAX)
+        };
+        Cost {
+            prompt_tokens,
+            completion_tokens: completion.map_or(0, |cap| {
+                cap.unwrap_or(DEFAULT_COMPLETION_ESTIMATE).min(1 << 20)
+            }),
+        }
+    }
+
+    /// The caller's first-token objective, if it sent one.
+    pub fn slo_ttft(&self) -> Option<std::time::Duration> {
+        let ms = match self {
+            Self::Chat(r) => r.slo_ttft_ms,
+            Self::Completion(r) => r.slo_ttft_ms,
+            Self::Embedding(r) => r.slo_ttft_ms,
+        };
+        (ms > 0).then(|| std::time::Duration::from_millis(u64::from(ms)))
     }
 
     /// Its size on the wire, which bounds the queue's memory.

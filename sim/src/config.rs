@@ -71,6 +71,10 @@ pub struct SimConfig {
     /// Time to first token in milliseconds (prefill), counted once a slot is held.
     #[arg(long, env = "SIM_TTFT_MS", default_value_t = 50)]
     pub ttft_ms: u64,
+    /// Prefill time per prompt token (word) in microseconds, added to the first-token time:
+    /// a long prompt holds its slot longer before its first token, as on a real engine.
+    #[arg(long, env = "SIM_PREFILL_US_PER_TOKEN", default_value_t = 0)]
+    pub prefill_us_per_token: u64,
     /// Time per further output token in milliseconds (decode).
     #[arg(long, env = "SIM_TPOT_MS", default_value_t = 20)]
     pub tpot_ms: u64,
@@ -101,6 +105,7 @@ impl Default for SimConfig {
             overflow: Overflow::Queue,
             max_queue: 512,
             ttft_ms: 50,
+            prefill_us_per_token: 0,
             tpot_ms: 20,
             output_tokens: 16,
             instant: false,
@@ -111,12 +116,14 @@ impl Default for SimConfig {
 }
 
 impl SimConfig {
-    /// Delay before the first token.
-    pub fn time_to_first_token(&self) -> Duration {
+    /// Delay before the first token of a `prompt_tokens` prompt.
+    pub fn time_to_first_token(&self, prompt_tokens: usize) -> Duration {
         if self.instant {
             Duration::ZERO
         } else {
             Duration::from_millis(self.ttft_ms)
+                + Duration::from_micros(self.prefill_us_per_token)
+                    .saturating_mul(u32::try_from(prompt_tokens).unwrap_or(u32::MAX))
         }
     }
 

@@ -90,7 +90,7 @@ pub fn run(
     fault: Fault,
     mut slot: SlotGuard,
 ) -> impl Stream<Item = Step> + Send + 'static {
-    let ttft = config.time_to_first_token();
+    let ttft = config.time_to_first_token(plan.prompt_tokens);
     let tpot = config.time_per_token();
     async_stream::stream! {
         pause(ttft).await;

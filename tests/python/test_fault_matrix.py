@@ -1038,3 +1038,51 @@ def test_13_redis_stalls_mid_traffic(start_stack, tmp_path):
           also=[(after.get("tokens_today") == before.get("tokens_today"),
                  f"refused work was charged: {before} → {after}"),
                 (all(o.kind == "200" for o in again), "served work after the stall was refused")])
+
+
+# -------------------------------------------------------------------- work, not requests (#19)
+
+
+def document(base: str, index: int) -> Outcome:
+    """One 2,000-word prompt (a long document) from tenant `documents`, not streamed."""
+    sent = time.monotonic()
+    body = {"model": MODEL, "max_tokens": 4,
+            "messages": [{"role": "user", "content": " ".join(["lorem"] * 2000)}]}
+    try:
+        response = httpx.post(f"{base}/v1/chat/completions", json=body, timeout=CLIENT_TIMEOUT_S,
+                              headers={"x-tenant-id": "documents", "x-request-id": f"doc-{index}"})
+    except httpx.HTTPError as error:
+        return Outcome(False, sent, time.monotonic(), f"LOST: transport {type(error).__name__}")
+    if response.status_code != 200:
+        return error_outcome(response, False, sent)
+    return Outcome(False, sent, time.monotonic(), "200", 200)
+
+
+def test_14_one_tenants_long_prompts(start_stack):
+    # Before: each 2,000-word prompt timed out on the engine (504 ttft_timeout), three of them
+    # opened its breaker, and for `open_ms` every tenant got 503 no_healthy_backend although
+    # the engine was healthy the whole time.
+    stack = start_stack("longprompts",
+                        sim_env={"SIM_PREFILL_US_PER_TOKEN": "1000", "SIM_TTFT_MS": "5",
+                                 "SIM_TPOT_MS": "5"},
+                        extra_env={"SCHEDULER_TTFT_TIMEOUT_MS": "1000"})
+    row = Row("14 4 × 2,000-word prompts from one tenant (1 ms/word prefill, 1 s first-token "
+              "budget) beside a chatting one", rss_before=rss_pair(stack))
+    pool = ThreadPoolExecutor(4)
+    documents = [pool.submit(document, stack.gateway_url, i) for i in range(4)]
+    chat = send_batch(stack.gateway_url, 16, 2, "chat", headers={"x-tenant-id": "chat"})
+    long = [future.result(timeout=CLIENT_TIMEOUT_S + 5) for future in documents]
+    pool.shutdown()
+    after = send_batch(stack.gateway_url, 4, 2, "after", headers={"x-tenant-id": "chat"})
+    row.outcomes = chat + long + after
+    row.leaked, row.leak_detail, freed = wait_released(stack)
+    row.rss_after = rss_pair(stack)
+    metrics = httpx.get(stack.scheduler_metrics_url, timeout=2).text
+    open_breakers = metric_sum(metrics, "llmgw_breaker_state")
+    row.notes += [f"documents: {dict(Counter(o.kind for o in long))}; breaker state sum "
+                  f"{open_breakers:g}; permits free after {freed * 1000:.0f} ms"]
+    chatted = chat + after
+    check(row, expected={"200", "504 prompt_too_heavy"},
+          also=[(all(o.kind == "200" for o in chatted),
+                 f"the chatting tenant got {dict(Counter(o.kind for o in chatted))}"),
+                (open_breakers == 0, "a breaker opened over one tenant's prompt sizes")])

@@ -154,3 +154,19 @@ def test_log_probabilities_from_ollama_parse_in_the_sdk(gateway):
         model="llama3.2", messages=MESSAGES, max_tokens=6, logprobs=True, top_logprobs=2, stream=True)
         if c.choices and c.choices[0].logprobs]
     assert [e.token for c in streamed for e in c.choices[0].logprobs.content] == [e.token for e in entries]
+
+
+def test_a_first_token_objective_that_cannot_be_met_is_a_rate_limit_error(gateway):
+    # One answer teaches the pool its first-token time (tens of milliseconds on llm-sim).
+    gateway.chat.completions.create(model="llama3.2", messages=MESSAGES, max_tokens=2)
+    with pytest.raises(openai.RateLimitError) as refused:
+        gateway.chat.completions.create(model="llama3.2", messages=MESSAGES, max_tokens=2,
+                                        extra_headers={"x-slo-ttft-ms": "1"})
+    assert refused.value.status_code == 429
+    assert refused.value.code == "slo_unattainable"
+    assert int(refused.value.response.headers["retry-after"]) >= 1
+    raw = gateway.chat.completions.with_raw_response.create(
+        model="llama3.2", messages=MESSAGES, max_tokens=2,
+        extra_headers={"x-slo-ttft-ms": "60000"})
+    assert raw.parse().choices[0].finish_reason == "length"
+    assert 1 <= int(raw.headers["x-llmgw-predicted-ttft-ms"]) < 60000

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 use llmgw_bench::request::{ChatCall, Outcome, client};
 use llmgw_bench::stats::percentile_ms;
+use llmgw_bench::work;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -31,6 +32,9 @@ struct Args {
     /// Output tokens per request (the sim caps it at its SIM_OUTPUT_TOKENS).
     #[arg(long, default_value_t = 30)]
     max_tokens: u32,
+    /// The scheduler's metrics URL (`/metrics`), for breaker states.
+    #[arg(long)]
+    scheduler_metrics: Option<String>,
 }
 
 struct Row {
@@ -301,6 +305,18 @@ async fn main() -> anyhow::Result<()> {
         pass: reuse_p99 <= 5.0,
     });
 
+    // 5-8. Work, not requests.
+    let work_rows = work_scenarios(
+        &http,
+        &args,
+        &gateway_chat,
+        service_ms,
+        &light_out,
+        &urgent_out,
+    )
+    .await;
+    rows.extend(work_rows);
+
     println!("\n| scenario | measured | target | verdict |\n|---|---|---|---|");
     for row in &rows {
         let verdict = if row.pass { "met" } else { "missed" };
@@ -310,4 +326,109 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Endpoints whose breaker is open now, from the scheduler's metrics.
+async fn breakers_open(http: &reqwest::Client, metrics: Option<&str>) -> Option<usize> {
+    let text = http.get(metrics?).send().await.ok()?.text().await.ok()?;
+    Some(
+        text.lines()
+            .filter(|line| line.starts_with("llmgw_breaker_state{") && line.ends_with(" 2"))
+            .count(),
+    )
+}
+
+/// Token shares, long prompts beside a chat, objectives refused at once, and the error of the
+/// first-token predictions the streamed requests of scenarios 2 and 3 carried.
+async fn work_scenarios(
+    http: &reqwest::Client,
+    args: &Args,
+    gateway_chat: &str,
+    service_ms: f64,
+    light_out: &[Timed],
+    urgent_out: &[Timed],
+) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let shares = work::token_shares(
+        http,
+        gateway_chat,
+        &args.model,
+        &[("long", 400), ("short", 8)],
+        2 * args.slots,
+        args.seconds / 2.0,
+    )
+    .await;
+    let ratio = shares[0] as f64 / shares[1].max(1) as f64;
+    rows.push(Row {
+        scenario: "token shares of two backlogged tenants, 400- vs 8-word prompts (long : short)",
+        measured: format!("{ratio:.2} ({} : {} tokens)", shares[0], shares[1]),
+        target: "within 1.5× (request-count fairness gave 31×)".into(),
+        pass: (1.0 / 1.5..=1.5).contains(&ratio),
+    });
+
+    let beside =
+        work::long_prompts_beside_a_chat(http, gateway_chat, &args.model, 4, 2000, 4.0).await;
+    let open = breakers_open(http, args.scheduler_metrics.as_deref()).await;
+    let served = beside.chat_served as f64 / beside.chat_sent.max(1) as f64;
+    let codes: Vec<String> = beside
+        .documents
+        .iter()
+        .map(|(status, code)| format!("{status} {code}"))
+        .collect();
+    rows.push(Row {
+        scenario: "4 × 2,000-word prompts (2 s of prefill, 1 s first-token budget) beside a chatting tenant",
+        measured: format!(
+            "chat {} of {} = {:.1} % served; documents: {}; breakers open: {}",
+            beside.chat_served,
+            beside.chat_sent,
+            served * 100.0,
+            codes.join(", "),
+            open.map_or("unknown".to_owned(), |n| n.to_string())
+        ),
+        target: "≥ 95 % served, 0 breakers open".into(),
+        pass: served >= 0.95 && open == Some(0),
+    });
+
+    let objectives = work::objectives(
+        http,
+        gateway_chat,
+        &args.model,
+        3 * args.slots,
+        args.max_tokens,
+        20,
+        100,
+    )
+    .await;
+    let refused_p99 = percentile_ms(&objectives.refused, 0.99);
+    rows.push(Row {
+        scenario: "first-token objective of 100 ms behind a full queue: refusal latency p50 / p99",
+        measured: format!(
+            "{:.2} / {refused_p99:.2} ms ({} refused, {} admitted; an ordinary request waited {:.0} ms)",
+            percentile_ms(&objectives.refused, 0.5),
+            objectives.refused.len(),
+            objectives.admitted,
+            percentile_ms(&objectives.ordinary_wait, 0.5)
+        ),
+        target: "p99 ≤ 5 ms, none admitted".into(),
+        pass: refused_p99 <= 5.0 && objectives.admitted == 0,
+    });
+
+    let pairs: Vec<(Duration, Duration)> = light_out
+        .iter()
+        .chain(urgent_out)
+        .filter(|(o, _)| o.ok())
+        .filter_map(|(o, _)| Some((o.predicted_ttft?, o.ttft)))
+        .collect();
+    let (p50, p90, relative) = work::prediction_error(&pairs);
+    rows.push(Row {
+        scenario: "first-token prediction error |actual − predicted|, p50 / p90 (streams of scenarios 2 and 3)",
+        measured: format!(
+            "{p50:.0} / {p90:.0} ms; p50 relative {:.0} % ({} requests)",
+            relative * 100.0,
+            pairs.len()
+        ),
+        target: format!("p50 ≤ 1 service time = {service_ms:.0} ms"),
+        pass: p50 <= service_ms,
+    });
+    rows
 }

@@ -21,6 +21,8 @@ pub trait Governed {
     fn max_output(&self) -> Option<u32>;
     /// The texts the engine tokenizes, and how many chat messages wrap them.
     fn prompt_texts(&self) -> (Vec<&str>, usize);
+    /// Tells the scheduler the prompt's tokens, as a tokenizer counted them.
+    fn estimate_prompt(&mut self, tokens: u32);
 }
 
 impl Governed for ChatRequest {
@@ -30,6 +32,10 @@ impl Governed for ChatRequest {
         self.request_id = caller.request_id.clone();
         self.deadline_ms = deadline_ms;
         self.allowed_models = caller.allowed_models();
+        self.slo_ttft_ms = caller.slo_ttft_ms;
+    }
+    fn estimate_prompt(&mut self, tokens: u32) {
+        self.prompt_tokens_estimate = tokens;
     }
     fn model(&self) -> &str {
         &self.model
@@ -57,6 +63,10 @@ impl Governed for CompletionRequest {
         self.request_id = caller.request_id.clone();
         self.deadline_ms = deadline_ms;
         self.allowed_models = caller.allowed_models();
+        self.slo_ttft_ms = caller.slo_ttft_ms;
+    }
+    fn estimate_prompt(&mut self, tokens: u32) {
+        self.prompt_tokens_estimate = tokens;
     }
     fn model(&self) -> &str {
         &self.model
@@ -82,6 +92,10 @@ impl Governed for EmbedRequest {
         self.request_id = caller.request_id.clone();
         self.deadline_ms = deadline_ms;
         self.allowed_models = caller.allowed_models();
+        self.slo_ttft_ms = caller.slo_ttft_ms;
+    }
+    fn estimate_prompt(&mut self, tokens: u32) {
+        self.prompt_tokens_estimate = tokens;
     }
     fn model(&self) -> &str {
         &self.model

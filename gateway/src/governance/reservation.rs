@@ -5,7 +5,8 @@
 //! |---|---|
 //! | finished, usage reported by the backend | prompt + completion tokens as reported |
 //! | finished, the engine reported no prompt count | at least the prompt estimate reserved (the scheduler's word count undercounts) + completion |
-//! | refused or failed before the first token (scheduler refusal, backend down) | nothing: refunded |
+//! | refused, or failed before any engine worked on it (scheduler refusal, connection refused, an error status at once) | nothing: refunded |
+//! | client gone, or failed, after an engine took it and before the first token | the prompt estimate |
 //! | client gone or failure after the first token, streamed | prompt estimate + the chunks delivered |
 //! | client gone after the first token, not streamed | the whole reservation (what was generated is unknown) |
 //! | the gateway died | the whole reservation, when it expires after `reservation_ttl_ms` |
@@ -21,8 +22,10 @@ use super::limiter::{Ledgered, Limiter};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
-    /// No token yet: leaving now costs nothing.
+    /// No engine has the request yet: leaving now costs nothing.
     Pending,
+    /// An engine is working on the prompt: leaving now costs the prompt.
+    Dispatched,
     /// The backend produced its first token.
     Generating { streamed: bool },
 }
@@ -78,6 +81,29 @@ impl Reservation {
         self.phase = Phase::Generating { streamed };
     }
 
+    /// The scheduler handed the request to an engine, which works on its prompt.
+    pub fn dispatched(&mut self) {
+        if self.phase == Phase::Pending {
+            self.phase = Phase::Dispatched;
+        }
+    }
+
+    /// The call failed before the first token: the prompt is charged if an engine worked on
+    /// it (the scheduler says so in `x-llmgw-work`), else nothing.
+    pub fn failed(&mut self, status: &tonic::Status) {
+        if matches!(self.phase, Phase::Pending | Phase::Dispatched) {
+            let worked = status
+                .metadata()
+                .get(llmgw_proto::WORK_METADATA)
+                .is_some_and(|value| value == "prompt");
+            self.phase = if worked {
+                Phase::Dispatched
+            } else {
+                Phase::Pending
+            };
+        }
+    }
+
     /// One more content chunk reached the client.
     pub fn delivered_chunk(&mut self) {
         self.delivered += 1;
@@ -116,6 +142,7 @@ impl Reservation {
     fn charge_without_usage(&self) -> u64 {
         match self.phase {
             Phase::Pending => 0,
+            Phase::Dispatched => self.prompt_estimate,
             Phase::Generating { streamed: true } => self.prompt_estimate + self.delivered,
             Phase::Generating { streamed: false } => self.reserved,
         }

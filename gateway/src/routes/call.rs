@@ -202,7 +202,13 @@ impl Opening {
                 },
                 None => events.next().await,
             };
-            let Some(event) = next.transpose().map_err(ApiError::Scheduler)? else {
+            let next = next.transpose().map_err(|status| {
+                if let Some(reservation) = reservation {
+                    reservation.failed(&status);
+                }
+                ApiError::Scheduler(status)
+            })?;
+            let Some(event) = next else {
                 return Ok(opening);
             };
             match event.event {
@@ -214,6 +220,12 @@ impl Opening {
                     opening.started = Some(started);
                 }
                 Some(Event::Queued(queued)) => opening.queued_position = Some(queued.position),
+                Some(Event::Dispatched(_)) => {
+                    // An engine works on the prompt: leaving from here on costs the prompt.
+                    if let Some(reservation) = reservation {
+                        reservation.dispatched();
+                    }
+                }
                 None => {}
                 Some(content) => {
                     opening.first = Some(content);

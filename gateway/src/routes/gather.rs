@@ -66,10 +66,18 @@ pub(crate) async fn settle(
     );
 }
 
-/// The headers that explain where an answer ran: time queued, the endpoint's label, and the
-/// model that served it (the one asked for, or a fallback).
+/// The headers that explain where an answer ran: time queued, the first-token time admission
+/// predicted, the endpoint's label, and the model that served it (the one asked for, or a
+/// fallback).
 pub(crate) fn started_headers(headers: &mut HeaderMap, started: &Started) {
     put(headers, "x-llmgw-queue-ms", &started.queue_ms.to_string());
+    if started.predicted_ttft_ms > 0 {
+        put(
+            headers,
+            "x-llmgw-predicted-ttft-ms",
+            &started.predicted_ttft_ms.to_string(),
+        );
+    }
     if !started.served_model.is_empty() {
         put(headers, "x-llmgw-model", &started.served_model);
     }

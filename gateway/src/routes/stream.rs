@@ -75,6 +75,11 @@ pub(crate) fn stream_response<S: StreamShape>(
                         yield Ok(comment);
                     }
                 }
+                Step::Event(Event::Dispatched(_)) => {
+                    if let Some(reservation) = &mut reservation {
+                        reservation.dispatched();
+                    }
+                }
                 // Headers are gone already: the queue time the header would carry goes here.
                 Step::Event(Event::Started(started)) if !opened => {
                     if let Some(reservation) = &mut reservation {
@@ -136,6 +141,9 @@ pub(crate) fn stream_response<S: StreamShape>(
                     break;
                 }
                 Step::Failed(status) => {
+                    if let Some(reservation) = &mut reservation {
+                        reservation.failed(&status);
+                    }
                     record_rpc_status(&rpc_span, &status);
                     server_span.record("otel.status_code", "ERROR");
                     let err = ApiError::Scheduler(status);

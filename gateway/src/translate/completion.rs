@@ -156,7 +156,11 @@ impl StreamShape for TextStream {
                 last["usage"] = json!(Usage::new(usage.prompt_tokens, usage.completion_tokens));
                 Some(sse_data(&last))
             }
-            Event::Usage(_) | Event::Queued(_) | Event::Started(_) | Event::Embeddings(_) => None,
+            Event::Usage(_)
+            | Event::Queued(_)
+            | Event::Started(_)
+            | Event::Dispatched(_)
+            | Event::Embeddings(_) => None,
         }
     }
 

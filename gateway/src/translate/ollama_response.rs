@@ -167,7 +167,9 @@ impl StreamShape for NdjsonStream {
                 self.totals.completion_tokens = usage.completion_tokens;
                 Some(self.last_line())
             }
-            Event::Queued(_) | Event::Started(_) | Event::Embeddings(_) => None,
+            Event::Queued(_) | Event::Started(_) | Event::Dispatched(_) | Event::Embeddings(_) => {
+                None
+            }
         }
     }
 

@@ -75,7 +75,9 @@ impl SseTranslator {
     /// comes after its own role chunk.
     pub fn frame(&mut self, event: Event) -> Option<Bytes> {
         match event {
-            Event::Queued(_) | Event::Started(_) | Event::Embeddings(_) => None,
+            Event::Queued(_) | Event::Started(_) | Event::Dispatched(_) | Event::Embeddings(_) => {
+                None
+            }
             Event::Delta(delta) => {
                 let choice = delta.choice;
                 let logprobs = parse_logprobs(&delta.logprobs_json);
@@ -231,7 +233,7 @@ impl Aggregate {
     /// Adds one event.
     pub fn push(&mut self, event: Event) {
         match event {
-            Event::Queued(_) | Event::Started(_) | Event::Embeddings(_) => {}
+            Event::Queued(_) | Event::Started(_) | Event::Dispatched(_) | Event::Embeddings(_) => {}
             Event::Delta(delta) => {
                 let choice = self.choice(delta.choice);
                 choice.content.push_str(&delta.content);

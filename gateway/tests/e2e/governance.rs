@@ -381,6 +381,53 @@ async fn tokens_are_settled_to_what_was_used_on_every_exit_path() {
 }
 
 #[tokio::test]
+async fn a_client_that_leaves_before_its_first_token_is_charged_its_prompt() {
+    let budget = 1_000_000;
+    // 1,000 prompt words take the engine 2 s before the first token.
+    let sim = SimConfig {
+        ttft_ms: 5,
+        prefill_us_per_token: 2000,
+        tpot_ms: 1,
+        output_tokens: 4,
+        ..SimConfig::default()
+    };
+    let (stack, path) = governed(
+        &config(
+            &format!("max_concurrent = 4\ntokens_per_day = {budget}"),
+            "",
+        ),
+        sim,
+    )
+    .await;
+    let prompt = "lorem ".repeat(1000);
+    let (http, url) = (stack.http.clone(), stack.url("/v1/chat/completions"));
+    let body = chat_body("llama3.2", prompt.trim_end());
+    let client = tokio::spawn(async move {
+        http.post(url)
+            .bearer_auth(KEY)
+            .json(&body)
+            .send()
+            .await
+            .map(|r| r.status())
+    });
+    crate::support::eventually(
+        "the engine works on the prompt",
+        Duration::from_secs(5),
+        || stack.sim().stats().active == 1,
+    )
+    .await;
+    client.abort();
+    let charged = settled_use(&stack, budget).await;
+    // The gateway's estimate of the prompt: its 5,999 bytes, "user", and template markers.
+    let estimate = 5999 + 4 + 8 + 8;
+    assert_eq!(
+        charged, estimate,
+        "the prompt the engine was working on is charged"
+    );
+    let _ = std::fs::remove_file(path);
+}
+
+#[tokio::test]
 async fn a_revoked_key_stops_working_without_a_restart_while_in_flight_requests_finish() {
     let sim = SimConfig {
         ttft_ms: 5,

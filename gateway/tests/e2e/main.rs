@@ -34,3 +34,4 @@ mod slot_holding;
 mod structured_output;
 mod timeouts;
 mod upstream_failures;
+mod work_aware;

@@ -5,10 +5,13 @@
 //!   `rank × aging` (critical 0, interactive 1, batch 2): a class-k request is treated as if it
 //!   had arrived k×aging later. Higher classes go first, yet a batch request that has waited
 //!   2×aging longer than the oldest critical one is served before it, so nothing starves.
-//! - **Weighted fair queuing inside a class.** Each tenant has a FIFO; entries get virtual finish
-//!   tags (`start = max(class clock, tenant's last finish)`, `finish = start + 1/weight`), and the
-//!   smallest tag goes next. A tenant with a deep backlog has far-future tags, so a light tenant's
-//!   new request is served after at most about one slot release.
+//! - **Token-fair queuing inside a class.** Each tenant has a FIFO; entries get virtual finish
+//!   tags (`start = max(class clock, tenant's last finish)`, `finish = start + work/weight`,
+//!   where `work` is the request's weighted tokens, prompt and completion), and the smallest tag
+//!   goes next — a Virtual Token Counter: backlogged tenants of equal weight are served equal
+//!   tokens, whatever their prompt lengths. When a request ends, its real usage corrects its
+//!   tenant's tags ([`WaitQueue::charge`]). A tenant with a deep backlog has far-future tags,
+//!   so a light tenant's new request is served after at most about one slot release.
 //! - **Displacement.** When full, a newcomer may take the place of the newest entry of a strictly
 //!   lower class, or, within its own class, of the tenant holding the most places (if that tenant
 //!   holds more than the newcomer's tenant would).
@@ -18,6 +21,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+use super::Cost;
 
 /// Admission class, best first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -44,6 +49,44 @@ impl Class {
     }
 }
 
+/// A request about to join the queue.
+#[derive(Debug, Clone)]
+pub struct Arrival {
+    pub id: u64,
+    pub tenant: Arc<str>,
+    pub class: Class,
+    /// The tenant's fair-share weight.
+    pub weight: u32,
+    /// Encoded size, counted against the byte bound.
+    pub bytes: usize,
+    /// Prompt and completion tokens it is estimated at (queue depth in tokens).
+    pub cost: Cost,
+    /// Its weighted tokens: how far it moves its tenant's virtual time (times the weight).
+    pub work: f64,
+    pub enqueued: Instant,
+}
+
+/// The requests served before an arrival, and their tokens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ahead {
+    pub requests: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+}
+
+impl Ahead {
+    pub fn tokens(&self) -> u64 {
+        self.prompt_tokens + self.completion_tokens
+    }
+
+    fn count(mut self, cost: Cost) -> Self {
+        self.requests += 1;
+        self.prompt_tokens += u64::from(cost.prompt_tokens);
+        self.completion_tokens += u64::from(cost.completion_tokens);
+        self
+    }
+}
+
 /// One waiting request.
 #[derive(Debug)]
 pub struct Waiting<T> {
@@ -51,6 +94,7 @@ pub struct Waiting<T> {
     pub tenant: Arc<str>,
     pub class: Class,
     pub bytes: usize,
+    pub cost: Cost,
     pub enqueued: Instant,
     start: f64,
     finish: f64,
@@ -68,6 +112,7 @@ struct ClassQueue<T> {
     tenants: HashMap<Arc<str>, TenantQueue<T>>,
     clock: f64,
     len: usize,
+    tokens: u64,
 }
 
 impl<T> Default for ClassQueue<T> {
@@ -76,6 +121,7 @@ impl<T> Default for ClassQueue<T> {
             tenants: HashMap::new(),
             clock: 0.0,
             len: 0,
+            tokens: 0,
         }
     }
 }
@@ -140,18 +186,61 @@ impl<T> WaitQueue<T> {
         self.classes[class as usize].len
     }
 
+    /// Tokens of the waiting requests of `class`.
+    pub fn tokens_of(&self, class: Class) -> u64 {
+        self.classes[class as usize].tokens
+    }
+
+    /// `arrival`'s virtual start and finish tags, were it pushed now.
+    fn tags(&self, arrival: &Arrival) -> (f64, f64) {
+        let queue = &self.classes[arrival.class as usize];
+        let last_finish = queue
+            .tenants
+            .get(&arrival.tenant)
+            .map_or(0.0, |t| t.last_finish);
+        let start = queue.clock.max(last_finish);
+        // Every request moves virtual time a little, so zero-token requests still take turns.
+        (
+            start,
+            start + arrival.work.max(1.0) / f64::from(arrival.weight.max(1)),
+        )
+    }
+
+    /// The requests that would be served before `arrival`, were it pushed now: every one of
+    /// a better class, and those of its class with a smaller finish tag. (Aging may reorder
+    /// classes later; this is the order as it stands.)
+    pub fn place_of(&self, arrival: &Arrival) -> Ahead {
+        let (_, finish) = self.tags(arrival);
+        let better = Class::ALL
+            .iter()
+            .take_while(|c| **c < arrival.class)
+            .flat_map(|c| self.classes[*c as usize].tenants.values());
+        let own = self.classes[arrival.class as usize]
+            .tenants
+            .values()
+            .filter(|t| !t.entries.is_empty());
+        let before_in_class = own
+            .flat_map(|t| t.entries.iter())
+            .filter(|e| e.finish < finish || (e.finish == finish && e.id < arrival.id));
+        better
+            .flat_map(|t| t.entries.iter())
+            .chain(before_in_class)
+            .fold(Ahead::default(), |ahead, e| ahead.count(e.cost))
+    }
+
     /// Appends a request; returns its 1-based position in service order at this moment.
-    #[allow(clippy::too_many_arguments)]
-    pub fn push(
-        &mut self,
-        id: u64,
-        tenant: Arc<str>,
-        class: Class,
-        weight: u32,
-        bytes: usize,
-        enqueued: Instant,
-        payload: T,
-    ) -> usize {
+    pub fn push(&mut self, arrival: Arrival, payload: T) -> usize {
+        let ahead = self.place_of(&arrival);
+        let (start, finish) = self.tags(&arrival);
+        let Arrival {
+            id,
+            tenant,
+            class,
+            bytes,
+            cost,
+            enqueued,
+            ..
+        } = arrival;
         let queue = &mut self.classes[class as usize];
         let tenant_queue =
             queue
@@ -161,34 +250,45 @@ impl<T> WaitQueue<T> {
                     entries: VecDeque::new(),
                     last_finish: 0.0,
                 });
-        let start = queue.clock.max(tenant_queue.last_finish);
-        let finish = start + 1.0 / f64::from(weight.max(1));
         tenant_queue.last_finish = finish;
         tenant_queue.entries.push_back(Waiting {
             id,
             tenant,
             class,
             bytes,
+            cost,
             enqueued,
             start,
             finish,
             payload,
         });
         queue.len += 1;
+        queue.tokens += cost.tokens();
         self.len += 1;
         self.bytes += bytes;
-        let ahead_in_class = queue
-            .tenants
-            .values()
-            .flat_map(|t| t.entries.iter())
-            .filter(|e| e.finish < finish || (e.finish == finish && e.id < id))
-            .count();
-        let ahead_in_better_classes: usize = Class::ALL
-            .iter()
-            .take_while(|c| **c < class)
-            .map(|c| self.len_of(*c))
-            .sum();
-        ahead_in_better_classes + ahead_in_class + 1
+        ahead.requests as usize + 1
+    }
+
+    /// Corrects `tenant`'s virtual time in `class` by `extra_work` weighted tokens (real usage
+    /// minus the estimate a finished request was queued with): its waiting requests move
+    /// later (it used more) or earlier (less), never before the class clock. A tenant with
+    /// nothing waiting keeps no credit or debt.
+    pub fn charge(&mut self, tenant: &str, class: Class, extra_work: f64, weight: u32) {
+        let queue = &mut self.classes[class as usize];
+        let clock = queue.clock;
+        let Some(tenant_queue) = queue.tenants.get_mut(tenant) else {
+            return;
+        };
+        let shift = extra_work / f64::from(weight.max(1));
+        for entry in &mut tenant_queue.entries {
+            let length = entry.finish - entry.start;
+            entry.start = (entry.start + shift).max(clock);
+            entry.finish = entry.start + length;
+        }
+        tenant_queue.last_finish = tenant_queue
+            .entries
+            .back()
+            .map_or(tenant_queue.last_finish, |e| e.finish);
     }
 
     /// Takes the request that should get the next free slot.
@@ -211,6 +311,7 @@ impl<T> WaitQueue<T> {
         }
         queue.clock = queue.clock.max(entry.start);
         queue.len -= 1;
+        queue.tokens -= entry.cost.tokens();
         self.len -= 1;
         self.bytes -= entry.bytes;
         Some(entry)
@@ -226,6 +327,7 @@ impl<T> WaitQueue<T> {
             queue.tenants.remove(tenant);
         }
         queue.len -= 1;
+        queue.tokens -= entry.cost.tokens();
         self.len -= 1;
         self.bytes -= entry.bytes;
         Some(entry)
@@ -286,11 +388,31 @@ mod tests {
         }
 
         fn push(&mut self, tenant: &str, class: Class, weight: u32) -> u64 {
+            self.push_work(tenant, class, weight, 1)
+        }
+
+        fn push_work(&mut self, tenant: &str, class: Class, weight: u32, tokens: u32) -> u64 {
             self.next_id += 1;
             self.now += Duration::from_millis(1);
             self.queue
-                .push(self.next_id, tenant.into(), class, weight, 10, self.now, ());
+                .push(self.arrival(tenant, class, weight, tokens), ());
             self.next_id
+        }
+
+        fn arrival(&self, tenant: &str, class: Class, weight: u32, tokens: u32) -> Arrival {
+            Arrival {
+                id: self.next_id,
+                tenant: tenant.into(),
+                class,
+                weight,
+                bytes: 10,
+                cost: Cost {
+                    prompt_tokens: tokens,
+                    completion_tokens: 0,
+                },
+                work: f64::from(tokens),
+                enqueued: self.now,
+            }
         }
 
         fn order(&mut self) -> Vec<(String, Class)> {
@@ -364,17 +486,13 @@ mod tests {
         f.push("a", Class::Interactive, 1);
         f.push("a", Class::Interactive, 1);
         f.next_id += 1;
-        let position = f
-            .queue
-            .push(f.next_id, "b".into(), Class::Interactive, 1, 10, f.now, ());
+        let position = f.queue.push(f.arrival("b", Class::Interactive, 1, 1), ());
         assert_eq!(
             position, 2,
             "b's first request goes right after a's first interactive one"
         );
         f.next_id += 1;
-        let critical = f
-            .queue
-            .push(f.next_id, "c".into(), Class::Critical, 1, 10, f.now, ());
+        let critical = f.queue.push(f.arrival("c", Class::Critical, 1, 1), ());
         assert_eq!(critical, 1);
     }
 
@@ -398,6 +516,68 @@ mod tests {
         let (id, _, tenant) = f.queue.displaceable(Class::Interactive, "light").unwrap();
         assert_eq!((id, &*tenant), (newest_flood, "flood"));
         assert!(f.queue.displaceable(Class::Interactive, "flood").is_none());
+    }
+
+    /// Tokens served per tenant over the first `turns` pops.
+    fn served_tokens(f: &mut Fixture, turns: usize, sizes: &[(&str, u32)]) -> Vec<u64> {
+        let mut served = vec![0; sizes.len()];
+        for _ in 0..turns {
+            let entry = f.queue.pop_next().unwrap();
+            let at = sizes
+                .iter()
+                .position(|(t, _)| *t == &*entry.tenant)
+                .unwrap();
+            served[at] += entry.cost.tokens();
+            // Closed loop: the tenant sends its next request of the same size.
+            f.push_work(sizes[at].0, Class::Interactive, 1, sizes[at].1);
+        }
+        served
+    }
+
+    #[test]
+    fn backlogged_tenants_get_equal_tokens_whatever_their_prompt_lengths() {
+        let mut f = Fixture::new();
+        let sizes = [("long", 404), ("short", 12)];
+        for _ in 0..4 {
+            f.push_work("long", Class::Interactive, 1, 404);
+            f.push_work("short", Class::Interactive, 1, 12);
+        }
+        let served = served_tokens(&mut f, 2000, &sizes);
+        let ratio = served[0] as f64 / served[1] as f64;
+        assert!((0.9..1.1).contains(&ratio), "long/short tokens {served:?}");
+    }
+
+    #[test]
+    fn real_usage_corrects_the_tenants_virtual_time() {
+        let mut f = Fixture::new();
+        // Both queued at 10 tokens each; "big" really used 100 for its first one.
+        let big = f.push_work("big", Class::Interactive, 1, 10);
+        f.push_work("big", Class::Interactive, 1, 10);
+        f.push_work("small", Class::Interactive, 1, 10);
+        f.push_work("small", Class::Interactive, 1, 10);
+        assert_eq!(f.queue.pop_next().unwrap().id, big);
+        f.queue.charge("big", Class::Interactive, 90.0, 1);
+        let order: Vec<String> = f.order().into_iter().map(|(t, _)| t).collect();
+        assert_eq!(order, ["small", "small", "big"]);
+        assert_eq!(f.queue.tokens_of(Class::Interactive), 0);
+    }
+
+    #[test]
+    fn tokens_ahead_count_better_classes_and_earlier_tags() {
+        let mut f = Fixture::new();
+        f.push_work("a", Class::Critical, 1, 100);
+        f.push_work("a", Class::Interactive, 1, 50);
+        f.push_work("b", Class::Batch, 1, 70);
+        f.next_id += 1;
+        let ahead = f.queue.place_of(&f.arrival("c", Class::Interactive, 1, 80));
+        assert_eq!(
+            (ahead.requests, ahead.tokens()),
+            (2, 150),
+            "critical + a's smaller tag"
+        );
+        let small = f.queue.place_of(&f.arrival("d", Class::Interactive, 1, 5));
+        assert_eq!(small.tokens(), 100, "a small request passes a's bigger one");
+        assert_eq!(f.queue.tokens_of(Class::Batch), 70);
     }
 
     #[test]

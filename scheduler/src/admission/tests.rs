@@ -14,6 +14,8 @@ fn ask(tenant: &str, class: Class) -> Ask {
         tenant: tenant.into(),
         class,
         bytes: 100,
+        cost: Cost::default(),
+        slo: None,
     }
 }
 
@@ -298,4 +300,104 @@ async fn waiters_are_refused_at_once_when_the_pool_loses_all_capacity() {
     assert_eq!(err.reason().as_str(), "no_healthy_backend");
     assert_eq!(started.elapsed(), Duration::ZERO);
     assert_eq!(pool.waiting(), 0);
+}
+
+/// A pool that has learned 10 ms of first token and 10 ms per further completion token.
+fn paced_pool(slots: usize) -> Arc<Admission> {
+    let pool = pool(slots, 16, 60_000);
+    pool.pace()
+        .record_first_token(10, Duration::from_millis(10));
+    pool.pace().record_decode(11, Duration::from_millis(100));
+    pool
+}
+
+fn costly(tenant: &str, completion_tokens: u32, slo_ms: Option<u64>) -> Ask {
+    Ask {
+        cost: Cost {
+            prompt_tokens: 10,
+            completion_tokens,
+        },
+        slo: slo_ms.map(Duration::from_millis),
+        ..ask(tenant, Class::Interactive)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_objective_the_work_ahead_cannot_meet_is_refused_at_once() {
+    let pool = paced_pool(1);
+    // One running and three waiting, each ~1 s of decoding.
+    let _running = admitted(pool.enter(costly("a", 101, None)).unwrap());
+    let _waiting: Vec<_> = (0..3)
+        .map(|_| waiting(pool.enter(costly("a", 101, None)).unwrap()))
+        .collect();
+    let refused = pool.enter(costly("b", 1, Some(500))).unwrap_err();
+    assert_eq!(refused.reason().as_str(), "slo_unattainable");
+    let SchedulerError::SloUnattainable {
+        predicted_ms,
+        retry_after,
+        ..
+    } = refused
+    else {
+        unreachable!()
+    };
+    // b is fair-queued before a's waiters: it waits for half the running request.
+    assert!(
+        (500..=700).contains(&predicted_ms),
+        "predicted {predicted_ms} ms"
+    );
+    assert_eq!(retry_after, Duration::from_secs(1));
+    assert_eq!(pool.waiting(), 3, "the refused request took no place");
+    // The same request of tenant a queues behind its own three: ~3.5 s.
+    let refused = pool.enter(costly("a", 1, Some(3000))).unwrap_err();
+    let SchedulerError::SloUnattainable { predicted_ms, .. } = refused else {
+        unreachable!()
+    };
+    assert!(
+        (3400..=3700).contains(&predicted_ms),
+        "predicted {predicted_ms} ms"
+    );
+    let ticket = waiting(pool.enter(costly("b", 1, Some(5000))).unwrap());
+    assert!(ticket.predicted() <= Duration::from_millis(700));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_free_slot_meets_an_objective_unless_the_prompt_alone_is_too_long() {
+    let pool = Admission::new(
+        "test",
+        Limits {
+            prefill_per_token: Some(Duration::from_millis(1)),
+            ..Limits::new(1, 4, Duration::from_secs(60))
+        },
+    );
+    let permit = admitted(pool.enter(costly("a", 1, Some(50))).unwrap());
+    assert_eq!(permit.predicted(), Duration::from_millis(10));
+    drop(permit);
+    let long_prompt = Ask {
+        cost: Cost {
+            prompt_tokens: 2000,
+            completion_tokens: 1,
+        },
+        ..costly("a", 1, Some(1000))
+    };
+    let refused = pool.enter(long_prompt).unwrap_err();
+    assert_eq!(refused.reason().as_str(), "slo_unattainable");
+}
+
+#[tokio::test(start_paused = true)]
+async fn real_usage_corrects_fair_share_and_counts_served_tokens() {
+    let pool = pool(1, 16, 60_000);
+    let mut running = admitted(pool.enter(costly("big", 10, None)).unwrap());
+    let mut order = Recorder::new();
+    order.wait(&pool, "big-2", "big", Class::Interactive);
+    order.wait(&pool, "small-1", "small", Class::Interactive);
+    order.wait(&pool, "small-2", "small", Class::Interactive);
+    // big's first request really used 1,000 completion tokens, not 10.
+    running.settle(Cost {
+        prompt_tokens: 10,
+        completion_tokens: 1000,
+    });
+    drop(running);
+    assert_eq!(order.finish().await, vec!["small-1", "small-2", "big-2"]);
+    let served: HashMap<_, _> = pool.served_tokens().into_iter().collect();
+    assert_eq!(served.get("big").copied(), Some(1010));
 }

@@ -4,6 +4,7 @@
 //! decision is counted in `llmgw_admissions_total` and logged once.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use llmgw_proto::v1::Queued;
 use llmgw_telemetry::DECISIONS;
@@ -24,16 +25,29 @@ pub struct Door {
 }
 
 /// Enters `pool` for `ask`, or refuses at once: no capacity (every endpoint down or ejected),
+/// a prompt whose predicted first token comes after `first_token_limit` (the model's total
+/// time or the caller's deadline), a first-token objective the work ahead makes unattainable,
 /// a full queue, or displacement rules. The refusal is counted and logged in `span`.
 pub fn admit(
     pool: &Arc<Pool>,
     ask: &Ask,
+    first_token_limit: Duration,
     metrics: &SchedulerMetrics,
     span: &tracing::Span,
 ) -> Result<Door, SchedulerError> {
+    let own_first_token = pool
+        .admission
+        .pace()
+        .timings()
+        .first_token(ask.cost.prompt_tokens, pool.admission.configured_prefill());
     let entered = if pool.capacity() == 0 {
         Err(SchedulerError::NoHealthyBackend {
             pool: pool.name.clone(),
+        })
+    } else if own_first_token > first_token_limit {
+        Err(SchedulerError::PromptTooHeavy {
+            prompt_tokens: ask.cost.prompt_tokens,
+            budget_ms: first_token_limit.as_millis() as u64,
         })
     } else {
         pool.admission.enter(ask.clone())
@@ -57,6 +71,14 @@ impl Door {
     /// The pool this door leads into.
     pub fn pool(&self) -> &Arc<Pool> {
         &self.pool
+    }
+
+    /// The first-token time admission predicted, from entering.
+    pub fn predicted(&self) -> Duration {
+        match &self.entry {
+            Entry::Admitted(permit) => permit.predicted(),
+            Entry::Waiting(ticket) => ticket.predicted(),
+        }
     }
 
     /// The `queued` event to send when the request has to wait.
@@ -131,5 +153,15 @@ async fn wait_for_slot(
                 .map_err(|_| SchedulerError::DeadlineExceeded(deadline_ms))?,
             None => ticket.wait().await,
         },
+    }
+}
+
+/// The latest a first token can usefully come: the model's total time, or the caller's
+/// deadline if sooner.
+pub fn first_token_limit(total: Duration, deadline_ms: u64) -> Duration {
+    if deadline_ms > 0 {
+        total.min(Duration::from_millis(deadline_ms))
+    } else {
+        total
     }
 }

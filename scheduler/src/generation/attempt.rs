@@ -1,10 +1,25 @@
 //! [`attempt`]: tries the endpoints of one pool for one route until one produces a first
 //! token ([`Committed`]), counting attempts against the request's retry budget. Only failures
 //! before the first token are retried; the breaker hears of every endpoint fault.
+//!
+//! **Budgets grow with the prompt.** An attempt's first-token (and response-head) timeout is
+//! the model's `ttft_ms` plus the prompt's prefill at the pool's configured
+//! `prefill_ms_per_1k_tokens` or the endpoint's learned rate, whichever is larger.
+//!
+//! **Blame.** A first-token timeout is the endpoint's fault only when the request was ordinary
+//! work for it ([`Pool::is_heavy`]) and no other request on it made progress meanwhile. A
+//! heavy request that times out ends with `prompt_too_heavy`: not retried around the pool, no
+//! breaker told — one tenant's prompt sizes never eject an engine.
+//!
+//! **Work.** Each hand-over to an engine is announced ([`Dispatched`]) before it is sent, so
+//! the gateway can charge the prompt of a caller that leaves; [`Attempts::worked`] says whether
+//! any engine worked on the request (everything but refused connections and error statuses).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
+use llmgw_proto::v1::Dispatched;
 use llmgw_proto::v1::chat_event::Event;
 use llmgw_telemetry::DECISIONS;
 use tokio::time::Instant;
@@ -56,14 +71,21 @@ pub struct Attempts {
     /// Endpoint indexes of the current pool already tried.
     tried: Vec<usize>,
     pub last_error: Option<SchedulerError>,
+    /// An engine worked on the request (its prompt is charged even if it fails).
+    pub worked: bool,
+    /// Where hand-overs to engines are announced.
+    dispatched: tokio::sync::mpsc::UnboundedSender<Dispatched>,
 }
 
 impl Attempts {
-    pub fn new(total: u32) -> Self {
+    /// `total` attempts; each hand-over to an engine is announced on `dispatched`.
+    pub fn new(total: u32, dispatched: tokio::sync::mpsc::UnboundedSender<Dispatched>) -> Self {
         Self {
             left: total,
             tried: Vec::new(),
             last_error: None,
+            worked: false,
+            dispatched,
         }
     }
 
@@ -107,14 +129,24 @@ pub async fn attempt(
         let in_flight = endpoint.begin();
         let call_span = backend_span(&context.span, &endpoint, route, request);
         let started = Instant::now();
+        let prompt_tokens = context.ask.cost.prompt_tokens;
+        let allowance = pool.prefill_allowance(&endpoint, prompt_tokens);
+        // A caller that has left cannot be told; the hand-over happens all the same.
+        let _ = attempts.dispatched.send(Dispatched {
+            backend: endpoint.name().to_owned(),
+            prompt_tokens,
+        });
         // Backends always stream: first-token and idle timeouts, and cancellation, then work
         // the same for non-streamed requests, whose answer is assembled by the relay.
         let call = request.for_backend(&route.upstream);
         let first = first_token(
             &endpoint,
             call,
-            &route.timeouts,
-            budget,
+            Allowed {
+                timeouts: &route.timeouts,
+                prefill: allowance,
+                budget,
+            },
             &call_span,
             context,
         )
@@ -122,13 +154,17 @@ pub async fn attempt(
         .await;
         match first {
             Ok((first, rest)) => {
+                attempts.worked = true;
+                let ttft = started.elapsed();
                 endpoint.breaker.on_success();
                 endpoint.record_output();
-                context.metrics.first_token(
-                    &pool.name,
-                    &route.upstream,
-                    started.elapsed().as_secs_f64(),
-                );
+                endpoint.pace.record_first_token(prompt_tokens, ttft);
+                pool.admission
+                    .pace()
+                    .record_first_token(prompt_tokens, ttft);
+                context
+                    .metrics
+                    .first_token(&pool.name, &route.upstream, ttft.as_secs_f64());
                 return Ok(Committed {
                     in_flight,
                     first,
@@ -137,7 +173,31 @@ pub async fn attempt(
                 });
             }
             Err(err) => {
-                record_failure(context, pool, &endpoint, &call_span, &err);
+                attempts.worked |= engine_worked(&err);
+                let timed_out = matches!(
+                    err,
+                    SchedulerError::Timeout {
+                        kind: TimeoutKind::FirstToken | TimeoutKind::Connect,
+                        ..
+                    }
+                );
+                let err = if timed_out && pool.is_heavy(&endpoint, prompt_tokens) {
+                    SchedulerError::PromptTooHeavy {
+                        prompt_tokens,
+                        budget_ms: (route.timeouts.ttft + allowance).as_millis() as u64,
+                    }
+                } else {
+                    err
+                };
+                // An engine that kept answering other requests while this one waited is
+                // busy, not sick.
+                let busy = timed_out && endpoint.output_within(started.elapsed());
+                let blame = if busy {
+                    Blame::NotTheEndpoint
+                } else {
+                    Blame::AsUsual
+                };
+                record_failure(context, pool, &endpoint, &call_span, &err, blame);
                 if !err.retryable() {
                     return Err(NotCommitted::Final(err));
                 }
@@ -149,6 +209,28 @@ pub async fn attempt(
     }
 }
 
+/// Whether an engine did work on a request that failed with `err`: everything but a refused
+/// connection, an error status at once, or nothing sent.
+fn engine_worked(err: &SchedulerError) -> bool {
+    match err {
+        SchedulerError::Backend(backend) => matches!(
+            backend,
+            BackendError::Interrupted(_) | BackendError::BadResponse(_)
+        ),
+        SchedulerError::Timeout { .. } | SchedulerError::PromptTooHeavy { .. } => true,
+        _ => false,
+    }
+}
+
+/// Whether a failure may count against the endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blame {
+    /// If the error is an endpoint fault, the breaker hears of it.
+    AsUsual,
+    /// The endpoint showed it works meanwhile: the breaker hears nothing.
+    NotTheEndpoint,
+}
+
 /// Marks the call span failed, counts the error and tells the endpoint's breaker.
 pub fn record_failure(
     context: &Context,
@@ -156,6 +238,7 @@ pub fn record_failure(
     endpoint: &Endpoint,
     call_span: &tracing::Span,
     err: &SchedulerError,
+    blame: Blame,
 ) {
     call_span.record("error.type", err.reason().as_str());
     call_span.record("otel.status_code", "ERROR");
@@ -170,32 +253,47 @@ pub fn record_failure(
         ),
         _ => false,
     };
-    if endpoint_fault && endpoint.breaker.on_failure() {
+    if endpoint_fault && blame == Blame::AsUsual && endpoint.breaker.on_failure() {
         tracing::warn!(parent: &context.span, endpoint = endpoint.name(), "circuit breaker opened");
         pool.refresh_capacity();
     }
 }
 
+/// The time limits of one attempt.
+struct Allowed<'a> {
+    timeouts: &'a Timeouts,
+    /// What the prompt's prefill adds to the head and first-token timeouts.
+    prefill: Duration,
+    budget: &'a Budget,
+}
+
 /// Sends the request to `endpoint` and waits for its first content event. The response head
-/// must come within the connect timeout (or the first-token timeout if shorter); the first
-/// token within the first-token timeout; both capped by the budget.
+/// must come within the connect timeout (or the first-token timeout if shorter), the first
+/// token within the first-token timeout, each plus the prompt's prefill allowance (engines
+/// such as Ollama send the head with the first token); all capped by the budget.
 async fn first_token(
     endpoint: &Arc<Endpoint>,
     request: Work,
-    timeouts: &Timeouts,
-    budget: &Budget,
+    allowed: Allowed<'_>,
     call_span: &tracing::Span,
     context: &Context,
 ) -> Result<(Event, EventStream), SchedulerError> {
+    let Allowed {
+        timeouts,
+        prefill,
+        budget,
+    } = allowed;
     let start = Instant::now();
-    let ttft_ms = timeouts.ttft.as_millis() as u64;
-    let (connect_by, connect_error) = if timeouts.ttft < timeouts.connect {
-        budget.cap(start + timeouts.ttft, TimeoutKind::FirstToken, ttft_ms)
+    let ttft = timeouts.ttft + prefill;
+    let ttft_ms = ttft.as_millis() as u64;
+    let connect = timeouts.connect + prefill;
+    let (connect_by, connect_error) = if ttft < connect {
+        budget.cap(start + ttft, TimeoutKind::FirstToken, ttft_ms)
     } else {
         budget.cap(
-            start + timeouts.connect,
+            start + connect,
             TimeoutKind::Connect,
-            timeouts.connect.as_millis() as u64,
+            connect.as_millis() as u64,
         )
     };
     let mut trace = http::HeaderMap::new();
@@ -216,11 +314,10 @@ async fn first_token(
         Ok(Err(err)) => return Err(err.into()),
         Err(_) => return Err(connect_error),
     };
-    let (first_by, first_error) =
-        budget.cap(start + timeouts.ttft, TimeoutKind::FirstToken, ttft_ms);
+    let (first_by, first_error) = budget.cap(start + ttft, TimeoutKind::FirstToken, ttft_ms);
     loop {
         match tokio::time::timeout_at(first_by, events.next()).await {
-            Ok(Some(Ok(Event::Queued(_) | Event::Started(_)))) => {}
+            Ok(Some(Ok(Event::Queued(_) | Event::Started(_) | Event::Dispatched(_)))) => {}
             Ok(Some(Ok(content))) => {
                 let ttft = start.elapsed();
                 endpoint.record_ttft(ttft);

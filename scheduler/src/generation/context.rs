@@ -26,6 +26,8 @@ pub struct Context {
     pub deadline_ms: u64,
     /// No backend call starts without a valid lease (a paused leader that resumes must not).
     pub lease: Arc<Lease>,
+    /// When the call arrived (first-token times are measured from here).
+    pub received: Instant,
 }
 
 impl Context {
@@ -36,6 +38,18 @@ impl Context {
         self.span
             .record("rpc.grpc.status_code", status.code() as i32);
         self.span.record("otel.status_code", "ERROR");
+        status
+    }
+
+    /// [`Context::fail`], saying whether an engine worked on the request first.
+    pub fn fail_after(&self, err: SchedulerError, worked: bool) -> Status {
+        let mut status = self.fail(err);
+        if worked {
+            status.metadata_mut().insert(
+                llmgw_proto::WORK_METADATA,
+                tonic::metadata::MetadataValue::from_static("prompt"),
+            );
+        }
         status
     }
 }

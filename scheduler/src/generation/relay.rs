@@ -7,7 +7,7 @@ use llmgw_proto::v1::chat_event::Event;
 use llmgw_proto::v1::{ChatEvent, Delta};
 use tonic::Status;
 
-use super::attempt::{Committed, record_failure};
+use super::attempt::{Blame, Committed, record_failure};
 use super::budget::Budget;
 use super::context::Context;
 use crate::admission::SlotPermit;
@@ -111,8 +111,9 @@ pub fn relay(
     relayed: Relayed,
 ) -> impl Stream<Item = Result<ChatEvent, Status>> + Send + '_ {
     async_stream::stream! {
-        let Relayed { committed, permit, pool, route, budget, stream } = relayed;
+        let Relayed { committed, mut permit, pool, route, budget, stream } = relayed;
         let Committed { in_flight, first, mut rest, call_span } = committed;
+        let first_token_at = Instant::now();
         let mut gather = Gather::new(stream);
         for out in gather.push(first) {
             yield Ok(event(out));
@@ -134,7 +135,7 @@ pub fn relay(
                         Event::Finish(finish) => {
                             call_span.record("gen_ai.response.finish_reasons", format!("[\"{}\"]", finish.reason));
                         }
-                        Event::Queued(_) | Event::Started(_) | Event::Delta(_) | Event::Embeddings(_) => {}
+                        Event::Queued(_) | Event::Started(_) | Event::Dispatched(_) | Event::Delta(_) | Event::Embeddings(_) => {}
                     }
                     for out in gather.push(next) {
                         yield Ok(event(out));
@@ -145,11 +146,18 @@ pub fn relay(
                 Ok(Some(Err(err))) => SchedulerError::from(err),
                 Err(_) => expired,
             };
-            record_failure(context, &pool, in_flight.endpoint(), &call_span, &failure);
-            yield Err(context.fail(failure));
+            record_failure(context, &pool, in_flight.endpoint(), &call_span, &failure, Blame::AsUsual);
+            yield Err(context.fail_after(failure, true));
             return;
         }
         let queue_ms = permit.queued().as_millis() as u64;
+        // The real usage corrects the tenant's fair share and teaches the decode pace.
+        let decoding = first_token_at.elapsed();
+        in_flight.endpoint().pace.record_decode(completion_tokens, decoding);
+        pool.admission.pace().record_decode(completion_tokens, decoding);
+        if prompt_tokens > 0 || completion_tokens > 0 {
+            permit.settle(crate::admission::Cost { prompt_tokens, completion_tokens });
+        }
         drop(call_span);
         // The one line per request at `info`: where it ran and what it cost; the decisions
         // that led here are on the trace and at `debug`.

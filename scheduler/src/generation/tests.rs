@@ -142,6 +142,17 @@ impl Backend for Scripted {
 }
 
 fn pool(name: &str, slots: usize, backends: &[Arc<Scripted>]) -> Pool {
+    pool_with(name, slots, backends, 100, None)
+}
+
+/// A pool whose breakers open after `failures`, with a configured prefill rate.
+fn pool_with(
+    name: &str,
+    slots: usize,
+    backends: &[Arc<Scripted>],
+    failures: u32,
+    prefill_per_token: Option<Duration>,
+) -> Pool {
     let endpoints = backends
         .iter()
         .map(|backend| {
@@ -157,7 +168,7 @@ fn pool(name: &str, slots: usize, backends: &[Arc<Scripted>]) -> Pool {
                 config,
                 backend,
                 BreakerConfig {
-                    failures: 100,
+                    failures,
                     open_ms: 60_000,
                 },
             ))
@@ -167,7 +178,10 @@ fn pool(name: &str, slots: usize, backends: &[Arc<Scripted>]) -> Pool {
         name: name.to_owned(),
         admission: Admission::new(
             name,
-            Limits::new(slots * backends.len(), 8, Duration::from_secs(30)),
+            Limits {
+                prefill_per_token,
+                ..Limits::new(slots * backends.len(), 8, Duration::from_secs(30))
+            },
         ),
         endpoints,
     }
@@ -247,11 +261,22 @@ impl Harness {
         stream: bool,
         deadline_ms: u64,
     ) -> Result<impl futures::Stream<Item = Result<ChatEvent, Status>> + use<>, String> {
+        self.start_prompt(model, stream, deadline_ms, "hi")
+    }
+
+    /// [`Harness::start`] with `prompt` as the user's message.
+    fn start_prompt(
+        &self,
+        model: &str,
+        stream: bool,
+        deadline_ms: u64,
+        prompt: &str,
+    ) -> Result<impl futures::Stream<Item = Result<ChatEvent, Status>> + use<>, String> {
         let request = ChatRequest {
             model: model.to_owned(),
             messages: vec![Message {
                 role: "user".into(),
-                content: "hi".into(),
+                content: prompt.into(),
                 ..Default::default()
             }],
             stream,
@@ -267,7 +292,8 @@ impl Harness {
             .map_err(|e| e.0)?;
         let pool = Arc::clone(self.topology.pool(&route.pool).unwrap());
         let span = tracing::Span::none();
-        let door = admit(&pool, &admissible.ask, &self.metrics, &span)
+        let limit = crate::generation::admit::first_token_limit(route.timeouts.total, deadline_ms);
+        let door = admit(&pool, &admissible.ask, limit, &self.metrics, &span)
             .map_err(|e| e.reason().as_str().to_owned())?;
         Ok(run(Job {
             topology: Arc::clone(&self.topology),
@@ -281,6 +307,7 @@ impl Harness {
                 deadline: admissible.deadline,
                 deadline_ms,
                 lease: Arc::new(crate::lease::Lease::sole()),
+                received: Instant::now(),
             },
             request: admissible.request,
         }))
@@ -291,10 +318,19 @@ impl Harness {
     }
 }
 
-/// The events of a run, and the reason it failed with, if it did.
+/// The events of a run (hand-overs left out), and the reason it failed with, if it did.
 async fn outcome(
     events: impl futures::Stream<Item = Result<ChatEvent, Status>>,
 ) -> (Vec<Event>, Option<String>) {
+    let (mut seen, failed) = full_outcome(events).await;
+    seen.retain(|event| !matches!(event, Event::Dispatched(_)));
+    (seen, failed.map(|(reason, _)| reason))
+}
+
+/// Every event of a run, and the reason and `x-llmgw-work` of its failure, if it failed.
+async fn full_outcome(
+    events: impl futures::Stream<Item = Result<ChatEvent, Status>>,
+) -> (Vec<Event>, Option<(String, Option<String>)>) {
     let mut seen = Vec::new();
     let mut events = std::pin::pin!(events);
     while let Some(next) = events.next().await {
@@ -302,12 +338,30 @@ async fn outcome(
             Ok(ChatEvent { event: Some(event) }) => seen.push(event),
             Ok(ChatEvent { event: None }) => {}
             Err(status) => {
-                let reason = status.metadata().get("x-llmgw-reason").unwrap();
-                return (seen, Some(reason.to_str().unwrap().to_owned()));
+                let metadata = status.metadata();
+                let text = |key: &str| metadata.get(key).map(|v| v.to_str().unwrap().to_owned());
+                let reason = text("x-llmgw-reason").unwrap();
+                return (seen, Some((reason, text("x-llmgw-work"))));
             }
         }
     }
     (seen, None)
+}
+
+/// The backends the run announced hand-overs to, in order.
+fn dispatched(events: &[Event]) -> Vec<&str> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Dispatched(d) => Some(d.backend.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A prompt of about `tokens` tokens by the scheduler's own count (4 bytes a token).
+fn prompt_of(tokens: usize) -> String {
+    "abcd".repeat(tokens)
 }
 
 fn text(events: &[Event]) -> String {
@@ -376,6 +430,8 @@ async fn fallback_into_a_busy_pool_queues_there_and_says_so() {
             tenant: "other".into(),
             class: crate::admission::Class::Interactive,
             bytes: 1,
+            cost: Default::default(),
+            slo: None,
         })
         .unwrap()
     else {
@@ -564,4 +620,136 @@ async fn a_dropped_stream_frees_its_slot_in_every_phase() {
     drop(relaying);
     assert_eq!(p1.admission.running(), 0, "a dropped relay frees its slot");
     assert_eq!(p1.endpoints[0].outstanding(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn hand_overs_are_announced_and_a_failure_says_whether_an_engine_worked() {
+    // e1 refuses at once (no work), e2 takes the prompt and never answers (work).
+    let refusing = Scripted::new("e1", &[Script::Fails(500)]);
+    let silent = Scripted::new("e2", &[Script::Silent]);
+    let harness = Harness::new(
+        vec![pool("p1", 1, &[refusing, silent]), pool("p2", 1, &[])],
+        2,
+        timeouts(1000, 500, 1000, 60_000),
+    );
+    let (events, failed) = full_outcome(harness.start("a3", true, 0).unwrap()).await;
+    assert_eq!(dispatched(&events), ["e1", "e2"]);
+    assert_eq!(
+        failed,
+        Some(("ttft_timeout".to_owned(), Some("prompt".to_owned())))
+    );
+
+    // Only refusals at once: nobody worked, nothing to charge.
+    let refusing = Scripted::new("e1", &[Script::Fails(500)]);
+    let unreachable = Scripted::new("e2", &[Script::Fails(0)]);
+    let harness = Harness::new(
+        vec![pool("p1", 1, &[refusing, unreachable]), pool("p2", 1, &[])],
+        2,
+        timeouts(1000, 500, 1000, 60_000),
+    );
+    let (events, failed) = full_outcome(harness.start("a3", true, 0).unwrap()).await;
+    assert_eq!(dispatched(&events).len(), 2);
+    assert_eq!(failed, Some(("backend_unavailable".to_owned(), None)));
+
+    // Served: the hand-over comes before `started`.
+    let good = Scripted::new("e1", &[speaks(&["ok"], true)]);
+    let harness = Harness::new(
+        vec![pool("p1", 1, &[good]), pool("p2", 1, &[])],
+        0,
+        timeouts(1000, 500, 1000, 60_000),
+    );
+    let (events, failed) = full_outcome(harness.start("a3", true, 0).unwrap()).await;
+    assert_eq!(failed, None);
+    assert!(
+        matches!(&events[0], Event::Dispatched(d) if d.backend == "e1" && d.prompt_tokens == 9)
+    );
+    assert!(matches!(&events[1], Event::Started(_)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_heavy_prompt_that_times_out_blames_no_engine_and_is_not_retried() {
+    let silent = Scripted::new("e1", &[Script::Silent]);
+    let spare = Scripted::new("e2", &[Script::Silent]);
+    let harness = Harness::new(
+        vec![
+            pool_with("p1", 1, &[Arc::clone(&silent), Arc::clone(&spare)], 1, None),
+            pool("p2", 1, &[]),
+        ],
+        2,
+        timeouts(1000, 500, 1000, 60_000),
+    );
+    let began = Instant::now();
+    let (_, failed) = outcome(
+        harness
+            .start_prompt("a3", true, 0, &prompt_of(3000))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(failed.as_deref(), Some("prompt_too_heavy"));
+    assert_eq!(
+        began.elapsed(),
+        Duration::from_millis(500),
+        "one attempt only"
+    );
+    assert_eq!((silent.calls(), spare.calls()), (1, 0));
+    let p1 = harness.topology.pool("p1").unwrap();
+    assert!(
+        p1.endpoints
+            .iter()
+            .all(|e| e.breaker.state_name() == "closed"),
+        "no breaker heard of it"
+    );
+
+    // The same silence on an ordinary prompt is the engine's fault: its breaker opens and
+    // the request moves on.
+    let (_, failed) = outcome(harness.start("a3", true, 0).unwrap()).await;
+    assert_eq!(failed.as_deref(), Some("ttft_timeout"));
+    assert_eq!(p1.endpoints[0].breaker.state_name(), "open");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_first_token_budget_grows_with_the_prompt() {
+    let slow_prefill = Script::Speaks {
+        first_ms: 2500,
+        gap_ms: 10,
+        pieces: &["done"],
+        finish: true,
+    };
+    // 1 ms per prompt token configured: 1 s + ~2 s of prefill allowed.
+    let engine = Scripted::new("e1", std::slice::from_ref(&slow_prefill));
+    let harness = Harness::new(
+        vec![
+            pool_with("p1", 1, &[engine], 1, Some(Duration::from_millis(1))),
+            pool("p2", 1, &[]),
+        ],
+        0,
+        timeouts(1000, 1000, 1000, 60_000),
+    );
+    let (events, failed) = outcome(
+        harness
+            .start_prompt("a3", true, 0, &prompt_of(2000))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(failed, None);
+    assert_eq!(text(&events), "done");
+    // The endpoint learned its prefill rate from it: (2.5 s − no base) ÷ 2,008 tokens.
+    let p1 = harness.topology.pool("p1").unwrap();
+    let learned = p1.endpoints[0].pace.timings().prefill_per_token.unwrap();
+    assert!(learned > Duration::from_micros(1200), "{learned:?}");
+
+    // Without the configured rate, the same prompt is too heavy for 1 s.
+    let engine = Scripted::new("e1", &[slow_prefill]);
+    let harness = Harness::new(
+        vec![pool_with("p1", 1, &[engine], 1, None), pool("p2", 1, &[])],
+        0,
+        timeouts(1000, 1000, 1000, 60_000),
+    );
+    let (_, failed) = outcome(
+        harness
+            .start_prompt("a3", true, 0, &prompt_of(2000))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(failed.as_deref(), Some("prompt_too_heavy"));
 }

@@ -25,6 +25,46 @@ pub struct FileConfig {
     /// Fair-share weights by tenant.
     #[serde(default)]
     pub tenant_weights: BTreeMap<String, u32>,
+    /// How prompt and completion tokens count in fair share.
+    #[serde(default)]
+    pub fair_share: FairShareConfig,
+    /// First-token objectives by class, for requests that send none.
+    #[serde(default)]
+    pub objectives: ObjectivesConfig,
+}
+
+/// `[fair_share]`: a tenant's virtual time advances by `prompt_weight × prompt tokens +
+/// completion_weight × completion tokens` per request.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FairShareConfig {
+    #[serde(default = "one")]
+    pub prompt_weight: f64,
+    #[serde(default = "one")]
+    pub completion_weight: f64,
+}
+
+impl Default for FairShareConfig {
+    fn default() -> Self {
+        Self {
+            prompt_weight: 1.0,
+            completion_weight: 1.0,
+        }
+    }
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// `[objectives]`: the first-token objective (ms) of each class when the request sets none
+/// (`x-slo-ttft-ms`); unset = none.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectivesConfig {
+    pub critical_ttft_ms: Option<u64>,
+    pub interactive_ttft_ms: Option<u64>,
+    pub batch_ttft_ms: Option<u64>,
 }
 
 /// Timeouts in milliseconds; unset fields inherit (model → file defaults → built-in).
@@ -74,6 +114,10 @@ pub struct PoolConfig {
     pub priority_aging_ms: u64,
     #[serde(default)]
     pub breaker: BreakerConfig,
+    /// Prefill time per 1,000 prompt tokens the first-token budget grows by, until the
+    /// endpoint's own rate is learned (the larger of the two is used).
+    #[serde(default)]
+    pub prefill_ms_per_1k_tokens: Option<u64>,
 }
 
 fn default_max_queue() -> usize {
@@ -281,6 +325,20 @@ impl FileConfig {
         };
         if self.pools.is_empty() {
             return invalid("pool".into(), "at least one [[pool]] is required".into());
+        }
+        for (key, weight) in [
+            ("fair_share.prompt_weight", self.fair_share.prompt_weight),
+            (
+                "fair_share.completion_weight",
+                self.fair_share.completion_weight,
+            ),
+        ] {
+            if !(0.0..=1000.0).contains(&weight) {
+                return invalid(
+                    key.into(),
+                    format!("must be between 0 and 1000, got {weight}"),
+                );
+            }
         }
         let mut pools = HashSet::new();
         for (p, pool) in self.pools.iter().enumerate() {

@@ -1,0 +1,183 @@
+//! [`Pace`]: how long an engine takes for a request of a given size, learned from the requests
+//! it served — a base first-token time, a prefill time per prompt token and a decode time per
+//! completion token. Budgets, blame and first-token predictions all read it; nothing here
+//! waits or locks.
+//!
+//! - **Base** is the first-token time of short prompts (under [`SHORT_PROMPT`] tokens): the
+//!   engine's fixed overhead.
+//! - **Prefill** comes from longer prompts: `(ttft − base) ÷ prompt tokens`. Until one is seen,
+//!   the configured `prefill_ms_per_1k_tokens` stands in (or nothing is assumed).
+//! - **Decode** is `(generation time − ttft) ÷ (completion tokens − 1)`.
+//! - **Proven** is the largest prompt that got its first token: a request far beyond it that
+//!   times out says more about the request than about the engine.
+//!
+//! Each is a moving average (weight 1/4) in integer nanoseconds, stored in atomics.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Prompts shorter than this teach the base first-token time, longer ones the prefill rate.
+pub const SHORT_PROMPT: u32 = 256;
+
+/// Learned timings of one engine (or a pool's average of them).
+#[derive(Debug, Default)]
+pub struct Pace {
+    base_ns: AtomicU64,
+    prefill_ns_per_token: AtomicU64,
+    decode_ns_per_token: AtomicU64,
+    proven_prompt: AtomicU32,
+}
+
+/// A copy of what a [`Pace`] knows; `None` where nothing was learned yet.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Timings {
+    pub base: Option<Duration>,
+    pub prefill_per_token: Option<Duration>,
+    pub decode_per_token: Option<Duration>,
+}
+
+fn average(cell: &AtomicU64, sample: u64) {
+    let sample = sample.max(1);
+    let old = cell.load(Ordering::Relaxed);
+    let new = if old == 0 {
+        sample
+    } else {
+        old - old / 4 + sample / 4
+    };
+    cell.store(new, Ordering::Relaxed);
+}
+
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn known(cell: &AtomicU64) -> Option<Duration> {
+    match cell.load(Ordering::Relaxed) {
+        0 => None,
+        ns => Some(Duration::from_nanos(ns)),
+    }
+}
+
+impl Pace {
+    /// A request of `prompt_tokens` got its first token after `ttft`.
+    pub fn record_first_token(&self, prompt_tokens: u32, ttft: Duration) {
+        self.proven_prompt
+            .fetch_max(prompt_tokens, Ordering::Relaxed);
+        if prompt_tokens < SHORT_PROMPT {
+            average(&self.base_ns, nanos(ttft));
+            return;
+        }
+        let base = self.base_ns.load(Ordering::Relaxed);
+        let prefill = nanos(ttft).saturating_sub(base) / u64::from(prompt_tokens);
+        average(&self.prefill_ns_per_token, prefill);
+    }
+
+    /// A request generated `completion_tokens` in `after_first` after its first token.
+    pub fn record_decode(&self, completion_tokens: u32, after_first: Duration) {
+        if completion_tokens > 1 {
+            average(
+                &self.decode_ns_per_token,
+                nanos(after_first) / u64::from(completion_tokens - 1),
+            );
+        }
+    }
+
+    /// The largest prompt that got its first token here.
+    pub fn proven_prompt(&self) -> u32 {
+        self.proven_prompt.load(Ordering::Relaxed)
+    }
+
+    pub fn timings(&self) -> Timings {
+        Timings {
+            base: known(&self.base_ns),
+            prefill_per_token: known(&self.prefill_ns_per_token),
+            decode_per_token: known(&self.decode_ns_per_token),
+        }
+    }
+}
+
+impl Timings {
+    /// Prefill per token: the learned rate, else `configured`.
+    pub fn prefill_or(&self, configured: Option<Duration>) -> Option<Duration> {
+        self.prefill_per_token.or(configured)
+    }
+
+    /// Predicted time to the first token of a `prompt_tokens` prompt on an idle slot.
+    pub fn first_token(
+        &self,
+        prompt_tokens: u32,
+        configured_prefill: Option<Duration>,
+    ) -> Duration {
+        self.base.unwrap_or_default()
+            + self
+                .prefill_or(configured_prefill)
+                .unwrap_or_default()
+                .saturating_mul(prompt_tokens)
+    }
+
+    /// Predicted time a request holds its slot: first token, then the rest of its completion.
+    pub fn service(
+        &self,
+        prompt_tokens: u64,
+        completion_tokens: u64,
+        requests: u64,
+        configured_prefill: Option<Duration>,
+    ) -> Duration {
+        let per = |rate: Option<Duration>, tokens: u64| {
+            rate.unwrap_or_default()
+                .saturating_mul(u32::try_from(tokens).unwrap_or(u32::MAX))
+        };
+        per(self.base, requests)
+            + per(self.prefill_or(configured_prefill), prompt_tokens)
+            + per(
+                self.decode_per_token,
+                completion_tokens.saturating_sub(requests),
+            )
+    }
+
+    /// Whether anything was learned that can predict a wait.
+    pub fn is_known(&self) -> bool {
+        self.base.is_some() || self.decode_per_token.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn learns_base_then_prefill_then_decode() {
+        let pace = Pace::default();
+        assert_eq!(pace.timings(), Timings::default());
+        pace.record_first_token(10, 20 * MS);
+        pace.record_first_token(1000, 520 * MS);
+        pace.record_decode(11, 100 * MS);
+        let timings = pace.timings();
+        assert_eq!(timings.base, Some(20 * MS));
+        assert_eq!(timings.prefill_per_token, Some(Duration::from_micros(500)));
+        assert_eq!(timings.decode_per_token, Some(10 * MS));
+        assert_eq!(timings.first_token(2000, None), 1020 * MS);
+        // Two requests of 1000 prompt and 11 completion tokens each.
+        assert_eq!(
+            timings.service(2000, 22, 2, None),
+            2 * 20 * MS + 1000 * MS + 200 * MS
+        );
+        assert_eq!(pace.proven_prompt(), 1000);
+    }
+
+    #[test]
+    fn the_configured_prefill_stands_in_until_one_is_learned() {
+        let timings = Timings {
+            base: Some(10 * MS),
+            ..Timings::default()
+        };
+        assert_eq!(timings.first_token(1000, Some(MS)), 1010 * MS);
+        let learned = Timings {
+            prefill_per_token: Some(2 * MS),
+            ..timings
+        };
+        assert_eq!(learned.first_token(1000, Some(MS)), 2010 * MS);
+    }
+}
