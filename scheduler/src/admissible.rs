@@ -100,6 +100,7 @@ pub fn validate(request: Work, received: Instant) -> Result<Admissible, Schedule
         class,
         bytes: request.encoded_len(),
         cost: request.cost(),
+        completion_capped: request.completion_capped(),
         slo: request.slo_ttft(),
     };
     let deadline_ms = common.deadline_ms;

@@ -17,7 +17,8 @@
 //! 5. **Objective.** A request with a first-token objective (`slo`) is refused at once with
 //!    `slo_unattainable` when the work ahead of it (the tokens queued before it and half of the
 //!    tokens running, at the pool's learned [`Pace`]) plus its own first token are predicted to
-//!    take longer — before it displaces anybody or waits.
+//!    take longer — before it displaces anybody or waits. With nothing ahead, only its prompt's
+//!    prefill counts.
 //! 6. **Bounded wait.** A waiter that gets no slot within `max_wait` is refused with
 //!    `queue_timeout` (UNAVAILABLE → HTTP 503).
 //! 7. **Honest back-off.** Refusals carry a retry-after from the live drain rate: (waiting ÷
@@ -126,6 +127,9 @@ pub struct Ask {
     pub bytes: usize,
     /// Its tokens, for fair share, queue depth and predictions.
     pub cost: Cost,
+    /// Its completion tokens are a cap it set (`max_tokens`, or none for embeddings); else an
+    /// estimate the pool's average completion replaces.
+    pub completion_capped: bool,
     /// Its first-token objective, if any.
     pub slo: Option<Duration>,
 }
@@ -285,10 +289,17 @@ impl Admission {
             enqueued: now,
         };
         if state.running < state.slots && state.queue.is_empty() {
-            self.check_objective(&ask, first_token)?;
+            // Nothing ahead: only the prompt's own prefill can miss the objective. The engine's
+            // base time is left out here, so a pace learned from an outlier (a model load)
+            // can never refuse every request: one that runs teaches the real pace.
+            let prefill = timings
+                .prefill_or(self.limits.prefill_per_token)
+                .unwrap_or_default()
+                .saturating_mul(ask.cost.prompt_tokens);
+            self.check_objective(&ask, prefill)?;
             state.running += 1;
             state.running_work.add(ask.cost);
-            let permit = SlotPermit::new(self, &ask, Duration::ZERO, first_token);
+            let permit = SlotPermit::new(self, &ask, None, first_token);
             return Ok(Entry::Admitted(permit));
         }
         let ahead = state.queue.place_of(&arrival);
@@ -403,13 +414,14 @@ impl Admission {
     }
 
     /// Frees one slot held by a request of `cost` (estimated) that really used `used`, and
-    /// hands the slot on.
-    fn release(&self, tenant: &Arc<str>, class: Class, cost: Cost, used: Cost) {
+    /// hands the slot on. A request that waited in the queue moved its tenant's virtual time
+    /// by its estimate: the difference is corrected (one admitted at once moved nothing).
+    fn release(&self, tenant: &Arc<str>, class: Class, cost: Cost, used: Cost, waited: bool) {
         let mut state = self.lock();
         state.running = state.running.saturating_sub(1);
         state.running_work.remove(cost);
         let extra = self.limits.fair_share.work(used) - self.limits.fair_share.work(cost);
-        if extra != 0.0 {
+        if waited && extra != 0.0 {
             let weight = self.limits.weights.get(&**tenant).copied().unwrap_or(1);
             state.queue.charge(tenant, class, extra, weight);
         }
@@ -529,7 +541,7 @@ impl WaitTicket {
             }
         };
         self.receiver = None;
-        outcome.map(|queued| SlotPermit::new(&admission, &self.ask, queued, self.predicted))
+        outcome.map(|queued| SlotPermit::new(&admission, &self.ask, Some(queued), self.predicted))
     }
 }
 
@@ -565,11 +577,19 @@ pub struct SlotPermit {
     used: Option<Cost>,
     predicted: Duration,
     queued: Duration,
+    /// It waited in the queue (its estimate moved its tenant's virtual time).
+    waited: bool,
     started: Instant,
 }
 
 impl SlotPermit {
-    fn new(admission: &Arc<Admission>, ask: &Ask, queued: Duration, predicted: Duration) -> Self {
+    /// `queued`: how long it waited in the queue, `None` if it never did.
+    fn new(
+        admission: &Arc<Admission>,
+        ask: &Ask,
+        queued: Option<Duration>,
+        predicted: Duration,
+    ) -> Self {
         Self {
             admission: Arc::clone(admission),
             tenant: Arc::clone(&ask.tenant),
@@ -577,7 +597,8 @@ impl SlotPermit {
             cost: ask.cost,
             used: None,
             predicted,
-            queued,
+            queued: queued.unwrap_or_default(),
+            waited: queued.is_some(),
             started: Instant::now(),
         }
     }
@@ -609,7 +630,7 @@ impl Drop for SlotPermit {
         self.admission.record_hold(self.started.elapsed());
         let used = self.used.unwrap_or(self.cost);
         self.admission
-            .release(&self.tenant, self.class, self.cost, used);
+            .release(&self.tenant, self.class, self.cost, used, self.waited);
     }
 }
 

@@ -83,7 +83,8 @@ pub fn run(job: Job) -> impl Stream<Item = Result<ChatEvent, Status>> + Send {
             let permit = match door.wait(&context).await {
                 Ok(permit) => permit,
                 Err(err) => {
-                    yield Err(context.fail(err));
+                    // A fallback's queue refused it: an engine may have worked on it before.
+                    yield Err(context.fail_after(err, attempts.worked));
                     return;
                 }
             };

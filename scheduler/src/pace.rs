@@ -10,6 +10,8 @@
 //! - **Decode** is `(generation time − ttft) ÷ (completion tokens − 1)`.
 //! - **Proven** is the largest prompt that got its first token: a request far beyond it that
 //!   times out says more about the request than about the engine.
+//! - **Completion** is the average completion length: the estimate for a request that sets no
+//!   `max_tokens`.
 //!
 //! Each is a moving average (weight 1/4) in integer nanoseconds, stored in atomics.
 
@@ -26,6 +28,8 @@ pub struct Pace {
     prefill_ns_per_token: AtomicU64,
     decode_ns_per_token: AtomicU64,
     proven_prompt: AtomicU32,
+    /// Average completion tokens, in thousandths of a token.
+    completion_milli: AtomicU64,
 }
 
 /// A copy of what a [`Pace`] knows; `None` where nothing was learned yet.
@@ -36,10 +40,12 @@ pub struct Timings {
     pub decode_per_token: Option<Duration>,
 }
 
+/// Moves the average towards `sample` by a quarter; a sample under an eighth of the average
+/// replaces it (the average was learned from an outlier such as a model load).
 fn average(cell: &AtomicU64, sample: u64) {
     let sample = sample.max(1);
     let old = cell.load(Ordering::Relaxed);
-    let new = if old == 0 {
+    let new = if old == 0 || sample < old / 8 {
         sample
     } else {
         old - old / 4 + sample / 4
@@ -74,11 +80,23 @@ impl Pace {
 
     /// A request generated `completion_tokens` in `after_first` after its first token.
     pub fn record_decode(&self, completion_tokens: u32, after_first: Duration) {
+        average(
+            &self.completion_milli,
+            u64::from(completion_tokens).saturating_mul(1000),
+        );
         if completion_tokens > 1 {
             average(
                 &self.decode_ns_per_token,
                 nanos(after_first) / u64::from(completion_tokens - 1),
             );
+        }
+    }
+
+    /// The average completion length of the requests served, once one finished.
+    pub fn average_completion(&self) -> Option<u32> {
+        match self.completion_milli.load(Ordering::Relaxed) {
+            0 => None,
+            milli => Some(u32::try_from(milli.div_ceil(1000)).unwrap_or(u32::MAX)),
         }
     }
 
@@ -108,11 +126,11 @@ impl Timings {
         prompt_tokens: u32,
         configured_prefill: Option<Duration>,
     ) -> Duration {
-        self.base.unwrap_or_default()
-            + self
-                .prefill_or(configured_prefill)
+        self.base.unwrap_or_default().saturating_add(
+            self.prefill_or(configured_prefill)
                 .unwrap_or_default()
-                .saturating_mul(prompt_tokens)
+                .saturating_mul(prompt_tokens),
+        )
     }
 
     /// Predicted time a request holds its slot: first token, then the rest of its completion.
@@ -165,6 +183,14 @@ mod tests {
             2 * 20 * MS + 1000 * MS + 200 * MS
         );
         assert_eq!(pace.proven_prompt(), 1000);
+        assert_eq!(pace.average_completion(), Some(11));
+        pace.record_decode(3, 20 * MS);
+        assert_eq!(pace.average_completion(), Some(9), "11 − 11/4 + 3/4");
+        // The first sample was a model load: one ordinary answer replaces it.
+        let cold = Pace::default();
+        cold.record_first_token(10, Duration::from_secs(20));
+        cold.record_first_token(10, 30 * MS);
+        assert_eq!(cold.timings().base, Some(30 * MS));
     }
 
     #[test]

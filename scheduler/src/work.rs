@@ -117,7 +117,8 @@ impl Work {
 
     /// The tokens it carries: the caller's prompt estimate (else ~4 bytes a token, plus 8 a
     /// message for the chat template), and its `max_tokens` (else
-    /// [`DEFAULT_COMPLETION_ESTIMATE`]); embeddings generate nothing.
+    /// [`DEFAULT_COMPLETION_ESTIMATE`], which admission replaces by the pool's average
+    /// completion once it knows one); embeddings generate nothing.
     pub fn cost(&self) -> Cost {
         let (sent, bytes, completion) = match self {
             Self::Chat(r) => (
@@ -149,6 +150,16 @@ impl Work {
             completion_tokens: completion.map_or(0, |cap| {
                 cap.unwrap_or(DEFAULT_COMPLETION_ESTIMATE).min(1 << 20)
             }),
+        }
+    }
+
+    /// Whether the completion tokens of [`Work::cost`] are the caller's own cap.
+    pub fn completion_capped(&self) -> bool {
+        match self {
+            Self::Embedding(_) => true,
+            Self::Chat(_) | Self::Completion(_) => {
+                self.sampling().and_then(|s| s.max_tokens).is_some()
+            }
         }
     }
 

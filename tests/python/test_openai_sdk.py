@@ -2,11 +2,14 @@
 asking llm-sim directly: the simulator is deterministic, so the gateway must return exactly
 what the upstream produced, token for token, with the same usage."""
 
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
 import openai
 import pydantic
 import pytest
 
-from conftest import SIM_OUTPUT_TOKENS
+from conftest import SIM_OUTPUT_TOKENS, Stack, wait_until
 
 MESSAGES = [
     {"role": "system", "content": "You are terse."},
@@ -156,17 +159,34 @@ def test_log_probabilities_from_ollama_parse_in_the_sdk(gateway):
     assert [e.token for c in streamed for e in c.choices[0].logprobs.content] == [e.token for e in entries]
 
 
-def test_a_first_token_objective_that_cannot_be_met_is_a_rate_limit_error(gateway):
-    # One answer teaches the pool its first-token time (tens of milliseconds on llm-sim).
-    gateway.chat.completions.create(model="llama3.2", messages=MESSAGES, max_tokens=2)
-    with pytest.raises(openai.RateLimitError) as refused:
-        gateway.chat.completions.create(model="llama3.2", messages=MESSAGES, max_tokens=2,
-                                        extra_headers={"x-slo-ttft-ms": "1"})
-    assert refused.value.status_code == 429
-    assert refused.value.code == "slo_unattainable"
-    assert int(refused.value.response.headers["retry-after"]) >= 1
-    raw = gateway.chat.completions.with_raw_response.create(
-        model="llama3.2", messages=MESSAGES, max_tokens=2,
-        extra_headers={"x-slo-ttft-ms": "60000"})
-    assert raw.parse().choices[0].finish_reason == "length"
-    assert 1 <= int(raw.headers["x-llmgw-predicted-ttft-ms"]) < 60000
+def test_a_first_token_objective_that_cannot_be_met_is_a_rate_limit_error(tmp_path):
+    # One slot, ~0.8 s per answer: one running and one waiting are ~1.2 s of work ahead.
+    busy = Stack(tmp_path, extra_env={"SCHEDULER_MAX_CONCURRENCY": "1"},
+                 sim_env={"SIM_TPOT_MS": "100"})
+    try:
+        client = openai.OpenAI(base_url=f"{busy.gateway_url}/v1", api_key="unused", max_retries=0)
+        client.chat.completions.create(model="llama3.2", messages=MESSAGES)  # teaches the pace
+        pool = ThreadPoolExecutor(2)
+        backlog = [pool.submit(client.chat.completions.create, model="llama3.2",
+                               messages=MESSAGES) for _ in range(2)]
+        assert wait_until(lambda: queue_depth(busy) == 1, 5.0), "one request never queued"
+        with pytest.raises(openai.RateLimitError) as refused:
+            client.chat.completions.create(model="llama3.2", messages=MESSAGES,
+                                           extra_headers={"x-slo-ttft-ms": "100"})
+        assert refused.value.status_code == 429
+        assert refused.value.code == "slo_unattainable"
+        assert int(refused.value.response.headers["retry-after"]) >= 1
+        raw = client.chat.completions.with_raw_response.create(
+            model="llama3.2", messages=MESSAGES, extra_headers={"x-slo-ttft-ms": "60000"})
+        assert raw.parse().choices[0].finish_reason == "stop"
+        assert 300 <= int(raw.headers["x-llmgw-predicted-ttft-ms"]) < 60000
+        assert all(f.result(timeout=10).choices[0].finish_reason == "stop" for f in backlog)
+        pool.shutdown()
+    finally:
+        busy.stop()
+
+
+def queue_depth(stack) -> float:
+    text = httpx.get(stack.scheduler_metrics_url, timeout=2).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("llmgw_queue_depth{"))

@@ -326,3 +326,67 @@ async fn an_objective_that_cannot_be_met_is_refused_at_once() {
         assert_eq!(waiting.await.unwrap(), 200);
     }
 }
+
+#[tokio::test]
+async fn an_objective_the_busy_pool_cannot_meet_goes_to_a_fallback_that_can() {
+    let sim = SimConfig {
+        slots: 4,
+        ttft_ms: 5,
+        tpot_ms: 20,
+        output_tokens: 50,
+        ..SimConfig::default()
+    };
+    let stack = Stack::fleet(
+        vec![sim.clone(), sim],
+        crate::support::fallback_fleet,
+        |_| {},
+    )
+    .await;
+    // The primary pool learns its pace, then fills: two running, two waiting.
+    assert_eq!(
+        post_as(&stack, "a", chat_body("main", "warm up"))
+            .await
+            .status(),
+        200
+    );
+    let mut busy = Vec::new();
+    for _ in 0..4 {
+        let (http, url) = (stack.http.clone(), stack.url("/v1/chat/completions"));
+        busy.push(tokio::spawn(async move {
+            let response = http
+                .post(url)
+                .header("x-tenant-id", "a")
+                .json(&chat_body("main", "busy"))
+                .send()
+                .await
+                .unwrap();
+            response.status().as_u16()
+        }));
+    }
+    eventually("two waiting in primary", Duration::from_secs(5), || {
+        stack.pool("primary").admission.waiting() == 2
+    })
+    .await;
+    let response = stack
+        .http
+        .post(stack.url("/v1/chat/completions"))
+        .header("x-tenant-id", "b")
+        .header("x-slo-ttft-ms", "300")
+        .json(&chat_body("main", "quick question"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-llmgw-model"], "backup");
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["choices"][0]["finish_reason"], "stop");
+    for request in busy {
+        assert_eq!(request.await.unwrap(), 200);
+    }
+    let started: Vec<u64> = stack.sims.iter().map(|sim| sim.stats().started).collect();
+    assert_eq!(
+        started,
+        [5, 1],
+        "the primary ran the warm-up and the four busy requests only"
+    );
+}

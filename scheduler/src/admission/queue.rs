@@ -270,25 +270,22 @@ impl<T> WaitQueue<T> {
     }
 
     /// Corrects `tenant`'s virtual time in `class` by `extra_work` weighted tokens (real usage
-    /// minus the estimate a finished request was queued with): its waiting requests move
-    /// later (it used more) or earlier (less), never before the class clock. A tenant with
+    /// minus the estimate a finished request was queued with): all its waiting requests move
+    /// later (it used more) or earlier (less) by the same amount, so their spacing stays. No
+    /// clamp at the class clock: the clock runs ahead of a tenant whose requests are large, and
+    /// a refund never exceeds what the request was charged when it was queued. A tenant with
     /// nothing waiting keeps no credit or debt.
     pub fn charge(&mut self, tenant: &str, class: Class, extra_work: f64, weight: u32) {
         let queue = &mut self.classes[class as usize];
-        let clock = queue.clock;
         let Some(tenant_queue) = queue.tenants.get_mut(tenant) else {
             return;
         };
         let shift = extra_work / f64::from(weight.max(1));
         for entry in &mut tenant_queue.entries {
-            let length = entry.finish - entry.start;
-            entry.start = (entry.start + shift).max(clock);
-            entry.finish = entry.start + length;
+            entry.start += shift;
+            entry.finish += shift;
         }
-        tenant_queue.last_finish = tenant_queue
-            .entries
-            .back()
-            .map_or(tenant_queue.last_finish, |e| e.finish);
+        tenant_queue.last_finish += shift;
     }
 
     /// Takes the request that should get the next free slot.
@@ -543,6 +540,30 @@ mod tests {
             f.push_work("short", Class::Interactive, 1, 12);
         }
         let served = served_tokens(&mut f, 2000, &sizes);
+        let ratio = served[0] as f64 / served[1] as f64;
+        assert!((0.9..1.1).contains(&ratio), "long/short tokens {served:?}");
+    }
+
+    #[test]
+    fn estimates_corrected_by_real_usage_still_give_equal_tokens() {
+        // Queued at their estimates (the scheduler's byte count and a 4-token cap), charged
+        // what the engine reported: 612 → 404 and 24 → 12 tokens.
+        let mut f = Fixture::new();
+        let (estimate, actual) = ([("long", 612u32), ("short", 24)], [404u64, 12]);
+        for _ in 0..4 {
+            for (tenant, tokens) in estimate {
+                f.push_work(tenant, Class::Interactive, 1, tokens);
+            }
+        }
+        let mut served = [0u64; 2];
+        for _ in 0..3000 {
+            let entry = f.queue.pop_next().unwrap();
+            let at = usize::from(&*entry.tenant == "short");
+            served[at] += actual[at];
+            let extra = actual[at] as f64 - entry.cost.tokens() as f64;
+            f.queue.charge(&entry.tenant, Class::Interactive, extra, 1);
+            f.push_work(estimate[at].0, Class::Interactive, 1, estimate[at].1);
+        }
         let ratio = served[0] as f64 / served[1] as f64;
         assert!((0.9..1.1).contains(&ratio), "long/short tokens {served:?}");
     }

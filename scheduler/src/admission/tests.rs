@@ -15,6 +15,7 @@ fn ask(tenant: &str, class: Class) -> Ask {
         class,
         bytes: 100,
         cost: Cost::default(),
+        completion_capped: true,
         slo: None,
     }
 }
@@ -48,7 +49,11 @@ impl Recorder {
     }
 
     fn wait(&mut self, pool: &Arc<Admission>, name: &'static str, tenant: &str, class: Class) {
-        let ticket = waiting(pool.enter(ask(tenant, class)).unwrap());
+        self.wait_with(pool, name, ask(tenant, class));
+    }
+
+    fn wait_with(&mut self, pool: &Arc<Admission>, name: &'static str, ask: Ask) {
+        let ticket = waiting(pool.enter(ask).unwrap());
         let order = Arc::clone(&self.order);
         self.tasks.push(tokio::spawn(async move {
             let permit = ticket.wait().await.map_err(|_| name)?;
@@ -386,12 +391,16 @@ async fn a_free_slot_meets_an_objective_unless_the_prompt_alone_is_too_long() {
 #[tokio::test(start_paused = true)]
 async fn real_usage_corrects_fair_share_and_counts_served_tokens() {
     let pool = pool(1, 16, 60_000);
-    let mut running = admitted(pool.enter(costly("big", 10, None)).unwrap());
+    let holder = admitted(pool.enter(costly("holder", 10, None)).unwrap());
+    // Every request queued at 20 tokens: big-1 first, then big-2 and two of small's.
+    let big_1 = waiting(pool.enter(costly("big", 10, None)).unwrap());
     let mut order = Recorder::new();
-    order.wait(&pool, "big-2", "big", Class::Interactive);
-    order.wait(&pool, "small-1", "small", Class::Interactive);
-    order.wait(&pool, "small-2", "small", Class::Interactive);
-    // big's first request really used 1,000 completion tokens, not 10.
+    order.wait_with(&pool, "big-2", costly("big", 10, None));
+    order.wait_with(&pool, "small-1", costly("small", 10, None));
+    order.wait_with(&pool, "small-2", costly("small", 10, None));
+    drop(holder);
+    let mut running = big_1.wait().await.unwrap();
+    // big-1 really used 1,000 completion tokens, not 10: big-2 moves behind small's two.
     running.settle(Cost {
         prompt_tokens: 10,
         completion_tokens: 1000,
@@ -399,5 +408,6 @@ async fn real_usage_corrects_fair_share_and_counts_served_tokens() {
     drop(running);
     assert_eq!(order.finish().await, vec!["small-1", "small-2", "big-2"]);
     let served: HashMap<_, _> = pool.served_tokens().into_iter().collect();
-    assert_eq!(served.get("big").copied(), Some(1010));
+    assert_eq!(served.get("big").copied(), Some(1010 + 20));
+    assert_eq!(served.get("small").copied(), Some(40));
 }

@@ -50,7 +50,13 @@ pub fn admit(
             budget_ms: first_token_limit.as_millis() as u64,
         })
     } else {
-        pool.admission.enter(ask.clone())
+        let mut ask = ask.clone();
+        if !ask.completion_capped
+            && let Some(average) = pool.admission.pace().average_completion()
+        {
+            ask.cost.completion_tokens = average;
+        }
+        pool.admission.enter(ask)
     };
     match entered {
         Ok(entry) => Ok(Door {

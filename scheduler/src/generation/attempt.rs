@@ -130,7 +130,10 @@ pub async fn attempt(
         let call_span = backend_span(&context.span, &endpoint, route, request);
         let started = Instant::now();
         let prompt_tokens = context.ask.cost.prompt_tokens;
-        let allowance = pool.prefill_allowance(&endpoint, prompt_tokens);
+        // Never longer than the model's whole budget, which caps every deadline anyway.
+        let allowance = pool
+            .prefill_allowance(&endpoint, prompt_tokens)
+            .min(route.timeouts.total);
         // A caller that has left cannot be told; the hand-over happens all the same.
         let _ = attempts.dispatched.send(Dispatched {
             backend: endpoint.name().to_owned(),
@@ -172,7 +175,10 @@ pub async fn attempt(
                     call_span,
                 });
             }
-            Err(err) => {
+            Err(Failed {
+                error: err,
+                answered,
+            }) => {
                 attempts.worked |= engine_worked(&err);
                 let timed_out = matches!(
                     err,
@@ -181,10 +187,15 @@ pub async fn attempt(
                         ..
                     }
                 );
-                let err = if timed_out && pool.is_heavy(&endpoint, prompt_tokens) {
+                // Only an engine known to be alive can be said to be busy with a heavy prompt;
+                // silence from one that never answered anything is its own fault.
+                let alive = answered
+                    || endpoint.pace.proven_prompt() > 0
+                    || endpoint.output_within(started.elapsed());
+                let err = if timed_out && alive && pool.is_heavy(&endpoint, prompt_tokens) {
                     SchedulerError::PromptTooHeavy {
                         prompt_tokens,
-                        budget_ms: (route.timeouts.ttft + allowance).as_millis() as u64,
+                        budget_ms: route.timeouts.ttft.saturating_add(allowance).as_millis() as u64,
                     }
                 } else {
                     err
@@ -259,6 +270,13 @@ pub fn record_failure(
     }
 }
 
+/// An attempt that failed before its first token.
+struct Failed {
+    error: SchedulerError,
+    /// The engine had sent its response head: it took the request and was working on it.
+    answered: bool,
+}
+
 /// The time limits of one attempt.
 struct Allowed<'a> {
     timeouts: &'a Timeouts,
@@ -277,16 +295,24 @@ async fn first_token(
     allowed: Allowed<'_>,
     call_span: &tracing::Span,
     context: &Context,
-) -> Result<(Event, EventStream), SchedulerError> {
+) -> Result<(Event, EventStream), Failed> {
+    let before_head = |error: SchedulerError| Failed {
+        error,
+        answered: false,
+    };
+    let after_head = |error: SchedulerError| Failed {
+        error,
+        answered: true,
+    };
     let Allowed {
         timeouts,
         prefill,
         budget,
     } = allowed;
     let start = Instant::now();
-    let ttft = timeouts.ttft + prefill;
+    let ttft = timeouts.ttft.saturating_add(prefill);
     let ttft_ms = ttft.as_millis() as u64;
-    let connect = timeouts.connect + prefill;
+    let connect = timeouts.connect.saturating_add(prefill);
     let (connect_by, connect_error) = if ttft < connect {
         budget.cap(start + ttft, TimeoutKind::FirstToken, ttft_ms)
     } else {
@@ -307,12 +333,12 @@ async fn first_token(
     let mut events = match tokio::time::timeout_at(connect_by, call).await {
         Ok(Ok(started)) => started,
         Ok(Err(BackendError::NotSent)) => {
-            return Err(SchedulerError::NotLeader {
+            return Err(before_head(SchedulerError::NotLeader {
                 leader: context.lease.leader(),
-            });
+            }));
         }
-        Ok(Err(err)) => return Err(err.into()),
-        Err(_) => return Err(connect_error),
+        Ok(Err(err)) => return Err(before_head(err.into())),
+        Err(_) => return Err(before_head(connect_error)),
     };
     let (first_by, first_error) = budget.cap(start + ttft, TimeoutKind::FirstToken, ttft_ms);
     loop {
@@ -324,13 +350,13 @@ async fn first_token(
                 tracing::debug!(target: DECISIONS, parent: call_span, ttft_ms = ttft.as_secs_f64() * 1000.0, "first token");
                 return Ok((content, events));
             }
-            Ok(Some(Err(err))) => return Err(err.into()),
+            Ok(Some(Err(err))) => return Err(after_head(err.into())),
             Ok(None) => {
                 let cut =
                     BackendError::Interrupted("stream ended before the first token".to_owned());
-                return Err(cut.into());
+                return Err(after_head(cut.into()));
             }
-            Err(_) => return Err(first_error),
+            Err(_) => return Err(after_head(first_error)),
         }
     }
 }

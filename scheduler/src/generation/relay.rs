@@ -120,7 +120,7 @@ pub fn relay(
         }
         let idle = route.timeouts.idle;
         let idle_ms = idle.as_millis() as u64;
-        let (mut prompt_tokens, mut completion_tokens) = (0, 0);
+        let (mut prompt_tokens, mut completion_tokens, mut prompt_counted) = (0, 0, false);
         loop {
             let (limit, expired) = budget.cap(Instant::now() + idle, TimeoutKind::Idle, idle_ms);
             let failure = match tokio::time::timeout_at(limit, rest.next()).await {
@@ -129,6 +129,7 @@ pub fn relay(
                     match &next {
                         Event::Usage(usage) => {
                             (prompt_tokens, completion_tokens) = (usage.prompt_tokens, usage.completion_tokens);
+                            prompt_counted = usage.prompt_counted;
                             call_span.record("gen_ai.usage.input_tokens", i64::from(usage.prompt_tokens));
                             call_span.record("gen_ai.usage.output_tokens", i64::from(usage.completion_tokens));
                         }
@@ -156,6 +157,12 @@ pub fn relay(
         in_flight.endpoint().pace.record_decode(completion_tokens, decoding);
         pool.admission.pace().record_decode(completion_tokens, decoding);
         if prompt_tokens > 0 || completion_tokens > 0 {
+            // The scheduler's own word count undercounts a prompt the engine did not count.
+            let prompt_tokens = if prompt_counted {
+                prompt_tokens.max(permit.cost().prompt_tokens)
+            } else {
+                prompt_tokens
+            };
             permit.settle(crate::admission::Cost { prompt_tokens, completion_tokens });
         }
         drop(call_span);

@@ -431,6 +431,7 @@ async fn fallback_into_a_busy_pool_queues_there_and_says_so() {
             class: crate::admission::Class::Interactive,
             bytes: 1,
             cost: Default::default(),
+            completion_capped: true,
             slo: None,
         })
         .unwrap()

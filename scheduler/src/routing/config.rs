@@ -326,6 +326,21 @@ impl FileConfig {
         if self.pools.is_empty() {
             return invalid("pool".into(), "at least one [[pool]] is required".into());
         }
+        for (key, ms) in [
+            (
+                "objectives.critical_ttft_ms",
+                self.objectives.critical_ttft_ms,
+            ),
+            (
+                "objectives.interactive_ttft_ms",
+                self.objectives.interactive_ttft_ms,
+            ),
+            ("objectives.batch_ttft_ms", self.objectives.batch_ttft_ms),
+        ] {
+            if ms.is_some_and(|ms| !(1..=3_600_000).contains(&ms)) {
+                return invalid(key.into(), "must be between 1 and 3600000 ms".into());
+            }
+        }
         for (key, weight) in [
             ("fair_share.prompt_weight", self.fair_share.prompt_weight),
             (
@@ -352,6 +367,15 @@ impl FileConfig {
                 return invalid(
                     format!("pool[{p}].endpoint"),
                     "at least one endpoint is required".into(),
+                );
+            }
+            if pool
+                .prefill_ms_per_1k_tokens
+                .is_some_and(|ms| !(1..=3_600_000).contains(&ms))
+            {
+                return invalid(
+                    format!("pool[{p}].prefill_ms_per_1k_tokens"),
+                    "must be between 1 and 3600000".into(),
                 );
             }
             if pool.breaker.failures == 0 {
@@ -523,6 +547,23 @@ mod tests {
         assert!(
             error(&MINIMAL.replace("http://localhost", "localhost"))
                 .contains("pool[0].endpoint[0].url")
+        );
+        assert!(
+            error(&format!("[objectives]\ninteractive_ttft_ms = 0\n{MINIMAL}"))
+                .contains("objectives.interactive_ttft_ms: must be between 1 and 3600000 ms")
+        );
+        assert!(
+            error(&format!(
+                "[fair_share]\ncompletion_weight = -1.0\n{MINIMAL}"
+            ))
+            .contains("fair_share.completion_weight")
+        );
+        assert!(
+            error(&MINIMAL.replace(
+                "name = \"gpu\"",
+                "name = \"gpu\"\nprefill_ms_per_1k_tokens = 0"
+            ))
+            .contains("pool[0].prefill_ms_per_1k_tokens")
         );
         let bad_route = format!("{MINIMAL}\n[[route]]\ntenant = \"a\"\npool = \"nope\"");
         assert!(error(&bad_route).contains("route[0].pool: no pool named `nope`"));
