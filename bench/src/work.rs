@@ -22,22 +22,25 @@ pub fn body(model: &str, words: usize, max_tokens: u32, stream: bool) -> serde_j
 }
 
 /// Tokens served (prompt + completion, as reported) to each tenant, every tenant running
-/// `clients` closed-loop clients with its prompt length, for `seconds`.
+/// `clients` closed-loop clients with its prompt length: counted for `seconds` after `warmup`
+/// (the start, when whoever arrives first takes the free slots, is not a share).
 pub async fn token_shares(
     http: &reqwest::Client,
     chat_url: &str,
     model: &str,
     tenants: &[(&str, usize)],
     clients: usize,
-    seconds: f64,
+    (warmup, seconds): (f64, f64),
 ) -> Vec<u64> {
     let served: Vec<Arc<AtomicU64>> = tenants.iter().map(|_| Arc::default()).collect();
+    let counting = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     for (at, (tenant, words)) in tenants.iter().enumerate() {
         for _ in 0..clients {
             let (http, url, stop) = (http.clone(), chat_url.to_owned(), Arc::clone(&stop));
             let (served, tenant) = (Arc::clone(&served[at]), (*tenant).to_owned());
+            let counting = Arc::clone(&counting);
             let body = body(model, *words, 4, false);
             tasks.push(tokio::spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
@@ -53,7 +56,7 @@ pub async fn token_shares(
                     let Ok(answer) = response.json::<serde_json::Value>().await else {
                         continue;
                     };
-                    if !stop.load(Ordering::Relaxed) {
+                    if counting.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
                         let tokens = answer["usage"]["total_tokens"].as_u64().unwrap_or(0);
                         served.fetch_add(tokens, Ordering::Relaxed);
                     }
@@ -61,6 +64,8 @@ pub async fn token_shares(
             }));
         }
     }
+    tokio::time::sleep(Duration::from_secs_f64(warmup)).await;
+    counting.store(true, Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
     stop.store(true, Ordering::Relaxed);
     for task in tasks {
