@@ -192,6 +192,17 @@ impl Stack {
         Arc::clone(self.topologies.current().pool(name).expect("pool exists"))
     }
 
+    /// `POST /v1/chat/completions` with a JSON body, as `tenant` (open mode's `x-tenant-id`).
+    pub async fn chat_as(&self, tenant: &str, body: Value) -> reqwest::Response {
+        self.http
+            .post(self.url("/v1/chat/completions"))
+            .header("x-tenant-id", tenant)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// `POST /v1/chat/completions` with a JSON body.
     pub async fn chat(&self, body: Value) -> reqwest::Response {
         self.http

@@ -63,17 +63,6 @@ fn long_prompt_pool(extra: &str) -> impl FnOnce(&[String]) -> String {
     }
 }
 
-async fn post_as(stack: &Stack, tenant: &str, body: Value) -> reqwest::Response {
-    stack
-        .http
-        .post(stack.url("/v1/chat/completions"))
-        .header("x-tenant-id", tenant)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-}
-
 /// Four 2,000-word prompts from one tenant while another chats: the other tenant's answers,
 /// the long prompts' statuses and codes, and whether any breaker opened.
 async fn long_prompts_beside_a_chat(stack: &Stack) -> (usize, usize, Vec<(u16, String)>) {
@@ -102,7 +91,7 @@ async fn long_prompts_beside_a_chat(stack: &Stack) -> (usize, usize, Vec<(u16, S
         let mut body = chat_body("llama3.2", "how are you");
         body["max_tokens"] = json!(2);
         sent += 1;
-        if post_as(stack, "chat", body).await.status() == 200 {
+        if stack.chat_as("chat", body).await.status() == 200 {
             served += 1;
         }
     }
@@ -247,7 +236,8 @@ async fn an_objective_that_cannot_be_met_is_refused_at_once() {
     let stack = Stack::start_with(Some(sim), |s| s.max_concurrency = 1, |_| {}).await;
     // Teach the pool its pace: one request of 50 tokens takes about a second.
     assert_eq!(
-        post_as(&stack, "a", chat_body("llama3.2", "warm up"))
+        stack
+            .chat_as("a", chat_body("llama3.2", "warm up"))
             .await
             .status(),
         200
@@ -344,7 +334,8 @@ async fn an_objective_the_busy_pool_cannot_meet_goes_to_a_fallback_that_can() {
     .await;
     // The primary pool learns its pace, then fills: two running, two waiting.
     assert_eq!(
-        post_as(&stack, "a", chat_body("main", "warm up"))
+        stack
+            .chat_as("a", chat_body("main", "warm up"))
             .await
             .status(),
         200
