@@ -3,8 +3,9 @@
 //! - `Caller::from_headers` accepts exactly when `x-tenant-id` is absent or a valid token
 //!   (1 to 64 of letters, digits, `.`, `_`, `-`) and `x-priority` is absent or a known class;
 //!   an accepted caller's tenant is that token (or `anonymous`), also as its metrics label, its
-//!   priority a real class (interactive by default) whose name parses back to it; a refusal is
-//!   a 400 naming the header;
+//!   priority a real class (interactive by default) whose name parses back to it; `x-slo-ttft-ms`
+//!   is accepted exactly when absent or a whole number of milliseconds from 1 to 3,600,000
+//!   (0 = none); a refusal is a 400 naming the first header that is wrong;
 //! - a presented key is non-empty, trimmed, visible ASCII (spaces and tabs only inside), taken
 //!   from the `Authorization: Bearer` value when there is one, else from `x-api-key`;
 //! - a trace id is 32 lowercase hex digits, not all zero, and only comes from a `traceparent`
@@ -48,14 +49,21 @@ fn text<'a>(headers: &'a HeaderMap, name: &str) -> Option<Option<&'a str>> {
 fn caller(headers: &HeaderMap) {
     let tenant = text(headers, "x-tenant-id");
     let priority = text(headers, "x-priority");
+    let slo = text(headers, "x-slo-ttft-ms");
     let tenant_ok = tenant.is_none_or(|t| t.is_some_and(valid_token));
     let priority_ok = priority.is_none_or(|p| p.and_then(parse_priority).is_some());
+    let slo_ms = slo.map(|s| {
+        s.and_then(|s| s.parse::<u32>().ok())
+            .filter(|ms| (1..=3_600_000).contains(ms))
+    });
+    let slo_ok = slo_ms.is_none_or(|ms| ms.is_some());
     match Caller::from_headers(headers, "req-1".to_owned()) {
         Ok(caller) => {
             assert!(
-                tenant_ok && priority_ok,
-                "accepted {tenant:?} / {priority:?}"
+                tenant_ok && priority_ok && slo_ok,
+                "accepted {tenant:?} / {priority:?} / {slo:?}"
             );
+            assert_eq!(caller.slo_ttft_ms, slo_ms.flatten().unwrap_or(0));
             assert!(valid_token(&caller.tenant), "tenant {:?}", caller.tenant);
             assert_eq!(
                 caller.tenant,
@@ -75,8 +83,8 @@ fn caller(headers: &HeaderMap) {
         }
         Err(error) => {
             assert!(
-                !(tenant_ok && priority_ok),
-                "refused {tenant:?} / {priority:?}"
+                !(tenant_ok && priority_ok && slo_ok),
+                "refused {tenant:?} / {priority:?} / {slo:?}"
             );
             let ApiError::InvalidRequest { param, .. } = &error else {
                 panic!("not a 400: {error:?}");
@@ -84,7 +92,8 @@ fn caller(headers: &HeaderMap) {
             let param = param.as_deref();
             assert!(
                 (param == Some("x-tenant-id") && !tenant_ok)
-                    || (param == Some("x-priority") && tenant_ok && !priority_ok),
+                    || (param == Some("x-priority") && tenant_ok && !priority_ok)
+                    || (param == Some("x-slo-ttft-ms") && tenant_ok && priority_ok && !slo_ok),
                 "refusal names {param:?}"
             );
         }
