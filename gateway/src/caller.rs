@@ -146,8 +146,7 @@ mod tests {
         assert_eq!(caller.slo_ttft_ms, 250);
         // Found by the `headers` fuzz target: a value that is not visible ASCII.
         let not_ascii = axum::http::HeaderValue::from_bytes(b"n\x9f").unwrap();
-        let bad_values = ["0", "-5", "fast", "3600001"]
-            .map(|bad| axum::http::HeaderValue::from_static(bad));
+        let bad_values = ["0", "-5", "fast", "3600001"].map(axum::http::HeaderValue::from_static);
         for bad in bad_values.into_iter().chain([not_ascii]) {
             let mut map = HeaderMap::new();
             map.insert("x-slo-ttft-ms", bad.clone());
