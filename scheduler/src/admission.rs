@@ -440,17 +440,18 @@ impl Admission {
         self.lock().slots
     }
 
-    /// Changes the pool's capacity (endpoints came or went); extra slots go to waiters at once.
-    /// With no capacity left (every endpoint down or its breaker open), the waiters are refused
-    /// with `no_healthy_backend` at once, as a newcomer would be, instead of waiting out the
-    /// queue timeout for a pool that cannot serve.
-    pub fn set_slots(&self, slots: usize) {
+    /// Changes the pool's capacity (endpoints came or went, an engine reported its load);
+    /// extra slots go to waiters at once. When no endpoint is `serving` (every one down or its
+    /// breaker open), the waiters are refused with `no_healthy_backend` at once, as a newcomer
+    /// would be, instead of waiting out the queue timeout for a pool that cannot serve. A pool
+    /// whose engines are all saturated serves: its waiters wait.
+    pub fn set_slots(&self, slots: usize, serving: bool) {
         let mut state = self.lock();
         if state.slots != slots {
             state.slots = slots;
             self.dispatch(&mut state);
         }
-        if slots == 0 {
+        if !serving {
             while let Some(waiter) = state.queue.pop_next() {
                 // A waiter that already left cannot be told.
                 let _ = waiter.payload.send(Err(SchedulerError::NoHealthyBackend {

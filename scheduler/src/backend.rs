@@ -2,6 +2,7 @@
 
 mod decode;
 mod embed;
+pub mod engine_load;
 pub mod ollama;
 mod ollama_wire;
 pub mod openai;
@@ -48,6 +49,13 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn probe(&self) -> BoxFuture<'static, Result<(), BackendError>> {
         let models = self.list_models();
         Box::pin(async move { models.await.map(|_| ()) })
+    }
+    /// The engine's own report of its batch (see [`engine_load`]); `None` when it reports
+    /// nothing we read (Ollama).
+    fn engine_load(
+        &self,
+    ) -> BoxFuture<'static, Result<Option<engine_load::EngineLoad>, BackendError>> {
+        Box::pin(async { Ok(None) })
     }
     /// Models loaded in memory now (Ollama's `/api/ps`), to prefer endpoints that need no swap.
     /// Engines that serve only what they loaded answer with their model list.
@@ -269,6 +277,28 @@ pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
 /// The most of a listing (`/api/tags`, `/v1/models`, `/api/ps`) read: an engine cannot make
 /// the scheduler buffer an endless body.
 const LISTING_BYTES: usize = 4 << 20;
+
+/// The body of a `GET` that answered 200, at most [`LISTING_BYTES`]; `None` for any other
+/// status (an engine without that endpoint).
+pub(crate) async fn get_text(
+    request: reqwest::RequestBuilder,
+) -> Result<Option<String>, BackendError> {
+    use futures::StreamExt;
+    let response = request.send().await.map_err(transport_error)?;
+    if response.status() != reqwest::StatusCode::OK {
+        return Ok(None);
+    }
+    let mut body = Vec::new();
+    let mut chunks = response.bytes_stream();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(transport_error)?;
+        if body.len() + chunk.len() > LISTING_BYTES {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(String::from_utf8_lossy(&body).into_owned()))
+}
 
 /// Reads a JSON answer of at most [`LISTING_BYTES`]; `what` names the endpoint in errors.
 pub(crate) async fn json_body<T: serde::de::DeserializeOwned>(

@@ -75,6 +75,10 @@ pub struct Config {
     /// Interval of the active backend health probe, in milliseconds.
     #[arg(long, env = "SCHEDULER_PROBE_INTERVAL_MS", default_value_t = 5_000)]
     pub probe_interval_ms: u64,
+    /// How often each engine's own load report (`/metrics`, `/props`) is read, in
+    /// milliseconds; 0 = never (slots as configured, no saturation).
+    #[arg(long, env = "SCHEDULER_LOAD_POLL_MS", default_value_t = 1_000)]
+    pub load_poll_ms: u64,
     /// Threads that run requests: 1 = a single-threaded runtime (no cross-thread wake-ups;
     /// the cheapest per request where cores are shared), 0 = one per available core.
     #[arg(long, env = "SCHEDULER_WORKER_THREADS", default_value_t = 0)]
@@ -133,6 +137,7 @@ impl Config {
             idle_timeout_ms: 60_000,
             total_timeout_ms: 600_000,
             probe_interval_ms: 5_000,
+            load_poll_ms: 1_000,
             shutdown_grace_ms: 10_000,
             worker_threads: 0,
             auth_token: None,

@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use crate::backend::Backend;
 use crate::breaker::Breaker;
+use crate::capacity::Capacity;
 use crate::pace::Pace;
 use crate::routing::config::{BreakerConfig, EndpointConfig};
 
@@ -22,6 +23,8 @@ pub struct Endpoint {
     pub breaker: Breaker,
     /// What its requests take, learned (first token by prompt size, decode per token).
     pub pace: Pace,
+    /// How many it takes at once, configured or learned, and whether it is saturated.
+    pub capacity: Capacity,
     outstanding: AtomicUsize,
     probe_ok: AtomicBool,
     loaded: Mutex<HashSet<String>>,
@@ -34,11 +37,13 @@ pub struct Endpoint {
 
 impl Endpoint {
     pub fn new(config: EndpointConfig, backend: Arc<dyn Backend>, breaker: BreakerConfig) -> Self {
+        let slots = config.slots;
         Self {
             config,
             backend,
             breaker: Breaker::new(breaker),
             pace: Pace::default(),
+            capacity: Capacity::new(slots),
             outstanding: AtomicUsize::new(0),
             // Optimistic until the first probe says otherwise (it runs at start).
             probe_ok: AtomicBool::new(true),
@@ -81,9 +86,25 @@ impl Endpoint {
         loaded.contains(model) || loaded.contains(&latest)
     }
 
+    /// Requests it takes at once now (configured, or learned from the engine).
+    pub fn slots(&self) -> usize {
+        self.capacity.limit()
+    }
+
+    /// The slots it counts for in its pool's capacity now: none beyond those it holds while
+    /// its engine is saturated.
+    pub fn usable_slots(&self) -> usize {
+        let slots = self.slots();
+        if self.capacity.saturated() {
+            slots.min(self.outstanding())
+        } else {
+            slots
+        }
+    }
+
     /// Load relative to slots, for least-loaded choice.
     pub fn load(&self) -> f64 {
-        self.outstanding() as f64 / self.config.slots.max(1) as f64
+        self.outstanding() as f64 / self.slots().max(1) as f64
     }
 
     pub fn ttft_estimate(&self) -> Duration {

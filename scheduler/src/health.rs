@@ -84,7 +84,7 @@ pub async fn run_probes(
         let mut any_up = false;
         for pool in topology.pools.values() {
             pool.refresh_capacity();
-            any_up |= pool.capacity() > 0;
+            any_up |= pool.serving();
         }
         readiness.set_backends_up(any_up).await;
         let wait = if any_up {
@@ -136,7 +136,7 @@ mod tests {
         let config = EndpointConfig {
             url: "http://127.0.0.1:9".into(),
             kind: EndpointKind::Openai,
-            slots: 1,
+            slots: crate::routing::config::Slots::Fixed(1),
             api_key_env: None,
             schema_format: Default::default(),
         };

@@ -26,9 +26,11 @@
 
 pub mod admissible;
 pub mod admission;
+pub mod affinity;
 pub mod auth;
 pub mod backend;
 pub mod breaker;
+pub mod capacity;
 pub mod config;
 pub mod endpoint;
 pub mod error;
@@ -36,6 +38,7 @@ pub mod framing;
 pub mod generation;
 pub mod health;
 pub mod lease;
+pub mod load_poll;
 pub mod metrics;
 pub mod metrics_server;
 pub mod pace;

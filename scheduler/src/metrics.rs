@@ -49,6 +49,14 @@ struct EndpointLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SlotLabels {
+    pool: String,
+    endpoint: String,
+    /// `configured`, `engine` or `latency`.
+    source: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabels {
     pool: String,
     endpoint: String,
@@ -100,6 +108,8 @@ pub struct SchedulerMetrics {
     queue_tokens: Family<ClassLabels, Gauge>,
     served_tokens: Family<TenantLabels, Gauge>,
     prediction_error: Histograms<PredictionLabels>,
+    endpoint_slots: Family<SlotLabels, Gauge>,
+    endpoint_saturated: Family<EndpointLabels, Gauge>,
 }
 
 impl Default for SchedulerMetrics {
@@ -196,6 +206,18 @@ impl SchedulerMetrics {
             Unit::Seconds,
             prediction_error.clone(),
         );
+        let endpoint_slots = Family::default();
+        registry.register(
+            "llmgw_endpoint_slots",
+            "Requests an endpoint takes at once now, and where that number comes from",
+            endpoint_slots.clone(),
+        );
+        let endpoint_saturated = Family::default();
+        registry.register(
+            "llmgw_endpoint_saturated",
+            "1 while the engine reports work waiting inside it (or a full KV cache): it takes no more",
+            endpoint_saturated.clone(),
+        );
         Self {
             registry,
             admissions,
@@ -211,6 +233,8 @@ impl SchedulerMetrics {
             queue_tokens,
             served_tokens,
             prediction_error,
+            endpoint_slots,
+            endpoint_saturated,
         }
     }
 
@@ -284,6 +308,8 @@ impl SchedulerMetrics {
         self.breaker_state.clear();
         self.queue_tokens.clear();
         self.served_tokens.clear();
+        self.endpoint_slots.clear();
+        self.endpoint_saturated.clear();
         for pool in pools {
             for (tenant, tokens) in pool.admission.served_tokens() {
                 let labels = TenantLabels {
@@ -332,6 +358,16 @@ impl SchedulerMetrics {
                     _ => 2,
                 };
                 self.breaker_state.get_or_create(&labels).set(state);
+                self.endpoint_saturated
+                    .get_or_create(&labels)
+                    .set(i64::from(endpoint.capacity.saturated()));
+                self.endpoint_slots
+                    .get_or_create(&SlotLabels {
+                        pool: pool.name.clone(),
+                        endpoint: endpoint.name().to_owned(),
+                        source: endpoint.capacity.source().name(),
+                    })
+                    .set(endpoint.slots() as i64);
             }
         }
         let mut text = String::new();

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::admission::Admission;
+use crate::affinity::{Affinity, PrefixKey};
 use crate::endpoint::Endpoint;
 
 /// Prompts up to this many tokens are ordinary work for any engine: a first-token timeout on
@@ -22,21 +23,28 @@ pub struct Pool {
     pub name: String,
     pub admission: Arc<Admission>,
     pub endpoints: Vec<Arc<Endpoint>>,
+    /// Prefix affinity (`prefix_affinity = true`), if on.
+    pub affinity: Option<Affinity>,
 }
 
 impl Pool {
-    /// Slots of the endpoints that can serve now.
+    /// Slots of the endpoints that can serve now (a saturated one only counts those it holds).
     pub fn capacity(&self) -> usize {
         self.endpoints
             .iter()
             .filter(|e| e.available())
-            .map(|e| e.config.slots)
+            .map(|e| e.usable_slots())
             .sum()
     }
 
-    /// Re-reads capacity into admission after health or breaker changes.
+    /// Some endpoint answers its probe and its breaker is not open (it may be saturated).
+    pub fn serving(&self) -> bool {
+        self.endpoints.iter().any(|e| e.available())
+    }
+
+    /// Re-reads capacity into admission after health, breaker or load changes.
     pub fn refresh_capacity(&self) {
-        self.admission.set_slots(self.capacity());
+        self.admission.set_slots(self.capacity(), self.serving());
     }
 
     /// The time a first-token budget on `endpoint` grows by for a `prompt_tokens` prompt: its
@@ -58,8 +66,21 @@ impl Pool {
         prompt_tokens > ORDINARY_PROMPT.max(endpoint.pace.proven_prompt().saturating_mul(2))
     }
 
-    /// The endpoint for the next attempt at `model`, skipping indexes in `tried`.
-    pub fn pick(&self, model: &str, tried: &[usize]) -> Option<(usize, Arc<Endpoint>)> {
+    /// `endpoint` (an index) served `prefix`: later turns may go back to it.
+    pub fn remember(&self, prefix: Option<&PrefixKey>, endpoint: usize) {
+        if let (Some(affinity), Some(prefix)) = (&self.affinity, prefix) {
+            affinity.record(prefix, endpoint);
+        }
+    }
+
+    /// The endpoint for the next attempt at `model`, skipping indexes in `tried`; with
+    /// affinity, the one that served the longest part of `prefix` first if its load allows.
+    pub fn pick(
+        &self,
+        model: &str,
+        tried: &[usize],
+        prefix: Option<&PrefixKey>,
+    ) -> Option<(usize, Arc<Endpoint>)> {
         let mut candidates: Vec<(usize, &Arc<Endpoint>)> = self
             .endpoints
             .iter()
@@ -69,11 +90,30 @@ impl Pool {
             })
             .collect();
         candidates.sort_by(|(_, a), (_, b)| {
-            (!a.has_loaded(model))
-                .cmp(&!b.has_loaded(model))
+            // A saturated engine only if nothing else can take it (its slot was counted
+            // before its report came).
+            a.capacity
+                .saturated()
+                .cmp(&b.capacity.saturated())
+                .then((!a.has_loaded(model)).cmp(&!b.has_loaded(model)))
                 .then(a.load().total_cmp(&b.load()))
                 .then(a.ttft_estimate().cmp(&b.ttft_estimate()))
         });
+        if let (Some(affinity), Some(prefix)) = (&self.affinity, prefix)
+            && let Some((target, _depth)) = affinity.lookup(prefix)
+            && let Some(at) = candidates
+                .iter()
+                .position(|(index, e)| *index == target && !e.capacity.saturated())
+        {
+            let total = candidates.iter().fold((0, 0), |(out, slots), (_, e)| {
+                (out + e.outstanding(), slots + e.slots())
+            });
+            let chosen = &candidates[at].1;
+            if affinity.within_bound((chosen.outstanding(), chosen.slots()), total) {
+                let preferred = candidates.remove(at);
+                candidates.insert(0, preferred);
+            }
+        }
         // The breaker has the last word (a half-open endpoint lets one trial through).
         candidates
             .into_iter()
@@ -89,7 +129,7 @@ mod tests {
     use super::*;
     use crate::admission::Limits;
     use crate::backend::ollama::OllamaBackend;
-    use crate::routing::config::{BreakerConfig, EndpointConfig, EndpointKind};
+    use crate::routing::config::{BreakerConfig, EndpointConfig, EndpointKind, Slots};
 
     fn pool(slots: &[usize]) -> Pool {
         let endpoints = slots
@@ -101,7 +141,7 @@ mod tests {
                 let config = EndpointConfig {
                     url,
                     kind: EndpointKind::Ollama,
-                    slots: *slots,
+                    slots: Slots::Fixed(*slots),
                     api_key_env: None,
                     schema_format: Default::default(),
                 };
@@ -116,6 +156,7 @@ mod tests {
             })
             .collect();
         Pool {
+            affinity: None,
             name: "p".into(),
             admission: Admission::new("p", Limits::new(8, 8, Duration::from_secs(1))),
             endpoints,
@@ -129,19 +170,19 @@ mod tests {
         let _b = pool.endpoints[1].begin();
         let _c = pool.endpoints[1].begin();
         // 1/2 vs 2/8: the bigger endpoint is less loaded.
-        assert_eq!(pool.pick("m", &[]).unwrap().0, 1);
+        assert_eq!(pool.pick("m", &[], None).unwrap().0, 1);
         pool.endpoints[0].set_probe(true, Some(vec!["m:latest".into()]));
         assert_eq!(
-            pool.pick("m", &[]).unwrap().0,
+            pool.pick("m", &[], None).unwrap().0,
             0,
             "model already loaded wins"
         );
         assert_eq!(
-            pool.pick("m", &[0]).unwrap().0,
+            pool.pick("m", &[0], None).unwrap().0,
             1,
             "tried endpoints are skipped"
         );
-        assert!(pool.pick("m", &[0, 1]).is_none());
+        assert!(pool.pick("m", &[0, 1], None).is_none());
     }
 
     #[tokio::test]
@@ -150,9 +191,9 @@ mod tests {
         assert_eq!(pool.capacity(), 10);
         pool.endpoints[1].set_probe(false, None);
         assert_eq!(pool.capacity(), 2);
-        assert_eq!(pool.pick("m", &[]).unwrap().0, 0);
+        assert_eq!(pool.pick("m", &[], None).unwrap().0, 0);
         pool.endpoints[0].breaker.on_failure();
         assert_eq!(pool.capacity(), 0);
-        assert!(pool.pick("m", &[]).is_none());
+        assert!(pool.pick("m", &[], None).is_none());
     }
 }

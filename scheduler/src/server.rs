@@ -90,6 +90,13 @@ pub async fn serve_topologies(
         shutdown.clone(),
     ));
     tasks.spawn(reload::watch(Arc::clone(&topologies), shutdown.clone()));
+    if config.load_poll_ms > 0 {
+        tasks.spawn(crate::load_poll::run(
+            Arc::clone(&topologies),
+            Duration::from_millis(config.load_poll_ms.max(50)),
+            shutdown.clone(),
+        ));
+    }
     tasks.spawn(health::run_probes(
         Arc::clone(&topologies),
         readiness,

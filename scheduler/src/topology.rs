@@ -18,7 +18,7 @@ use crate::endpoint::Endpoint;
 use crate::metrics::SchedulerMetrics;
 use crate::pool::Pool;
 use crate::routing::config::{
-    BreakerConfig, EndpointConfig, EndpointKind, FileConfig, ObjectivesConfig, PoolConfig,
+    BreakerConfig, EndpointConfig, EndpointKind, FileConfig, ObjectivesConfig, PoolConfig, Slots,
 };
 use crate::routing::table::{RouteTable, Timeouts};
 
@@ -133,7 +133,7 @@ fn env_pool(config: &Config) -> PoolConfig {
         endpoints: vec![EndpointConfig {
             url: config.ollama_base.clone(),
             kind: EndpointKind::Ollama,
-            slots: config.max_concurrency,
+            slots: Slots::Fixed(config.max_concurrency),
             api_key_env: None,
             schema_format: Default::default(),
         }],
@@ -143,6 +143,8 @@ fn env_pool(config: &Config) -> PoolConfig {
         priority_aging_ms: config.priority_aging_ms,
         breaker: BreakerConfig::default(),
         prefill_ms_per_1k_tokens: None,
+        prefix_affinity: false,
+        affinity_epsilon: 0.25,
     }
 }
 
@@ -177,7 +179,7 @@ fn build_pool(
         )));
     }
     let limits = Limits {
-        slots: config.endpoints.iter().map(|e| e.slots).sum(),
+        slots: config.endpoints.iter().map(|e| e.slots.ceiling()).sum(),
         max_queue: config.max_queue,
         max_queue_bytes: config.max_queue_bytes,
         max_wait: Duration::from_millis(config.queue_timeout_ms),
@@ -187,6 +189,9 @@ fn build_pool(
         prefill_per_token: config.prefill_ms_per_1k_tokens.map(Duration::from_micros),
     };
     Ok(Pool {
+        affinity: config
+            .prefix_affinity
+            .then(|| crate::affinity::Affinity::new(config.affinity_epsilon)),
         name: config.name.clone(),
         admission: Admission::new(config.name.clone(), limits),
         endpoints,

@@ -66,6 +66,8 @@ async fn start(
         let busy = "server busy, please try again.".to_owned();
         return Err(refuse(StatusCode::SERVICE_UNAVAILABLE, busy));
     };
+    let mut plan = plan;
+    sim.cache(&mut plan);
     let steps = run(plan.clone(), &sim.config, fault, slot);
     Ok((plan, steps))
 }

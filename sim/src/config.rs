@@ -75,6 +75,11 @@ pub struct SimConfig {
     /// a long prompt holds its slot longer before its first token, as on a real engine.
     #[arg(long, env = "SIM_PREFILL_US_PER_TOKEN", default_value_t = 0)]
     pub prefill_us_per_token: u64,
+    /// Sequences (prompt and completion) the engine keeps in its prompt cache, like an
+    /// engine's slots; a prompt that starts with one pays prefill only for the rest and
+    /// reports the shared words as `cached_tokens`. 0 = no cache.
+    #[arg(long, env = "SIM_PREFIX_CACHE", default_value_t = 0)]
+    pub prefix_cache: usize,
     /// Time per further output token in milliseconds (decode).
     #[arg(long, env = "SIM_TPOT_MS", default_value_t = 20)]
     pub tpot_ms: u64,
@@ -106,6 +111,7 @@ impl Default for SimConfig {
             max_queue: 512,
             ttft_ms: 50,
             prefill_us_per_token: 0,
+            prefix_cache: 0,
             tpot_ms: 20,
             output_tokens: 16,
             instant: false,

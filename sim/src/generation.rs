@@ -23,6 +23,8 @@ pub struct Plan {
     /// Whether the output was cut by `max_tokens` (finish reason `length`).
     pub truncated: bool,
     pub prompt_tokens: usize,
+    /// Leading prompt words found in the engine's prompt cache: no prefill for them.
+    pub cached_tokens: usize,
     /// Asked for JSON: the answer's pieces, in place of the vocabulary text.
     pub json: Option<Vec<String>>,
     /// The request's `max_tokens`, if any.
@@ -43,6 +45,7 @@ impl Plan {
         Self {
             model,
             prompt_tokens: prompt_tokens(&prompt),
+            cached_tokens: 0,
             seed: seed.unwrap_or(0) as u64,
             tokens,
             truncated: limit.is_some_and(|m| m < config.output_tokens),
@@ -61,6 +64,14 @@ impl Plan {
             self.json = Some(pieces);
         }
         self
+    }
+
+    /// The text it will generate (choice 0).
+    pub fn completion(&self) -> String {
+        match &self.json {
+            Some(pieces) => pieces.iter().take(self.tokens).cloned().collect(),
+            None => completion_tokens(&self.prompt, self.seed, self.tokens).concat(),
+        }
     }
 
     /// `stop` or `length`.
@@ -90,7 +101,7 @@ pub fn run(
     fault: Fault,
     mut slot: SlotGuard,
 ) -> impl Stream<Item = Step> + Send + 'static {
-    let ttft = config.time_to_first_token(plan.prompt_tokens);
+    let ttft = config.time_to_first_token(plan.prompt_tokens - plan.cached_tokens);
     let tpot = config.time_per_token();
     async_stream::stream! {
         pause(ttft).await;

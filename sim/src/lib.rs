@@ -25,6 +25,7 @@ pub mod generation;
 pub mod logprobs;
 pub mod ollama_api;
 pub mod openai_api;
+pub mod prefix_cache;
 pub mod refusal;
 pub mod responses;
 pub mod server;

@@ -81,6 +81,8 @@ pub async fn chat(State(sim): State<Sim>, headers: axum::http::HeaderMap, body: 
             "server busy, please try again.  maximum pending requests exceeded",
         );
     };
+    let mut plan = plan;
+    sim.cache(&mut plan);
     let steps = run(plan.clone(), &sim.config, fault, slot);
     let logprobs = Logprobs {
         asked: request.logprobs,

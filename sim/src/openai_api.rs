@@ -81,6 +81,8 @@ pub async fn chat(State(sim): State<Sim>, headers: axum::http::HeaderMap, body: 
             "all generation slots are busy",
         );
     };
+    let mut plan = plan;
+    sim.cache(&mut plan);
     let id = format!("chatcmpl-sim{}", sim.slots.stats().snapshot().requests);
     let choices = Choices {
         n: request.n.unwrap_or(1).clamp(1, 16),
@@ -247,6 +249,7 @@ fn usage(plan: &Plan) -> Value {
         "prompt_tokens": plan.prompt_tokens,
         "completion_tokens": plan.tokens,
         "total_tokens": plan.prompt_tokens + plan.tokens,
+        "prompt_tokens_details": { "cached_tokens": plan.cached_tokens },
     })
 }
 

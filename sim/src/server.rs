@@ -32,6 +32,8 @@ pub fn router(config: SimConfig) -> (Router, Sim) {
         .route("/v1/completions", post(completions::openai))
         .route("/v1/embeddings", post(embeddings::openai))
         .route("/v1/models", get(openai_api::models))
+        .route("/props", get(props))
+        .route("/metrics", get(metrics))
         .route("/sim/stats", get(stats))
         .route("/sim/fault", put(set_fault))
         // Real engines take long prompts (Ollama has no small body limit); so does the sim.
@@ -49,6 +51,53 @@ async fn set_fault(State(sim): State<Sim>, body: String) -> (StatusCode, String)
         }
         Err(err) => (StatusCode::BAD_REQUEST, err.to_string()),
     }
+}
+
+/// `GET /props`, as llama.cpp's server answers it: how many sequences it runs at once.
+async fn props(State(sim): State<Sim>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "total_slots": sim.config.slots,
+        "model_path": sim.config.models.first().cloned().unwrap_or_default(),
+    }))
+}
+
+/// `GET /metrics`, as llama.cpp's server (`--metrics`) names its load: requests running and
+/// waiting for a slot, prompt tokens seen and found in the prompt cache.
+async fn metrics(State(sim): State<Sim>) -> String {
+    use std::sync::atomic::Ordering;
+    let stats = sim.slots.stats().snapshot();
+    let line = |name: &str, kind: &str, help: &str, value: u64| {
+        format!(
+            "# HELP llamacpp:{name} {help}\n# TYPE llamacpp:{name} {kind}\nllamacpp:{name} {value}\n"
+        )
+    };
+    [
+        line(
+            "requests_processing",
+            "gauge",
+            "Number of requests processing.",
+            stats.active,
+        ),
+        line(
+            "requests_deferred",
+            "gauge",
+            "Number of requests deferred.",
+            stats.queued,
+        ),
+        line(
+            "prompt_tokens_total",
+            "counter",
+            "Number of prompt tokens processed.",
+            sim.prompt_tokens.load(Ordering::Relaxed),
+        ),
+        line(
+            "prompt_tokens_cached_total",
+            "counter",
+            "Number of prompt tokens found in the prompt cache.",
+            sim.cached_tokens.load(Ordering::Relaxed),
+        ),
+    ]
+    .concat()
 }
 
 async fn stats(State(sim): State<Sim>) -> Json<StatsSnapshot> {

@@ -254,6 +254,7 @@ mod tests {
             prompt_tokens: 1,
             completion_tokens: 5,
             prompt_counted: true,
+            cached_tokens: 0,
         });
         // One "word" of a 100 KB prompt without spaces: the estimate is charged instead.
         reservation.finish(1, 5).await;

@@ -49,6 +49,14 @@ pub struct Usage {
     pub prompt_tokens: u32,
     pub completion_tokens: u32,
     pub total_tokens: u32,
+    /// How much of the prompt the engine found in its prompt cache, when it said.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens_details: Option<PromptTokensDetails>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct PromptTokensDetails {
+    pub cached_tokens: u32,
 }
 
 impl Usage {
@@ -57,6 +65,17 @@ impl Usage {
             prompt_tokens,
             completion_tokens,
             total_tokens: prompt_tokens.saturating_add(completion_tokens),
+            prompt_tokens_details: None,
+        }
+    }
+
+    /// The usage the scheduler reported, with the engine's cached prompt tokens if any.
+    pub fn reported(usage: &llmgw_proto::v1::Usage) -> Self {
+        Self {
+            prompt_tokens_details: (usage.cached_tokens > 0).then_some(PromptTokensDetails {
+                cached_tokens: usage.cached_tokens,
+            }),
+            ..Self::new(usage.prompt_tokens, usage.completion_tokens)
         }
     }
 }

@@ -153,7 +153,7 @@ impl StreamShape for TextStream {
             Event::Usage(usage) if self.include_usage => {
                 let mut last = object(&self.meta, "", None);
                 last["choices"] = json!([]);
-                last["usage"] = json!(Usage::new(usage.prompt_tokens, usage.completion_tokens));
+                last["usage"] = json!(Usage::reported(&usage));
                 Some(sse_data(&last))
             }
             Event::Usage(_)

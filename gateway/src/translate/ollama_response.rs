@@ -237,6 +237,7 @@ mod tests {
                 prompt_tokens: 3,
                 completion_tokens: 1,
                 prompt_counted: false,
+                cached_tokens: 0,
             }))
             .unwrap();
         let last = parse(&last);

@@ -100,10 +100,7 @@ impl SseTranslator {
                     created: self.meta.created,
                     model: &self.meta.model,
                     choices: Vec::new(),
-                    usage: Some(Some(Usage::new(
-                        usage.prompt_tokens,
-                        usage.completion_tokens,
-                    ))),
+                    usage: Some(Some(Usage::reported(&usage))),
                 };
                 Some(sse_data(&chunk))
             }
@@ -247,9 +244,7 @@ impl Aggregate {
                 }
             }
             Event::Finish(finish) => self.choice(finish.choice).finish_reason = finish.reason,
-            Event::Usage(usage) => {
-                self.usage = Some(Usage::new(usage.prompt_tokens, usage.completion_tokens))
-            }
+            Event::Usage(usage) => self.usage = Some(Usage::reported(&usage)),
         }
     }
 
@@ -388,6 +383,7 @@ mod tests {
                 prompt_tokens: 3,
                 completion_tokens: 2,
                 prompt_counted: false,
+                cached_tokens: 0,
             }))
             .unwrap(),
         );
@@ -416,6 +412,7 @@ mod tests {
                 prompt_tokens: 1,
                 completion_tokens: 1,
                 prompt_counted: false,
+                cached_tokens: 0,
             }))
             .is_none()
         );

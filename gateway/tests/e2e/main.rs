@@ -13,6 +13,7 @@ mod chat_content;
 mod choices_and_logprobs;
 mod completions_and_embeddings;
 mod edge_limits;
+mod engine_capacity;
 mod governance;
 mod hostile_clients;
 mod keepalive;

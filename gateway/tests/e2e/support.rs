@@ -129,6 +129,7 @@ impl Stack {
     ) -> Self {
         let shutdown = CancellationToken::new();
         scheduler_config.probe_interval_ms = 100;
+        scheduler_config.load_poll_ms = 100;
         tune_scheduler(&mut scheduler_config);
         let scheduler_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let scheduler_addr = scheduler_listener.local_addr().unwrap();

@@ -300,7 +300,7 @@ async fn waiters_are_refused_at_once_when_the_pool_loses_all_capacity() {
     let _running = admitted(pool.enter(ask("t", Class::Interactive)).unwrap());
     let ticket = waiting(pool.enter(ask("t", Class::Interactive)).unwrap());
     let started = Instant::now();
-    pool.set_slots(0);
+    pool.set_slots(0, false);
     let err = ticket.wait().await.unwrap_err();
     assert_eq!(err.reason().as_str(), "no_healthy_backend");
     assert_eq!(started.elapsed(), Duration::ZERO);

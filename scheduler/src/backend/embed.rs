@@ -60,6 +60,7 @@ impl ChunkDecoder for EmbedDecoder {
                 prompt_tokens: prompt_tokens.unwrap_or(self.prompt_words),
                 completion_tokens: 0,
                 prompt_counted: prompt_tokens.is_none(),
+                cached_tokens: 0,
             }),
         ])
     }

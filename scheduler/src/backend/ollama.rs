@@ -302,6 +302,7 @@ impl ChunkDecoder for DecodeState {
                 prompt_tokens: chunk.prompt_eval_count.unwrap_or(self.prompt_words),
                 completion_tokens: chunk.eval_count.unwrap_or(self.deltas),
                 prompt_counted: chunk.prompt_eval_count.is_none(),
+                cached_tokens: 0,
             }));
         }
         Ok(events)
@@ -387,6 +388,7 @@ mod tests {
                 prompt_tokens: 4,
                 completion_tokens: 1,
                 prompt_counted: true,
+                cached_tokens: 0,
             }))
         )));
     }
@@ -448,6 +450,7 @@ mod tests {
                     prompt_tokens: 3,
                     completion_tokens: 2,
                     prompt_counted: false,
+                    cached_tokens: 0,
                 })),
             ]
         );

@@ -133,6 +133,29 @@ impl Backend for OpenAiBackend {
         })
     }
 
+    /// `/metrics` (vLLM, SGLang, TGI, llama.cpp with `--metrics`) and llama.cpp's `/props`.
+    fn engine_load(
+        &self,
+    ) -> BoxFuture<'static, Result<Option<super::engine_load::EngineLoad>, BackendError>> {
+        let metrics = self.request(reqwest::Method::GET, "/metrics");
+        let props = self.request(reqwest::Method::GET, "/props");
+        Box::pin(async move {
+            let mut load = super::get_text(metrics)
+                .await?
+                .and_then(|text| super::engine_load::EngineLoad::from_metrics(&text));
+            let total_slots = super::get_text(props)
+                .await?
+                .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+                .and_then(|props| props.get("total_slots")?.as_u64())
+                .and_then(|slots| usize::try_from(slots).ok())
+                .filter(|slots| *slots > 0);
+            if let Some(slots) = total_slots {
+                load.get_or_insert_with(Default::default).total_slots = Some(slots);
+            }
+            Ok(load)
+        })
+    }
+
     fn list_models(&self) -> BoxFuture<'static, Result<Vec<String>, BackendError>> {
         let call = self.request(reqwest::Method::GET, "/v1/models");
         Box::pin(async move {
@@ -427,11 +450,16 @@ impl DecodeState {
         let usage = self.usage.unwrap_or(wire::Usage {
             prompt_tokens: self.prompt_words,
             completion_tokens: self.deltas,
+            prompt_tokens_details: None,
         });
         events.push(Event::Usage(Usage {
             prompt_tokens: usage.prompt_tokens,
             completion_tokens: usage.completion_tokens,
             prompt_counted,
+            cached_tokens: usage
+                .prompt_tokens_details
+                .and_then(|details| details.cached_tokens)
+                .unwrap_or(0),
         }));
         Ok(events)
     }
@@ -484,6 +512,7 @@ mod tests {
                     prompt_tokens: 9,
                     completion_tokens: 1,
                     prompt_counted: false,
+                    cached_tokens: 0,
                 })),
             ]
         );
@@ -498,6 +527,7 @@ mod tests {
                 prompt_tokens: 4,
                 completion_tokens: 2,
                 prompt_counted: true,
+                cached_tokens: 0,
             })))
         );
     }

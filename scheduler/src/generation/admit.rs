@@ -40,7 +40,7 @@ pub fn admit(
         .pace()
         .timings()
         .first_token(ask.cost.prompt_tokens, pool.admission.configured_prefill());
-    let entered = if pool.capacity() == 0 {
+    let entered = if !pool.serving() {
         Err(SchedulerError::NoHealthyBackend {
             pool: pool.name.clone(),
         })

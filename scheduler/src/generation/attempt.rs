@@ -113,7 +113,12 @@ pub async fn attempt(
                 leader: context.lease.leader(),
             }));
         }
-        let Some((index, endpoint)) = pool.pick(&route.upstream, &attempts.tried) else {
+        let prefix = pool
+            .affinity
+            .as_ref()
+            .map(|_| crate::affinity::prefix_key(request));
+        let Some((index, endpoint)) = pool.pick(&route.upstream, &attempts.tried, prefix.as_ref())
+        else {
             return Err(NotCommitted::Exhausted);
         };
         attempts.left -= 1;
@@ -158,10 +163,18 @@ pub async fn attempt(
         match first {
             Ok((first, rest)) => {
                 attempts.worked = true;
+                pool.remember(prefix.as_ref(), index);
                 let ttft = started.elapsed();
                 endpoint.breaker.on_success();
                 endpoint.record_output();
                 endpoint.pace.record_first_token(prompt_tokens, ttft);
+                if prompt_tokens < crate::pace::SHORT_PROMPT
+                    && let Some(moved) = endpoint.capacity.learn(ttft, endpoint.outstanding())
+                {
+                    tracing::info!(pool = %pool.name, endpoint = endpoint.name(), from = moved.from,
+                        to = moved.to, why = moved.why, "endpoint slots moved");
+                    pool.refresh_capacity();
+                }
                 pool.admission
                     .pace()
                     .record_first_token(prompt_tokens, ttft);

@@ -120,6 +120,7 @@ impl Backend for Scripted {
                                 prompt_tokens: 3,
                                 completion_tokens: count,
                                 prompt_counted: false,
+                                cached_tokens: 0,
                             })),
                         ])
                         .boxed()
@@ -159,7 +160,7 @@ fn pool_with(
             let config = EndpointConfig {
                 url: format!("http://{}", backend.name),
                 kind: EndpointKind::Ollama,
-                slots,
+                slots: crate::routing::config::Slots::Fixed(slots),
                 api_key_env: None,
                 schema_format: Default::default(),
             };
@@ -175,6 +176,7 @@ fn pool_with(
         })
         .collect();
     Pool {
+        affinity: None,
         name: name.to_owned(),
         admission: Admission::new(
             name,

@@ -118,6 +118,17 @@ pub struct PoolConfig {
     /// endpoint's own rate is learned (the larger of the two is used).
     #[serde(default)]
     pub prefill_ms_per_1k_tokens: Option<u64>,
+    /// Send a conversation back to the endpoint that served its beginning (its engine still
+    /// holds that prefix in cache), within `affinity_epsilon` of the average load.
+    #[serde(default)]
+    pub prefix_affinity: bool,
+    /// How far above the pool's average load affinity may load an endpoint: `(1 + ε)` ×.
+    #[serde(default = "default_affinity_epsilon")]
+    pub affinity_epsilon: f64,
+}
+
+fn default_affinity_epsilon() -> f64 {
+    0.25
 }
 
 fn default_max_queue() -> usize {
@@ -143,13 +154,56 @@ pub enum EndpointKind {
     Openai,
 }
 
+/// An endpoint's `slots`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Slots {
+    /// At most this many at once.
+    Fixed(usize),
+    /// As many as the engine reports it runs (`/props`, its metrics), or as its latency
+    /// shows, up to [`AUTO_SLOTS_CEILING`].
+    Auto,
+}
+
+/// The most slots `"auto"` ever learns for one endpoint.
+pub const AUTO_SLOTS_CEILING: usize = 64;
+
+impl Slots {
+    /// The most it may run at once.
+    pub fn ceiling(self) -> usize {
+        match self {
+            Self::Fixed(slots) => slots,
+            Self::Auto => AUTO_SLOTS_CEILING,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Slots {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(usize),
+            Word(String),
+        }
+        match Raw::deserialize(deserializer)? {
+            Raw::Number(slots) => Ok(Self::Fixed(slots)),
+            Raw::Word(word) if word == "auto" => Ok(Self::Auto),
+            Raw::Word(word) => Err(serde::de::Error::custom(format!(
+                "slots must be a number or \"auto\", got \"{word}\""
+            ))),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq, Hash)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointConfig {
     pub url: String,
     pub kind: EndpointKind,
-    /// Generations it runs at once (Ollama's OLLAMA_NUM_PARALLEL, the engine's batch size).
-    pub slots: usize,
+    /// Generations it runs at once (Ollama's OLLAMA_NUM_PARALLEL, the engine's batch size):
+    /// a number is the most ever sent at once (an engine that reports fewer runs fewer), and
+    /// `"auto"` takes what the engine reports or its latency shows.
+    pub slots: Slots,
     /// Environment variable holding the API key sent as a bearer token.
     #[serde(default)]
     pub api_key_env: Option<String>,
@@ -369,6 +423,12 @@ impl FileConfig {
                     "at least one endpoint is required".into(),
                 );
             }
+            if !(0.0..=10.0).contains(&pool.affinity_epsilon) {
+                return invalid(
+                    format!("pool[{p}].affinity_epsilon"),
+                    format!("must be between 0 and 10, got {}", pool.affinity_epsilon),
+                );
+            }
             if pool
                 .prefill_ms_per_1k_tokens
                 .is_some_and(|ms| !(1..=3_600_000).contains(&ms))
@@ -398,7 +458,7 @@ impl FileConfig {
                         format!("must be an http(s) URL, got `{}`", endpoint.url),
                     );
                 }
-                if endpoint.slots == 0 {
+                if endpoint.slots == Slots::Fixed(0) {
                     return invalid(format!("{key}.slots"), "must be at least 1".into());
                 }
             }

@@ -1,0 +1,255 @@
+//! [`Capacity`]: how many requests one endpoint takes at once, and whether it takes any more
+//! now. Priorities, fairness and objectives act in our queue only: every request sent beyond
+//! what the engine runs waits inside the engine in arrival order, where none of them reaches.
+//!
+//! - **Configured** (`slots = N`): N at most, always; an engine that reports running fewer
+//!   lowers it (it is a ceiling, never raised).
+//! - **From the engine** (`/props` `total_slots`, `/metrics`, see
+//!   [`crate::backend::engine_load`]): its slot count where it says one; while it reports
+//!   work waiting inside it or its KV cache nearly full it is **saturated** — it takes nothing
+//!   more until it drains — and the limit drops to what it runs; once clear, the limit grows
+//!   back by one per report up to the ceiling.
+//! - **From latency** (`slots = "auto"` on an engine that reports nothing, like Ollama):
+//!   starting at 1, the limit grows by one while every slot is used and a short prompt's first
+//!   token stays near the unloaded baseline, and shrinks by a quarter when it rises past twice
+//!   that — the sign that requests wait inside the engine.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::backend::engine_load::EngineLoad;
+use crate::routing::config::Slots;
+
+/// KV-cache use from which an engine counts as saturated.
+pub const KV_SATURATED: f64 = 0.95;
+
+/// Why the limit has its value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// `slots = N`, as configured.
+    Configured,
+    /// The engine's own report.
+    Engine,
+    /// Learned from first-token latency.
+    Latency,
+}
+
+impl Source {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Configured => "configured",
+            Self::Engine => "engine",
+            Self::Latency => "latency",
+        }
+    }
+}
+
+/// A change of the limit, for logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Moved {
+    pub from: usize,
+    pub to: usize,
+    pub why: &'static str,
+}
+
+#[derive(Debug)]
+struct State {
+    limit: usize,
+    saturated: bool,
+    source: Source,
+    /// The engine answered a load report (then latency teaches nothing).
+    reports: bool,
+    /// Lowest recent first-token time of a short prompt.
+    baseline: Option<Duration>,
+}
+
+/// One endpoint's capacity.
+#[derive(Debug)]
+pub struct Capacity {
+    ceiling: usize,
+    auto: bool,
+    state: Mutex<State>,
+}
+
+impl Capacity {
+    pub fn new(slots: Slots) -> Self {
+        let (limit, source) = match slots {
+            Slots::Fixed(slots) => (slots, Source::Configured),
+            Slots::Auto => (1, Source::Latency),
+        };
+        Self {
+            ceiling: slots.ceiling().max(1),
+            auto: slots == Slots::Auto,
+            state: Mutex::new(State {
+                limit: limit.max(1),
+                saturated: false,
+                source,
+                reports: false,
+                baseline: None,
+            }),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Requests it takes at once now.
+    pub fn limit(&self) -> usize {
+        self.state().limit
+    }
+
+    /// The engine reports work waiting inside it: it takes nothing more until that drains.
+    pub fn saturated(&self) -> bool {
+        self.state().saturated
+    }
+
+    /// Where the limit comes from.
+    pub fn source(&self) -> Source {
+        self.state().source
+    }
+
+    /// An engine report; `outstanding` is how many of our requests it has now.
+    pub fn apply(&self, load: &EngineLoad, outstanding: usize) -> Option<Moved> {
+        let mut state = self.state();
+        state.reports = true;
+        let ceiling = load
+            .total_slots
+            .map_or(self.ceiling, |slots| slots.clamp(1, self.ceiling));
+        let waiting = load.waiting.is_some_and(|waiting| waiting >= 1.0);
+        let full = load.kv_cache.is_some_and(|used| used >= KV_SATURATED);
+        state.saturated = waiting || full;
+        let from = state.limit;
+        let (to, why) = if state.saturated {
+            let running = load
+                .running
+                .map_or(outstanding, |running| running.round() as usize);
+            (running.clamp(1, ceiling), "engine saturated")
+        } else if load.total_slots.is_some() {
+            (ceiling, "engine slots")
+        } else {
+            ((from + 1).min(ceiling), "engine clear")
+        };
+        state.limit = to;
+        if load.total_slots.is_some() || state.saturated || self.auto {
+            state.source = Source::Engine;
+        }
+        (to != from).then_some(Moved { from, to, why })
+    }
+
+    /// A short prompt's first token after `ttft`, with `outstanding` of our requests on the
+    /// engine: learns the limit of an `"auto"` endpoint whose engine reports nothing.
+    pub fn learn(&self, ttft: Duration, outstanding: usize) -> Option<Moved> {
+        if !self.auto {
+            return None;
+        }
+        let mut state = self.state();
+        if state.reports {
+            return None;
+        }
+        // The baseline follows the lowest first token, and drifts up slowly so a permanent
+        // change (a bigger model) is learned too.
+        let baseline = state
+            .baseline
+            .map_or(ttft, |baseline| baseline.mul_f64(1.01).min(ttft));
+        state.baseline = Some(baseline);
+        let from = state.limit;
+        let (to, why) = if ttft > baseline * 2 + Duration::from_millis(5) {
+            (
+                from - (from / 4).max(1).min(from - 1),
+                "first token slower than twice the baseline",
+            )
+        } else if outstanding >= from {
+            (
+                (from + 1).min(self.ceiling),
+                "every slot used at the baseline",
+            )
+        } else {
+            (from, "")
+        };
+        state.limit = to.max(1);
+        (state.limit != from).then_some(Moved {
+            from,
+            to: state.limit,
+            why,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn load(running: f64, waiting: f64, total_slots: Option<usize>) -> EngineLoad {
+        EngineLoad {
+            running: Some(running),
+            waiting: Some(waiting),
+            kv_cache: None,
+            total_slots,
+        }
+    }
+
+    #[test]
+    fn a_configured_number_is_a_ceiling_the_engine_can_only_lower() {
+        let capacity = Capacity::new(Slots::Fixed(16));
+        assert_eq!(capacity.limit(), 16);
+        let moved = capacity.apply(&load(4.0, 0.0, Some(4)), 4).unwrap();
+        assert_eq!((moved.from, moved.to), (16, 4));
+        assert_eq!(capacity.source(), Source::Engine);
+        let small = Capacity::new(Slots::Fixed(2));
+        assert_eq!(
+            small.apply(&load(2.0, 0.0, Some(8)), 2),
+            None,
+            "never above 2"
+        );
+        assert_eq!(small.limit(), 2);
+    }
+
+    #[test]
+    fn saturation_holds_work_and_the_limit_grows_back_when_clear() {
+        let capacity = Capacity::new(Slots::Fixed(16));
+        capacity.apply(&load(6.0, 3.0, None), 9);
+        assert!(capacity.saturated());
+        assert_eq!(capacity.limit(), 6, "what the engine runs");
+        capacity.apply(&load(5.0, 0.0, None), 5);
+        assert!(!capacity.saturated());
+        assert_eq!(capacity.limit(), 7, "one more per clear report");
+        let full = EngineLoad {
+            kv_cache: Some(0.97),
+            ..load(7.0, 0.0, None)
+        };
+        capacity.apply(&full, 7);
+        assert!(capacity.saturated(), "KV cache nearly full");
+    }
+
+    #[test]
+    fn auto_learns_from_latency_when_the_engine_reports_nothing() {
+        let capacity = Capacity::new(Slots::Auto);
+        assert_eq!(capacity.limit(), 1);
+        for used in 1..4 {
+            capacity.learn(50 * MS, used);
+        }
+        assert_eq!(
+            capacity.limit(),
+            4,
+            "grew while every slot was used at the baseline"
+        );
+        let moved = capacity.learn(300 * MS, 4).unwrap();
+        assert_eq!((moved.from, moved.to), (4, 3));
+        assert_eq!(
+            capacity.learn(300 * MS, 1),
+            Some(Moved {
+                from: 3,
+                to: 2,
+                why: moved.why
+            })
+        );
+        assert_eq!(Capacity::new(Slots::Fixed(4)).learn(300 * MS, 4), None);
+        // Once the engine reports, latency teaches nothing.
+        capacity.apply(&load(4.0, 0.0, Some(4)), 2);
+        assert_eq!(capacity.learn(300 * MS, 4), None);
+        assert_eq!(capacity.limit(), 4);
+    }
+}
