@@ -61,6 +61,8 @@ struct State {
     reports: bool,
     /// Lowest recent first-token time of a short prompt.
     baseline: Option<Duration>,
+    /// Polls in a row that found no report.
+    silent_polls: u32,
 }
 
 /// One endpoint's capacity.
@@ -86,6 +88,7 @@ impl Capacity {
                 source,
                 reports: false,
                 baseline: None,
+                silent_polls: 0,
             }),
         }
     }
@@ -109,10 +112,23 @@ impl Capacity {
         self.state().source
     }
 
+    /// A poll found no report (an engine without `/metrics`); returns how many in a row.
+    pub fn silent(&self) -> u32 {
+        let mut state = self.state();
+        state.silent_polls = state.silent_polls.saturating_add(1);
+        state.silent_polls
+    }
+
+    /// Polls in a row that found no report.
+    pub fn silent_polls(&self) -> u32 {
+        self.state().silent_polls
+    }
+
     /// An engine report; `outstanding` is how many of our requests it has now.
     pub fn apply(&self, load: &EngineLoad, outstanding: usize) -> Option<Moved> {
         let mut state = self.state();
         state.reports = true;
+        state.silent_polls = 0;
         let ceiling = load
             .total_slots
             .map_or(self.ceiling, |slots| slots.clamp(1, self.ceiling));
@@ -222,6 +238,14 @@ mod tests {
         };
         capacity.apply(&full, 7);
         assert!(capacity.saturated(), "KV cache nearly full");
+    }
+
+    #[test]
+    fn silent_polls_count_until_a_report_comes() {
+        let capacity = Capacity::new(Slots::Fixed(4));
+        assert_eq!((capacity.silent(), capacity.silent()), (1, 2));
+        capacity.apply(&load(1.0, 0.0, None), 1);
+        assert_eq!(capacity.silent_polls(), 0);
     }
 
     #[test]

@@ -2,9 +2,11 @@
 //! that picks an endpoint for each admitted request.
 //!
 //! Choice among endpoints that answer their probe and whose breaker lets a request through,
-//! skipping those already tried for this request: prefer one that has the model loaded
-//! (Ollama's `/api/ps`; avoids model-swap thrash), then the least loaded relative to its slots,
-//! then the fastest first token (moving average).
+//! skipping those already tried for this request: with prefix affinity, the endpoint that
+//! served the request's longest known prefix if its load allows ([`crate::affinity`]); else
+//! one whose engine is not saturated, then one that has the model loaded (Ollama's `/api/ps`;
+//! avoids model-swap thrash), then the least loaded relative to its slots (learned or
+//! configured), then the fastest first token (moving average).
 
 use std::sync::Arc;
 use std::time::Duration;

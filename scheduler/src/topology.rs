@@ -179,7 +179,8 @@ fn build_pool(
         )));
     }
     let limits = Limits {
-        slots: config.endpoints.iter().map(|e| e.slots.ceiling()).sum(),
+        // What each endpoint takes before any report: its number, or 1 for "auto".
+        slots: endpoints.iter().map(|e| e.slots()).sum(),
         max_queue: config.max_queue,
         max_queue_bytes: config.max_queue_bytes,
         max_wait: Duration::from_millis(config.queue_timeout_ms),

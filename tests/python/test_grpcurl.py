@@ -57,14 +57,17 @@ def test_chat_streams_events_in_order(stack, stream):
     assert result.returncode == 0, result.stderr
     events = json_objects(result.stdout)
     kinds = [next(iter(event)) for event in events]
-    assert kinds[0] == "started"
+    # The hand-over to the engine is announced first (a client that leaves now pays its prompt).
+    assert kinds[:2] == ["dispatched", "started"]
+    assert events[0]["dispatched"]["backend"].startswith("ollama@")
+    assert events[0]["dispatched"]["promptTokens"] == 9  # "hi": 1 token + 8 for the message
     assert kinds[-2:] == ["finish", "usage"]
     deltas = [e["delta"]["content"] for e in events if "delta" in e]
     assert len(deltas) == (4 if stream else 1)
     assert len("".join(deltas).split()) == 4
     assert events[-2]["finish"]["reason"] == "length"
     assert events[-1]["usage"] == {"promptTokens": 1, "completionTokens": 4}
-    assert events[0]["started"]["pool"] == "default"
+    assert events[1]["started"]["pool"] == "default"
 
 
 def test_invalid_role_is_invalid_argument(stack):
@@ -94,10 +97,10 @@ def test_complete_and_embed_are_callable_directly(stack):
                      data={"model": "llama3.2", "input": ["the cat", "a dog barks"]})
     assert result.returncode == 0, result.stderr
     events = json_objects(result.stdout)
-    assert [next(iter(e)) for e in events] == ["started", "embeddings", "finish", "usage"]
-    vectors = events[1]["embeddings"]["vectors"]
+    assert [next(iter(e)) for e in events] == ["dispatched", "started", "embeddings", "finish", "usage"]
+    vectors = events[2]["embeddings"]["vectors"]
     assert [len(v["values"]) for v in vectors] == [16, 16]
-    assert events[3]["usage"] == {"promptTokens": 5}
+    assert events[4]["usage"] == {"promptTokens": 5}
 
     refused = grpcurl(stack, "llmgw.scheduler.v1.Scheduler/Embed", data={"model": "llama3.2"})
     assert refused.returncode != 0 and "InvalidArgument" in refused.stderr

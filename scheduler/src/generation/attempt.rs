@@ -129,7 +129,7 @@ pub async fn attempt(
             model_loaded = endpoint.has_loaded(&route.upstream),
             load = endpoint.load(),
             ttft_estimate_ms = endpoint.ttft_estimate().as_secs_f64() * 1000.0,
-            why = "available; model loaded first, then least loaded per slot, then fastest first token",
+            why = "available; with affinity the prefix's endpoint within its load bound, else unsaturated first, model loaded, least loaded per slot, fastest first token",
             "routing decision");
         let in_flight = endpoint.begin();
         let call_span = backend_span(&context.span, &endpoint, route, request);
