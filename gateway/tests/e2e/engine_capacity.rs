@@ -178,9 +178,9 @@ async fn a_saturated_engine_holds_our_work_in_our_queue() {
     assert!(!endpoint.capacity.saturated());
 }
 
-/// Eight conversations of four turns at once (each turn after a random pause, as people type)
-/// over two engines that keep four sequences each in their prompt cache: the prompt tokens of
-/// the later turns the engines found cached, of all of them.
+/// Six conversations of four turns at once (each turn after a pause of 50–250 ms, as people
+/// read and type) over two engines that keep four sequences each in their prompt cache: the
+/// prompt tokens of the later turns the engines found cached, of all of them.
 async fn cached_share(affinity: bool) -> (u64, u64) {
     let sim = SimConfig {
         slots: 4,
@@ -198,7 +198,7 @@ async fn cached_share(affinity: bool) -> (u64, u64) {
     let stack = Stack::fleet(vec![sim.clone(), sim], engines("4", extra), quick_polls).await;
     let (cached, prompt) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let mut conversations = Vec::new();
-    for conversation in 0..8 {
+    for conversation in 0..6 {
         let (http, url) = (stack.http.clone(), stack.url("/v1/chat/completions"));
         let (cached, prompt) = (Arc::clone(&cached), Arc::clone(&prompt));
         conversations.push(tokio::spawn(async move {
@@ -206,7 +206,7 @@ async fn cached_share(affinity: bool) -> (u64, u64) {
             let system = format!("conversation {conversation}: {}", "context ".repeat(120));
             let mut messages = vec![json!({"role": "system", "content": system})];
             for turn in 0..4 {
-                tokio::time::sleep(Duration::from_millis(fastrand::u64(0..40))).await;
+                tokio::time::sleep(Duration::from_millis(fastrand::u64(50..250))).await;
                 messages.push(json!({"role": "user", "content": format!("question {turn}")}));
                 let body = json!({"model": "llama3.2", "messages": messages});
                 let answer: Value = http
