@@ -302,7 +302,7 @@ impl Admission {
             let permit = SlotPermit::new(self, &ask, None, first_token);
             return Ok(Entry::Admitted(permit));
         }
-        let ahead = state.queue.place_of(&arrival);
+        let mut ahead = state.queue.place_of(&arrival);
         let predicted = self.predicted_wait(&state, &timings, ahead) + first_token;
         self.check_objective(&ask, predicted)?;
         if ask.bytes > self.limits.max_queue_bytes {
@@ -323,11 +323,13 @@ impl Admission {
                 // A victim that already left cannot be told; its place is free either way.
                 let _ = victim.payload.send(Err(refusal));
             }
+            ahead = state.queue.place_of(&arrival);
         }
         state.next_id += 1;
         let id = state.next_id;
         let (sender, receiver) = oneshot::channel();
-        let position = state.queue.push(Arrival { id, ..arrival }, sender);
+        state.queue.push(Arrival { id, ..arrival }, sender);
+        let position = ahead.requests as usize + 1;
         Ok(Entry::Waiting(WaitTicket {
             admission: Arc::clone(self),
             id,

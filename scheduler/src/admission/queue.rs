@@ -228,9 +228,10 @@ impl<T> WaitQueue<T> {
             .fold(Ahead::default(), |ahead, e| ahead.count(e.cost))
     }
 
-    /// Appends a request; returns its 1-based position in service order at this moment.
-    pub fn push(&mut self, arrival: Arrival, payload: T) -> usize {
-        let ahead = self.place_of(&arrival);
+    /// Appends a request. Its position is [`Self::place_of`] just before, which admission has
+    /// already computed for its prediction (a second scan per waiting request would double
+    /// the cost of a deep queue).
+    pub fn push(&mut self, arrival: Arrival, payload: T) {
         let (start, finish) = self.tags(&arrival);
         let Arrival {
             id,
@@ -266,7 +267,6 @@ impl<T> WaitQueue<T> {
         queue.tokens += cost.tokens();
         self.len += 1;
         self.bytes += bytes;
-        ahead.requests as usize + 1
     }
 
     /// Corrects `tenant`'s virtual time in `class` by `extra_work` weighted tokens (real usage
@@ -483,14 +483,16 @@ mod tests {
         f.push("a", Class::Interactive, 1);
         f.push("a", Class::Interactive, 1);
         f.next_id += 1;
-        let position = f.queue.push(f.arrival("b", Class::Interactive, 1, 1), ());
+        let b = f.arrival("b", Class::Interactive, 1, 1);
         assert_eq!(
-            position, 2,
+            f.queue.place_of(&b).requests,
+            1,
             "b's first request goes right after a's first interactive one"
         );
+        f.queue.push(b, ());
         f.next_id += 1;
-        let critical = f.queue.push(f.arrival("c", Class::Critical, 1, 1), ());
-        assert_eq!(critical, 1);
+        let critical = f.arrival("c", Class::Critical, 1, 1);
+        assert_eq!(f.queue.place_of(&critical).requests, 0);
     }
 
     #[test]
