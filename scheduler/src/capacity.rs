@@ -10,11 +10,14 @@
 //!   more until it drains — and the limit drops to what it runs; once clear, the limit grows
 //!   back by one per report up to the ceiling.
 //! - **From latency** (`slots = "auto"` on an engine that reports nothing, like Ollama):
-//!   starting at 1, the limit grows by one while every slot is used and a short prompt's first
-//!   token stays near the unloaded baseline, and shrinks by a quarter when it rises past twice
-//!   that — the sign that requests wait inside the engine.
+//!   starting at 1, the limit grows by one after a full round (as many short prompts as the
+//!   limit) whose first tokens stayed near the unloaded baseline while every slot was used, and
+//!   shrinks by a quarter as soon as one rises past twice that — the sign that requests wait
+//!   inside the engine. Growing once per round, not per sample, is additive increase: per
+//!   sample, the requests that still ran at the baseline would outvote the one that waited.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::backend::engine_load::EngineLoad;
@@ -35,6 +38,8 @@ pub enum Source {
 }
 
 impl Source {
+    const ALL: [Self; 3] = [Self::Configured, Self::Engine, Self::Latency];
+
     pub fn name(self) -> &'static str {
         match self {
             Self::Configured => "configured",
@@ -52,15 +57,17 @@ pub struct Moved {
     pub why: &'static str,
 }
 
+/// What only the learning paths read and write (under one lock, so a report and a latency
+/// sample never interleave); the limit, saturation and source that routing reads on every
+/// pick are atomics beside it, written while this lock is held.
 #[derive(Debug)]
 struct State {
-    limit: usize,
-    saturated: bool,
-    source: Source,
     /// The engine answered a load report (then latency teaches nothing).
     reports: bool,
     /// Lowest recent first-token time of a short prompt.
     baseline: Option<Duration>,
+    /// Samples at the baseline with every slot used since the limit last moved.
+    at_baseline: usize,
     /// Polls in a row that found no report.
     silent_polls: u32,
 }
@@ -70,6 +77,9 @@ struct State {
 pub struct Capacity {
     ceiling: usize,
     auto: bool,
+    limit: AtomicUsize,
+    saturated: AtomicBool,
+    source: AtomicU8,
     state: Mutex<State>,
 }
 
@@ -82,12 +92,13 @@ impl Capacity {
         Self {
             ceiling: slots.ceiling().max(1),
             auto: slots == Slots::Auto,
+            limit: AtomicUsize::new(limit.max(1)),
+            saturated: AtomicBool::new(false),
+            source: AtomicU8::new(source as u8),
             state: Mutex::new(State {
-                limit: limit.max(1),
-                saturated: false,
-                source,
                 reports: false,
                 baseline: None,
+                at_baseline: 0,
                 silent_polls: 0,
             }),
         }
@@ -99,17 +110,20 @@ impl Capacity {
 
     /// Requests it takes at once now.
     pub fn limit(&self) -> usize {
-        self.state().limit
+        self.limit.load(Ordering::Relaxed)
     }
 
     /// The engine reports work waiting inside it: it takes nothing more until that drains.
     pub fn saturated(&self) -> bool {
-        self.state().saturated
+        self.saturated.load(Ordering::Relaxed)
     }
 
     /// Where the limit comes from.
     pub fn source(&self) -> Source {
-        self.state().source
+        Source::ALL
+            .get(usize::from(self.source.load(Ordering::Relaxed)))
+            .copied()
+            .unwrap_or(Source::Configured)
     }
 
     /// A poll found no report (an engine without `/metrics`); returns how many in a row.
@@ -134,9 +148,10 @@ impl Capacity {
             .map_or(self.ceiling, |slots| slots.clamp(1, self.ceiling));
         let waiting = load.waiting.is_some_and(|waiting| waiting >= 1.0);
         let full = load.kv_cache.is_some_and(|used| used >= KV_SATURATED);
-        state.saturated = waiting || full;
-        let from = state.limit;
-        let (to, why) = if state.saturated {
+        let saturated = waiting || full;
+        self.saturated.store(saturated, Ordering::Relaxed);
+        let from = self.limit();
+        let (to, why) = if saturated {
             let running = load
                 .running
                 .map_or(outstanding, |running| running.round() as usize);
@@ -146,9 +161,9 @@ impl Capacity {
         } else {
             ((from + 1).min(ceiling), "engine clear")
         };
-        state.limit = to;
-        if load.total_slots.is_some() || state.saturated || self.auto {
-            state.source = Source::Engine;
+        self.limit.store(to, Ordering::Relaxed);
+        if load.total_slots.is_some() || saturated || self.auto {
+            self.source.store(Source::Engine as u8, Ordering::Relaxed);
         }
         (to != from).then_some(Moved { from, to, why })
     }
@@ -169,26 +184,30 @@ impl Capacity {
             .baseline
             .map_or(ttft, |baseline| baseline.mul_f64(1.01).min(ttft));
         state.baseline = Some(baseline);
-        let from = state.limit;
+        let from = self.limit();
         let (to, why) = if ttft > baseline * 2 + Duration::from_millis(5) {
+            state.at_baseline = 0;
             (
                 from - (from / 4).max(1).min(from - 1),
                 "first token slower than twice the baseline",
             )
         } else if outstanding >= from {
-            (
-                (from + 1).min(self.ceiling),
-                "every slot used at the baseline",
-            )
+            state.at_baseline += 1;
+            if state.at_baseline >= from {
+                state.at_baseline = 0;
+                (
+                    (from + 1).min(self.ceiling),
+                    "a round with every slot used at the baseline",
+                )
+            } else {
+                (from, "")
+            }
         } else {
             (from, "")
         };
-        state.limit = to.max(1);
-        (state.limit != from).then_some(Moved {
-            from,
-            to: state.limit,
-            why,
-        })
+        let to = to.max(1);
+        self.limit.store(to, Ordering::Relaxed);
+        (to != from).then_some(Moved { from, to, why })
     }
 }
 
@@ -253,13 +272,19 @@ mod tests {
         let capacity = Capacity::new(Slots::Auto);
         assert_eq!(capacity.limit(), 1);
         for used in 1..4 {
-            capacity.learn(50 * MS, used);
+            for _ in 0..used {
+                capacity.learn(50 * MS, used);
+            }
         }
         assert_eq!(
             capacity.limit(),
             4,
-            "grew while every slot was used at the baseline"
+            "grew by one per round while every slot was used at the baseline"
         );
+        for _ in 0..3 {
+            capacity.learn(50 * MS, 4);
+        }
+        assert_eq!(capacity.limit(), 4, "not before a whole round of 4");
         let moved = capacity.learn(300 * MS, 4).unwrap();
         assert_eq!((moved.from, moved.to), (4, 3));
         assert_eq!(

@@ -83,24 +83,22 @@ impl Pool {
         tried: &[usize],
         prefix: Option<&PrefixKey>,
     ) -> Option<(usize, Arc<Endpoint>)> {
-        let mut candidates: Vec<(usize, &Arc<Endpoint>)> = self
+        // Each endpoint's standing is read once (its loaded models sit behind a lock), not
+        // once per comparison.
+        let mut ranked: Vec<(Standing, usize, &Arc<Endpoint>)> = self
             .endpoints
             .iter()
             .enumerate()
             .filter(|(index, endpoint)| {
                 !tried.contains(index) && endpoint.probe_ok() && endpoint.breaker.counts()
             })
+            .map(|(index, endpoint)| (Standing::of(endpoint, model), index, endpoint))
             .collect();
-        candidates.sort_by(|(_, a), (_, b)| {
-            // A saturated engine only if nothing else can take it (its slot was counted
-            // before its report came).
-            a.capacity
-                .saturated()
-                .cmp(&b.capacity.saturated())
-                .then((!a.has_loaded(model)).cmp(&!b.has_loaded(model)))
-                .then(a.load().total_cmp(&b.load()))
-                .then(a.ttft_estimate().cmp(&b.ttft_estimate()))
-        });
+        ranked.sort_by(|(a, ..), (b, ..)| a.cmp(b));
+        let mut candidates: Vec<(usize, &Arc<Endpoint>)> = ranked
+            .into_iter()
+            .map(|(_, index, endpoint)| (index, endpoint))
+            .collect();
         if let (Some(affinity), Some(prefix)) = (&self.affinity, prefix)
             && let Some((target, _depth)) = affinity.lookup(prefix)
             && let Some(at) = candidates
@@ -121,6 +119,36 @@ impl Pool {
             .into_iter()
             .find(|(_, endpoint)| endpoint.breaker.allow())
             .map(|(index, endpoint)| (index, Arc::clone(endpoint)))
+    }
+}
+
+/// How good a choice an endpoint is now, best first: one whose engine is not saturated (a
+/// saturated one only if nothing else can take it: its slot was counted before its report
+/// came), that has the model loaded, with the least load relative to its slots, then the
+/// fastest first token.
+struct Standing {
+    saturated: bool,
+    unloaded: bool,
+    load: f64,
+    ttft: std::time::Duration,
+}
+
+impl Standing {
+    fn of(endpoint: &Endpoint, model: &str) -> Self {
+        Self {
+            saturated: endpoint.capacity.saturated(),
+            unloaded: !endpoint.has_loaded(model),
+            load: endpoint.load(),
+            ttft: endpoint.ttft_estimate(),
+        }
+    }
+
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.saturated
+            .cmp(&other.saturated)
+            .then(self.unloaded.cmp(&other.unloaded))
+            .then(self.load.total_cmp(&other.load))
+            .then(self.ttft.cmp(&other.ttft))
     }
 }
 
