@@ -86,6 +86,10 @@ pub struct SimConfig {
     /// Output length in tokens when the request sets no smaller `max_tokens`.
     #[arg(long, env = "SIM_OUTPUT_TOKENS", default_value_t = 16)]
     pub output_tokens: usize,
+    /// Serve llama.cpp's load report (`/props`, `/metrics`); `false` stays silent like
+    /// Ollama, whose capacity can only be learned from latency.
+    #[arg(long, env = "SIM_LOAD_REPORT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub load_report: bool,
     /// Answer with no delay at all (overhead benchmarks); overrides the timings.
     #[arg(long, env = "SIM_INSTANT", default_value_t = false)]
     pub instant: bool,
@@ -114,6 +118,7 @@ impl Default for SimConfig {
             prefix_cache: 0,
             tpot_ms: 20,
             output_tokens: 16,
+            load_report: true,
             instant: false,
             fault: Fault::None,
             models: vec!["llama3.2".to_owned(), "smollm2:135m".to_owned()],

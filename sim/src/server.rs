@@ -19,6 +19,7 @@ use crate::{completions, embeddings, ollama_api, openai_api};
 /// The router for `config`, with the state it closes over.
 pub fn router(config: SimConfig) -> (Router, Sim) {
     let slots = Slots::new(config.slots, config.overflow, config.max_queue);
+    let load_report = config.load_report;
     let sim = Sim::new(config, slots);
     let router = Router::new()
         .route("/", get(|| async { "Ollama is running" }))
@@ -32,10 +33,15 @@ pub fn router(config: SimConfig) -> (Router, Sim) {
         .route("/v1/completions", post(completions::openai))
         .route("/v1/embeddings", post(embeddings::openai))
         .route("/v1/models", get(openai_api::models))
-        .route("/props", get(props))
-        .route("/metrics", get(metrics))
         .route("/sim/stats", get(stats))
         .route("/sim/fault", put(set_fault))
+        .merge(if load_report {
+            Router::new()
+                .route("/props", get(props))
+                .route("/metrics", get(metrics))
+        } else {
+            Router::new()
+        })
         // Real engines take long prompts (Ollama has no small body limit); so does the sim.
         .layer(axum::extract::DefaultBodyLimit::max(64 << 20))
         .with_state(sim.clone());

@@ -47,6 +47,13 @@ async fn auto_learns_the_engines_slots_and_a_number_is_only_a_ceiling() {
     eventually("auto learns 3 slots", WAIT, || endpoint.slots() == 3).await;
     assert_eq!(endpoint.capacity.source().name(), "engine");
     assert_eq!(stack.pool("gpu").admission.slots(), 3);
+    let answered = stack.chat(chat_body("llama3.2", "hello")).await;
+    assert_eq!(answered.status(), 200);
+    assert_eq!(
+        answered.headers()["x-llmgw-endpoint-slots"],
+        "3; source=engine",
+        "the answer names its endpoint's learned limit"
+    );
 
     let overstated = Stack::fleet(vec![sim.clone()], engines("16", ""), quick_polls).await;
     let endpoint = Arc::clone(&overstated.pool("gpu").endpoints[0]);
@@ -126,6 +133,57 @@ async fn a_critical_request_overtakes_a_batch_backlog_although_slots_are_oversta
         "the critical request finished before {overtaken} of 8 batch requests"
     );
     assert_eq!(stack.sim().stats().queued, 0);
+}
+
+/// An engine that reports nothing (Ollama; here llm-sim with `load_report: false`) running 2
+/// at once under 8 closed-loop clients: `auto` starts at 1, grows while every slot is used
+/// and short prompts keep their unloaded first-token time, and backs off when they wait
+/// inside the engine — so the limit settles around 2, and little waits in the engine.
+#[tokio::test]
+async fn auto_learns_a_silent_engines_capacity_from_latency() {
+    let sim = SimConfig {
+        slots: 2,
+        ttft_ms: 20,
+        tpot_ms: 5,
+        output_tokens: 8,
+        load_report: false,
+        ..SimConfig::default()
+    };
+    let stack = Stack::fleet(vec![sim], engines("\"auto\"", ""), quick_polls).await;
+    let endpoint = Arc::clone(&stack.pool("gpu").endpoints[0]);
+    assert_eq!(endpoint.slots(), 1, "auto starts at one");
+    let clients: Vec<_> = (0..8)
+        .map(|client| {
+            let (http, url) = (stack.http.clone(), stack.url("/v1/chat/completions"));
+            tokio::spawn(async move {
+                for turn in 0..12 {
+                    let body = chat_body("llama3.2", &format!("client {client} turn {turn}"));
+                    let response = http.post(&url).json(&body).send().await.unwrap();
+                    assert_eq!(response.status(), 200);
+                    response.bytes().await.unwrap();
+                }
+            })
+        })
+        .collect();
+    let (mut highest, mut engine_queue) = (0, 0);
+    while !clients.iter().all(|client| client.is_finished()) {
+        highest = highest.max(endpoint.slots());
+        engine_queue = engine_queue.max(stack.sim().stats().queued);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    for client in clients {
+        client.await.unwrap();
+    }
+    assert_eq!(endpoint.capacity.source().name(), "latency");
+    eprintln!("learned limit peaked at {highest}; at most {engine_queue} waited in the engine");
+    assert!(
+        (2..=4).contains(&highest),
+        "the learned limit peaked at {highest} on an engine that runs 2"
+    );
+    assert!(
+        engine_queue <= 2,
+        "{engine_queue} requests waited inside the engine at once"
+    );
 }
 
 #[tokio::test]

@@ -756,3 +756,58 @@ async fn the_first_token_budget_grows_with_the_prompt() {
     .await;
     assert_eq!(failed.as_deref(), Some("prompt_too_heavy"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_prompt_too_heavy_for_the_learned_pace_is_refused_at_the_door() {
+    let slow_prefill = Script::Speaks {
+        first_ms: 2500,
+        gap_ms: 10,
+        pieces: &["done"],
+        finish: true,
+    };
+    let engine = Scripted::new("e1", &[slow_prefill.clone(), slow_prefill]);
+    let harness = Harness::new(
+        vec![
+            pool_with(
+                "p1",
+                1,
+                &[Arc::clone(&engine)],
+                1,
+                Some(Duration::from_millis(1)),
+            ),
+            pool("p2", 1, &[]),
+        ],
+        0,
+        timeouts(1000, 1000, 1000, 60_000),
+    );
+    // 2,000 tokens prefilled in 2.5 s teach the pool ~1.2 ms a token.
+    let (_, failed) = outcome(
+        harness
+            .start_prompt("a3", true, 0, &prompt_of(2000))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(failed, None);
+    assert_eq!(engine.calls(), 1);
+
+    // 60,000 tokens at that pace take ~75 s, past the model's 60 s: refused before any wait
+    // or engine call, instead of holding a slot to time out.
+    let refused = harness
+        .start_prompt("a3", true, 0, &prompt_of(60_000))
+        .err();
+    assert_eq!(
+        refused.as_deref(),
+        Some("prompt_too_heavy"),
+        "refused before the stream opens"
+    );
+    assert_eq!(engine.calls(), 1, "the engine never saw it");
+    // A prompt the pace allows still runs.
+    let (_, failed) = outcome(
+        harness
+            .start_prompt("a3", true, 0, &prompt_of(2000))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(failed, None);
+    assert_eq!(engine.calls(), 2);
+}
