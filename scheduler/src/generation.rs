@@ -137,8 +137,9 @@ pub fn run(job: Job) -> impl Stream<Item = Result<ChatEvent, Status>> + Send {
         context.metrics.ttft_prediction(&pool.name, predicted, actual);
         context.span.record("llmgw.ttft.predicted_ms", predicted.as_secs_f64() * 1000.0);
         context.span.record("llmgw.ttft.actual_ms", actual.as_secs_f64() * 1000.0);
+        let serving = committed.in_flight.endpoint();
         yield Ok(event(Event::Started(Started {
-            backend: committed.in_flight.endpoint().name().to_owned(),
+            backend: serving.name().to_owned(),
             queue_ms: permit.queued().as_millis() as u64,
             pool: pool.name.clone(),
             model: route.upstream.clone(),
@@ -146,6 +147,8 @@ pub fn run(job: Job) -> impl Stream<Item = Result<ChatEvent, Status>> + Send {
             tenant: context.ask.tenant.to_string(),
             served_model: route.model.clone(),
             predicted_ttft_ms: predicted.as_millis() as u64,
+            endpoint_slots: u32::try_from(serving.slots()).unwrap_or(u32::MAX),
+            slots_source: serving.capacity.source().name().to_owned(),
         })));
         // Non-streamed answers are gathered into one delta; an embeddings answer is one event.
         let stream = request.stream() || matches!(request, Work::Embedding(_));

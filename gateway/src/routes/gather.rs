@@ -67,8 +67,8 @@ pub(crate) async fn settle(
 }
 
 /// The headers that explain where an answer ran: time queued, the first-token time admission
-/// predicted, the endpoint's label, and the model that served it (the one asked for, or a
-/// fallback).
+/// predicted, the endpoint's label and how many requests it takes at once (with where that
+/// number comes from), and the model that served it (the one asked for, or a fallback).
 pub(crate) fn started_headers(headers: &mut HeaderMap, started: &Started) {
     put(headers, "x-llmgw-queue-ms", &started.queue_ms.to_string());
     if started.predicted_ttft_ms > 0 {
@@ -86,6 +86,16 @@ pub(crate) fn started_headers(headers: &mut HeaderMap, started: &Started) {
         "x-llmgw-backend",
         &crate::backend_label::public(&started.backend),
     );
+    if started.endpoint_slots > 0 {
+        put(
+            headers,
+            "x-llmgw-endpoint-slots",
+            &format!(
+                "{}; source={}",
+                started.endpoint_slots, started.slots_source
+            ),
+        );
+    }
 }
 
 /// The error for a body that could not be read: over the limit (413), too slow (408), over
