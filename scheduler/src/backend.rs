@@ -7,6 +7,7 @@ pub mod ollama;
 mod ollama_wire;
 pub mod openai;
 mod openai_wire;
+mod resend;
 mod tools;
 
 use std::time::Duration;
@@ -64,12 +65,19 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// How long an idle pooled connection to an engine is kept: below the 5 s after which
+/// llama.cpp's server (cpp-httplib), uvicorn (vLLM, llama-cpp-python, SGLang) and Node close
+/// an idle keep-alive connection, so we never send a request on a connection the engine is
+/// closing at that moment ("connection closed before message completed", seen against
+/// llama-server with 30 s).
+pub(crate) const ENGINE_POOL_IDLE: Duration = Duration::from_secs(4);
+
 /// The HTTP client every backend uses: no Nagle (token lines are tiny), bounded connect time.
 pub(crate) fn http_client(connect_timeout: Duration) -> Result<reqwest::Client, BackendError> {
     reqwest::Client::builder()
         .tcp_nodelay(true)
         .connect_timeout(connect_timeout)
-        .pool_idle_timeout(Duration::from_secs(30))
+        .pool_idle_timeout(ENGINE_POOL_IDLE)
         .build()
         .map_err(|err| BackendError::Unreachable(format!("cannot build HTTP client: {err}")))
 }
@@ -244,17 +252,33 @@ pub(crate) fn prompt_words(work: &Work) -> u32 {
     u32::try_from(count).unwrap_or(u32::MAX)
 }
 
-/// Sends `call` unless `gate` closed just before the write; a non-200 answer becomes its
-/// classified error (`model` names the model in a 404).
+/// Sends `call` unless `gate` closed just before the write (again before each resend of a
+/// request a pooled connection dropped unanswered, see [`resend`]); a non-200 answer becomes
+/// its classified error (`model` names the model in a 404).
 pub(crate) async fn send(
-    call: reqwest::RequestBuilder,
+    mut call: reqwest::RequestBuilder,
     gate: &SendGate,
     model: &str,
 ) -> Result<reqwest::Response, BackendError> {
-    if !gate() {
-        return Err(BackendError::NotSent);
-    }
-    let response = call.send().await.map_err(transport_error)?;
+    let mut resends = 0;
+    let response = loop {
+        if !gate() {
+            return Err(BackendError::NotSent);
+        }
+        let spare = call.try_clone();
+        match call.send().await {
+            Ok(response) => break response,
+            Err(err) if resends < resend::RESENDS && resend::closed_unanswered(&err) => {
+                let Some(again) = spare else {
+                    return Err(transport_error(err));
+                };
+                tracing::debug!(error = %error_chain(&err), "engine closed a pooled connection unanswered; sending again");
+                resends += 1;
+                call = again;
+            }
+            Err(err) => return Err(transport_error(err)),
+        }
+    };
     let status = response.status().as_u16();
     if status != 200 {
         let retry_after = retry_after_of(response.headers());
