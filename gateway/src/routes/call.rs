@@ -27,8 +27,35 @@ pub(crate) enum Call {
     Embed(EmbedRequest),
 }
 
+impl From<ChatRequest> for Call {
+    fn from(request: ChatRequest) -> Self {
+        Self::Chat(request)
+    }
+}
+
+impl From<CompletionRequest> for Call {
+    fn from(request: CompletionRequest) -> Self {
+        Self::Complete(request)
+    }
+}
+
+impl From<EmbedRequest> for Call {
+    fn from(request: EmbedRequest) -> Self {
+        Self::Embed(request)
+    }
+}
+
 impl Call {
-    fn model(&self) -> &str {
+    /// The scheduler method it calls (the RPC span's name).
+    pub(crate) fn method(&self) -> &'static str {
+        match self {
+            Self::Chat(_) => "Chat",
+            Self::Complete(_) => "Complete",
+            Self::Embed(_) => "Embed",
+        }
+    }
+
+    pub(crate) fn model(&self) -> &str {
         match self {
             Self::Chat(r) => &r.model,
             Self::Complete(r) => &r.model,

@@ -58,7 +58,7 @@ pub async fn limits(
     Extension(caller): Extension<Caller>,
 ) -> Result<Json<LimitsView>, ApiError> {
     let remaining = state.governance.remaining(&caller).await?;
-    let tenant = caller.governed.as_ref();
+    let tenant = caller.tenant_rules.as_ref();
     let limits = match (tenant, remaining) {
         (Some(tenant), Some(left)) => Some(Limits {
             rpm: tenant.limits.rpm,

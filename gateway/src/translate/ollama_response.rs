@@ -129,6 +129,7 @@ impl NdjsonStream {
 
 impl StreamShape for NdjsonStream {
     const CONTENT_TYPE: &'static str = "application/x-ndjson";
+    const COMMENTS: bool = false;
 
     fn frame(&mut self, event: Event) -> Option<Bytes> {
         match event {

@@ -11,6 +11,9 @@ use crate::error::ApiError;
 pub trait StreamShape: Send + 'static {
     /// The body's media type.
     const CONTENT_TYPE: &'static str;
+    /// Whether it has frames clients ignore ([`Self::comment`]), to keep a waiting stream
+    /// alive.
+    const COMMENTS: bool = true;
     /// Sent just before the first content frame (chat's role chunk), if the shape has one.
     fn opening(&self) -> Option<Bytes> {
         None
