@@ -16,7 +16,7 @@ pub struct Caller {
     pub priority: Priority,
     pub request_id: String,
     /// The configured tenant's rules (with keys: always; open mode: if the tenant is listed).
-    pub governed: Option<Arc<Tenant>>,
+    pub tenant_rules: Option<Arc<Tenant>>,
     /// The configured label of the key used, for logs; never the key.
     pub key_name: Option<String>,
     /// The tenant as metric labels show it: a configured tenant's name, `other` for unlisted
@@ -31,7 +31,7 @@ impl Caller {
     /// The model globs the configured tenant may be served by (fallbacks included); empty =
     /// any model.
     pub fn allowed_models(&self) -> Vec<String> {
-        self.governed
+        self.tenant_rules
             .as_ref()
             .and_then(|tenant| tenant.model_globs())
             .map(<[String]>::to_vec)
@@ -67,7 +67,7 @@ impl Caller {
             tenant,
             priority,
             request_id,
-            governed: None,
+            tenant_rules: None,
             key_name: None,
             slo_ttft_ms: slo_ttft_ms(headers)?,
         })

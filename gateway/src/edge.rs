@@ -45,7 +45,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
-use crate::layers::Held;
+use crate::layers::PermitBody;
 use body::{BodyLimits, BodyTicket, GuardedBody};
 use linger::Lingering;
 use watch::{ConnectionDeadlines, ConnectionWatch, Expired, Watched};
@@ -76,7 +76,7 @@ async fn track(State(drain): State<Drain>, request: Request, next: Next) -> Resp
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     response.map(|body| {
-        axum::body::Body::new(Held {
+        axum::body::Body::new(PermitBody {
             body,
             permit: token,
         })

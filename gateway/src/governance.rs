@@ -137,8 +137,8 @@ impl Governance {
                 if rank(caller.priority) > rank(policy.open_max_priority) {
                     caller.priority = policy.open_max_priority;
                 }
-                caller.governed = policy.tenant(&caller.tenant).cloned();
-                if caller.governed.is_none() {
+                caller.tenant_rules = policy.tenant(&caller.tenant).cloned();
+                if caller.tenant_rules.is_none() {
                     caller.metrics_tenant = "other".to_owned();
                 }
                 Ok(caller)
@@ -183,7 +183,7 @@ impl Governance {
                     tenant: tenant.name.to_string(),
                     priority,
                     request_id,
-                    governed: Some(tenant),
+                    tenant_rules: Some(tenant),
                     key_name: key.name.clone(),
                     slo_ttft_ms: crate::caller::slo_ttft_ms(headers)?,
                 })
@@ -200,7 +200,7 @@ impl Governance {
         request: &mut (dyn Governed + Send),
     ) -> Result<Admitted, ApiError> {
         let (Some(tenant), Some(policy), Some(limiter)) = (
-            caller.governed.as_ref(),
+            caller.tenant_rules.as_ref(),
             self.policy(),
             self.limiter.as_ref(),
         ) else {
@@ -311,7 +311,7 @@ impl Governance {
 
     /// What remains for the caller's tenant, for `GET /v1/limits`.
     pub async fn remaining(&self, caller: &Caller) -> Result<Option<Remaining>, ApiError> {
-        let (Some(tenant), Some(limiter)) = (caller.governed.as_ref(), self.limiter.as_ref())
+        let (Some(tenant), Some(limiter)) = (caller.tenant_rules.as_ref(), self.limiter.as_ref())
         else {
             return Ok(None);
         };

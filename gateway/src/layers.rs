@@ -209,19 +209,19 @@ pub async fn shed(State(limit): State<InFlight>, request: Request, next: Next) -
     };
     next.run(request)
         .await
-        .map(|body| axum::body::Body::new(Held { body, permit }))
+        .map(|body| axum::body::Body::new(PermitBody { body, permit }))
 }
 
 pin_project_lite::pin_project! {
     /// A response body that holds `permit` (an in-flight place, a drain token) until it ends.
-    pub(crate) struct Held<B, P> {
+    pub(crate) struct PermitBody<B, P> {
         #[pin]
         pub(crate) body: B,
         pub(crate) permit: P,
     }
 }
 
-impl<B: http_body::Body, P> http_body::Body for Held<B, P> {
+impl<B: http_body::Body, P> http_body::Body for PermitBody<B, P> {
     type Data = B::Data;
     type Error = B::Error;
 

@@ -12,6 +12,7 @@ pub mod models;
 mod observation;
 pub mod ollama;
 pub mod ollama_info;
+pub mod pipeline;
 mod stream;
 
 use std::sync::Arc;

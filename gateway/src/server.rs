@@ -89,7 +89,7 @@ fn build(config: &Config, stopping: CancellationToken) -> Result<Built, ServeErr
     let caller = layers::CallerState {
         governance: Arc::clone(&governance),
     };
-    let governed = |routes: Router<AppState>| {
+    let with_caller = |routes: Router<AppState>| {
         routes
             .route_layer(middleware::from_fn_with_state(
                 caller.clone(),
@@ -100,7 +100,7 @@ fn build(config: &Config, stopping: CancellationToken) -> Result<Built, ServeErr
                 layers::shed,
             ))
     };
-    let api = governed(
+    let api = with_caller(
         Router::new()
             .route(
                 "/v1/chat/completions",
@@ -112,7 +112,7 @@ fn build(config: &Config, stopping: CancellationToken) -> Result<Built, ServeErr
             .route("/v1/limits", get(limits::limits)),
     );
     let refuse = || any(ollama_info::management);
-    let ollama_api = governed(
+    let ollama_api = with_caller(
         Router::new()
             .route("/api/chat", post(ollama::chat))
             .route("/api/generate", post(ollama::generate))

@@ -7,7 +7,7 @@
 //! - [`auth`]: the `SCHEDULER_AUTH_TOKEN` check on every call but health.
 //! - [`service`]: the `llmgw.scheduler.v1.Scheduler` implementation: validation, routing,
 //!   admission entry, list models.
-//! - [`admissible`]: the request validated once at the door ([`admissible::Admissible`]).
+//! - [`validated`]: the request validated once at the door ([`validated::Validated`]).
 //! - [`generation`]: one request's event stream in named phases: `admit` (the one door into a
 //!   pool), `attempt` until the first token, fall back, `relay`; `budget` and `context`.
 //! - [`admission`]: who runs, waits or is refused (policy); `admission::queue`: service order.
@@ -24,7 +24,6 @@
 //! - [`metrics`], [`metrics_server`]: Prometheus metrics on `SCHEDULER_METRICS_LISTEN`.
 //! - [`error`]: the crate's error enum and its gRPC status mapping.
 
-pub mod admissible;
 pub mod admission;
 pub mod affinity;
 pub mod auth;
@@ -49,6 +48,7 @@ pub mod routing;
 pub mod server;
 pub mod service;
 pub mod topology;
+pub mod validated;
 pub mod work;
 
 pub use config::Config;

@@ -14,13 +14,13 @@ use llmgw_proto::v1::{
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
-use crate::admissible::{Admissible, validate};
 use crate::error::SchedulerError;
 use crate::generation::admit::{Door, admit, first_token_limit};
 use crate::generation::context::Context;
 use crate::generation::{self, Job};
 use crate::lease::Lease;
 use crate::topology::Topologies;
+use crate::validated::{Validated, validate};
 use crate::work::Work;
 use llmgw_telemetry::propagation;
 
@@ -118,7 +118,7 @@ impl SchedulerService {
         let common = request.common();
         // The caller's trace context becomes the parent before the span is ever entered.
         let span = tracing::info_span!(
-            "scheduler_chat",
+            "scheduler_request",
             otel.name = format!("llmgw.scheduler.v1.Scheduler/{}", request.method()),
             otel.kind = "server",
             otel.status_code = tracing::field::Empty,
@@ -158,7 +158,7 @@ impl SchedulerService {
                 leader: self.lease.leader(),
             }));
         }
-        let Admissible {
+        let Validated {
             request,
             mut ask,
             deadline,

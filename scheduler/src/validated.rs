@@ -1,4 +1,4 @@
-//! [`Admissible`]: a request (chat, completion or embeddings) checked once at the scheduler's
+//! [`Validated`]: a request (chat, completion or embeddings) checked once at the scheduler's
 //! door. Later phases take only
 //! this type and never parse the same field again. The gateway validates the OpenAI shape
 //! first, but direct gRPC callers (grpcurl, other services) get the same clear messages.
@@ -16,7 +16,7 @@ const ROLES: [&str; 4] = ["system", "user", "assistant", "tool"];
 
 /// A request the scheduler can route and admit, with what admission needs parsed out.
 #[derive(Debug)]
-pub struct Admissible {
+pub struct Validated {
     pub request: Work,
     /// Tenant, class and size, as admission sees them.
     pub ask: Ask,
@@ -24,7 +24,7 @@ pub struct Admissible {
     pub deadline: Option<Instant>,
 }
 
-impl Admissible {
+impl Validated {
     /// The caller's deadline in milliseconds as sent (0 = none), for messages.
     pub fn deadline_ms(&self) -> u64 {
         self.request.common().deadline_ms
@@ -32,7 +32,7 @@ impl Admissible {
 }
 
 /// Checks `request` and parses what admission needs; the error names the field.
-pub fn validate(request: Work, received: Instant) -> Result<Admissible, SchedulerError> {
+pub fn validate(request: Work, received: Instant) -> Result<Validated, SchedulerError> {
     let invalid = |message: String| Err(SchedulerError::InvalidArgument(message));
     let common = request.common();
     if common.model.trim().is_empty() {
@@ -105,7 +105,7 @@ pub fn validate(request: Work, received: Instant) -> Result<Admissible, Schedule
     };
     let deadline_ms = common.deadline_ms;
     let deadline = (deadline_ms > 0).then(|| received + Duration::from_millis(deadline_ms));
-    Ok(Admissible {
+    Ok(Validated {
         request,
         ask,
         deadline,
@@ -129,7 +129,7 @@ mod tests {
         }
     }
 
-    fn check(request: ChatRequest) -> Result<Admissible, String> {
+    fn check(request: ChatRequest) -> Result<Validated, String> {
         validate(Work::Chat(request), Instant::now()).map_err(|err| err.to_string())
     }
 
@@ -179,7 +179,7 @@ mod tests {
     #[test]
     fn parses_class_tenant_and_deadline_once() {
         let now = Instant::now();
-        let admissible = validate(
+        let validated = validate(
             Work::Chat(ChatRequest {
                 priority: Priority::Batch as i32,
                 tenant: "team-a".into(),
@@ -189,9 +189,9 @@ mod tests {
             now,
         )
         .unwrap();
-        assert_eq!(admissible.ask.class, Class::Batch);
-        assert_eq!(&*admissible.ask.tenant, "team-a");
-        assert_eq!(admissible.deadline, Some(now + Duration::from_millis(1500)));
+        assert_eq!(validated.ask.class, Class::Batch);
+        assert_eq!(&*validated.ask.tenant, "team-a");
+        assert_eq!(validated.deadline, Some(now + Duration::from_millis(1500)));
         let defaults = validate(Work::Chat(request("user")), now).unwrap();
         assert_eq!(defaults.ask.class, Class::Interactive);
         assert_eq!(&*defaults.ask.tenant, llmgw_proto::ANONYMOUS_TENANT);

@@ -19,7 +19,7 @@ fn log_context(metadata: &tracing::Metadata<'_>) -> bool {
 }
 
 /// Per-request root spans: the gateway's HTTP server span and the scheduler's call span.
-pub const ROOT_SPANS: [&str; 2] = ["http_request", "scheduler_chat"];
+pub const ROOT_SPANS: [&str; 2] = ["http_request", "scheduler_request"];
 
 /// How log lines are written to stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -116,8 +116,9 @@ struct Window {
     used: u64,
 }
 
+/// Tokens a request holds against its tenant's budgets until it settles or the hold expires.
 #[derive(Debug, Clone, Copy)]
-struct Held {
+struct TokenHold {
     tokens: u64,
     expires_ms: u64,
     day: i64,
@@ -131,7 +132,7 @@ pub struct Ledger {
     tokens: Option<Bucket>,
     day: Window,
     month: Window,
-    held: HashMap<String, Held>,
+    held: HashMap<String, TokenHold>,
     /// Ids cancelled before their reservation arrived, until when they are remembered.
     cancelled: HashMap<String, u64>,
 }
@@ -229,7 +230,7 @@ impl Ledger {
         self.month.used += tokens;
         self.held.insert(
             id.to_owned(),
-            Held {
+            TokenHold {
                 tokens,
                 expires_ms: now_ms + ttl_ms,
                 day: self.day.index,

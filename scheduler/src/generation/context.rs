@@ -15,7 +15,7 @@ use crate::metrics::SchedulerMetrics;
 /// Request-wide state the phases read.
 #[derive(Debug)]
 pub struct Context {
-    /// The `scheduler_chat` server span.
+    /// The `scheduler_request` server span (chat, completion or embeddings).
     pub span: tracing::Span,
     /// The caller's trace context, passed on when spans are not recorded.
     pub incoming: TraceContext,

@@ -169,7 +169,7 @@ pub fn relay(
         // The one line per request at `info`: where it ran and what it cost; the decisions
         // that led here are on the trace and at `debug`.
         tracing::info!(parent: &context.span, pool = %pool.name, endpoint = in_flight.endpoint().name(),
-            upstream_model = %route.upstream, queue_ms, prompt_tokens, completion_tokens, "chat finished");
+            upstream_model = %route.upstream, queue_ms, prompt_tokens, completion_tokens, "request finished");
         drop(in_flight);
         drop(permit);
         context.span.record("rpc.grpc.status_code", 0);

@@ -15,13 +15,13 @@ use llmgw_telemetry::TraceContext;
 use tokio::time::Instant;
 
 use super::*;
-use crate::admissible::validate;
 use crate::admission::{Admission, Entry, Limits};
 use crate::backend::{Backend, BackendError, EventStream};
 use crate::endpoint::Endpoint;
 use crate::metrics::SchedulerMetrics;
 use crate::routing::config::{BreakerConfig, EndpointConfig, EndpointKind, FileConfig};
 use crate::routing::table::{RouteTable, Timeouts};
+use crate::validated::validate;
 use crate::work::Work;
 
 /// What one backend call does.
@@ -285,17 +285,16 @@ impl Harness {
             deadline_ms,
             ..Default::default()
         };
-        let admissible =
-            validate(Work::Chat(request), Instant::now()).map_err(|e| e.to_string())?;
+        let validated = validate(Work::Chat(request), Instant::now()).map_err(|e| e.to_string())?;
         let route = self
             .topology
             .routes
-            .resolve(model, &admissible.ask.tenant, 0)
+            .resolve(model, &validated.ask.tenant, 0)
             .map_err(|e| e.0)?;
         let pool = Arc::clone(self.topology.pool(&route.pool).unwrap());
         let span = tracing::Span::none();
         let limit = crate::generation::admit::first_token_limit(route.timeouts.total, deadline_ms);
-        let door = admit(&pool, &admissible.ask, limit, &self.metrics, &span)
+        let door = admit(&pool, &validated.ask, limit, &self.metrics, &span)
             .map_err(|e| e.reason().as_str().to_owned())?;
         Ok(run(Job {
             topology: Arc::clone(&self.topology),
@@ -305,13 +304,13 @@ impl Harness {
                 span,
                 incoming: TraceContext::default(),
                 metrics: Arc::clone(&self.metrics),
-                ask: admissible.ask,
-                deadline: admissible.deadline,
+                ask: validated.ask,
+                deadline: validated.deadline,
                 deadline_ms,
                 lease: Arc::new(crate::lease::Lease::sole()),
                 received: Instant::now(),
             },
-            request: admissible.request,
+            request: validated.request,
         }))
     }
 
