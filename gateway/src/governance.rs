@@ -237,7 +237,8 @@ impl Governance {
             tokenizer,
             policy.accounting.prompt_bytes_per_token,
         )
-        .await;
+        .await
+            + u64::from(request.prompt_images()) * u64::from(llmgw_proto::IMAGE_PROMPT_TOKENS);
         // A real tokenizer's count is better than the scheduler's own rough one (the byte
         // heuristic is an upper bound for charging, not a size for scheduling).
         if counted {

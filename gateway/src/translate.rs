@@ -3,6 +3,7 @@
 pub mod completion;
 pub mod embedding;
 pub mod fields;
+pub mod image;
 pub mod ollama_request;
 pub mod ollama_response;
 pub mod request;

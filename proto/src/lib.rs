@@ -36,6 +36,11 @@ pub use tool_calls::merge_tool_call;
 /// caller that leaves it empty): one name for both services.
 pub const ANONYMOUS_TENANT: &str = "anonymous";
 
+/// Prompt tokens an image counts for in the gateway's and the scheduler's estimates (a vision
+/// model's encoder emits a fixed number per image or tile: LLaVA 576, Gemma 3 256, Qwen2-VL
+/// more for larger images); the engine's own count replaces it once it answers.
+pub const IMAGE_PROMPT_TOKENS: u32 = 576;
+
 /// Whether `text` matches `glob`: `*` matches any run of characters, `?` one character,
 /// everything else itself (model allow-lists in `GATEWAY_CONFIG` and `allowed_models` on
 /// requests: one definition for both services).

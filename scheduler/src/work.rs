@@ -116,7 +116,7 @@ impl Work {
     }
 
     /// The tokens it carries: the caller's prompt estimate (else ~4 bytes a token, plus 8 a
-    /// message for the chat template), and its `max_tokens` (else
+    /// message for the chat template and `IMAGE_PROMPT_TOKENS` an image), and its `max_tokens` (else
     /// [`DEFAULT_COMPLETION_ESTIMATE`], which admission replaces by the pool's average
     /// completion once it knows one); embeddings generate nothing.
     pub fn cost(&self) -> Cost {
@@ -125,7 +125,11 @@ impl Work {
                 r.prompt_tokens_estimate,
                 r.messages
                     .iter()
-                    .map(|m| m.content.len().div_ceil(4) + PER_MESSAGE)
+                    .map(|m| {
+                        m.content.len().div_ceil(4)
+                            + PER_MESSAGE
+                            + m.images.len() * llmgw_proto::IMAGE_PROMPT_TOKENS as usize
+                    })
                     .sum::<usize>(),
                 Some(r.sampling.as_ref().and_then(|s| s.max_tokens)),
             ),

@@ -22,6 +22,7 @@ pub mod completions;
 pub mod config;
 pub mod embeddings;
 pub mod generation;
+pub mod images;
 pub mod logprobs;
 pub mod ollama_api;
 pub mod openai_api;

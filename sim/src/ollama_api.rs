@@ -46,6 +46,9 @@ pub async fn chat(State(sim): State<Sim>, headers: axum::http::HeaderMap, body: 
         Ok(request) => request,
         Err(err) => return error(StatusCode::BAD_REQUEST, format!("invalid request: {err}")),
     };
+    sim.slots
+        .stats()
+        .saw_images(crate::images::in_messages(&request.messages));
     let Some(model) = sim.config.resolve_model(&request.model) else {
         return error(
             StatusCode::NOT_FOUND,

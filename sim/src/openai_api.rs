@@ -52,6 +52,9 @@ pub async fn chat(State(sim): State<Sim>, headers: axum::http::HeaderMap, body: 
             );
         }
     };
+    sim.slots
+        .stats()
+        .saw_images(crate::images::in_messages(&request.messages));
     let Some(model) = sim.config.resolve_model(&request.model) else {
         let message = format!("The model `{}` does not exist", request.model);
         return error(StatusCode::NOT_FOUND, "invalid_request_error", message);

@@ -20,6 +20,7 @@ pub struct Stats {
     rejected: AtomicU64,
     requests: AtomicU64,
     last_traceparent: std::sync::Mutex<Option<String>>,
+    last_images: std::sync::Mutex<Vec<String>>,
 }
 
 /// A point-in-time copy of [`Stats`], as served by `GET /sim/stats`.
@@ -41,6 +42,9 @@ pub struct StatsSnapshot {
     pub requests: u64,
     /// The W3C `traceparent` header of the last chat request, if it had one.
     pub last_traceparent: Option<String>,
+    /// The images of the last chat request (see `images::in_messages`).
+    #[serde(default)]
+    pub last_images: Vec<String>,
 }
 
 impl Stats {
@@ -59,7 +63,17 @@ impl Stats {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
+            last_images: self
+                .last_images
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
         }
+    }
+
+    /// Remembers the images of a chat request.
+    pub(crate) fn saw_images(&self, images: Vec<String>) {
+        *self.last_images.lock().unwrap_or_else(|p| p.into_inner()) = images;
     }
 
     /// Counts a chat request and remembers its trace context.

@@ -79,6 +79,29 @@ def test_errors_surface_as_sdk_exceptions_with_status_and_param(gateway):
     assert "between 0 and 2" in bad.value.body["message"]
 
 
+# A 1x1 PNG.
+PNG_BASE64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+
+
+def test_an_image_part_reaches_the_engine_and_a_remote_url_is_refused(gateway, stack):
+    """The SDK's `image_url` part with a data URL: llm-sim (Ollama's API here) sees the same
+    bytes as Ollama `images`; an https URL is a BadRequestError naming the field."""
+    import base64
+    png = base64.b64decode(PNG_BASE64)
+    content = [{"type": "text", "text": "What is in this image?"},
+               {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG_BASE64}"}}]
+    completion = gateway.chat.completions.create(
+        model="llama3.2", messages=[{"role": "user", "content": content}], max_tokens=4)
+    assert completion.choices[0].message.content
+    seen = httpx.get(f"{stack.sim_url}/sim/stats", timeout=5).json()["last_images"]
+    assert seen == [f"base64:{len(png)}:{sum(png) % 2**32}"]
+    remote = [content[0], {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]
+    with pytest.raises(openai.BadRequestError) as refused:
+        gateway.chat.completions.create(model="llama3.2", messages=[{"role": "user", "content": remote}])
+    assert refused.value.body["param"] == "messages[0].content[1].image_url.url"
+    assert "not fetched" in refused.value.body["message"]
+
+
 def test_models_lists_the_backend_models(gateway):
     ids = [model.id for model in gateway.models.list()]
     assert ids == ["llama3.2:latest", "smollm2:135m"]

@@ -23,6 +23,10 @@ pub trait Governed {
     fn prompt_texts(&self) -> (Vec<&str>, usize);
     /// Tells the scheduler the prompt's tokens, as a tokenizer counted them.
     fn estimate_prompt(&mut self, tokens: u32);
+    /// Images in the prompt (each counts `IMAGE_PROMPT_TOKENS`).
+    fn prompt_images(&self) -> u32 {
+        0
+    }
 }
 
 impl Governed for ChatRequest {
@@ -53,6 +57,10 @@ impl Governed for ChatRequest {
     }
     fn prompt_texts(&self) -> (Vec<&str>, usize) {
         (chat_texts(self), self.messages.len())
+    }
+    fn prompt_images(&self) -> u32 {
+        let images: usize = self.messages.iter().map(|m| m.images.len()).sum();
+        u32::try_from(images).unwrap_or(u32::MAX)
     }
 }
 

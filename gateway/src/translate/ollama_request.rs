@@ -2,7 +2,8 @@
 //! `/api/embeddings`) as the scheduler's requests. Ollama's `options` map onto the sampling
 //! parameters (`num_predict` is the output cap); the rest of `options` stays engine options.
 //! Fields Ollama clients send that govern the server itself (`keep_alive`) are ignored;
-//! images are refused with a 400 naming the field.
+//! a chat message's `images` (base64) pass on; `/api/generate`'s top-level `images` are
+//! refused with a 400 naming the field.
 
 use llmgw_proto::v1::response_format::Kind as FormatKind;
 use llmgw_proto::v1::{
@@ -208,12 +209,22 @@ fn chat_message(index: usize, message: OllamaMessage) -> Result<Message, ApiErro
             ));
         }
     };
-    if message.images.is_some_and(|images| !images.is_empty()) {
-        return Err(ApiError::invalid(
-            format!("messages[{index}].images"),
-            format!("`messages[{index}].images` is not supported; only text is"),
-        ));
-    }
+    let images = message
+        .images
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .map(|(image, data)| {
+            let path = format!("messages[{index}].images[{image}]");
+            match data.as_str() {
+                Some(data) => super::image::from_base64(&path, data),
+                None => Err(ApiError::invalid(
+                    &path,
+                    format!("`{path}` must be a base64 string"),
+                )),
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let tool_calls = message
         .tool_calls
         .into_iter()
@@ -231,6 +242,7 @@ fn chat_message(index: usize, message: OllamaMessage) -> Result<Message, ApiErro
         name: message.tool_name.unwrap_or_default(),
         tool_calls,
         tool_call_id: String::new(),
+        images,
     })
 }
 
@@ -364,9 +376,9 @@ mod tests {
             Some("options.temperature")
         );
         assert_eq!(
-            param(br#"{"model":"m","messages":[{"role":"user","content":"x","images":["aGk="]}]}"#)
+            param(br#"{"model":"m","messages":[{"role":"user","content":"x","images":["@@"]}]}"#)
                 .as_deref(),
-            Some("messages[0].images")
+            Some("messages[0].images[0]")
         );
         assert_eq!(
             param(br#"{"model":"m","messages":[]}"#).as_deref(),

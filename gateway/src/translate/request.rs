@@ -7,7 +7,7 @@
 //! to the engine as extra options (`top_k`, `num_ctx`, …).
 
 use llmgw_proto::v1::response_format::Kind as FormatKind;
-use llmgw_proto::v1::{ChatRequest, Message, ResponseFormat, Tool, ToolCall};
+use llmgw_proto::v1::{ChatRequest, Image, Message, ResponseFormat, Tool, ToolCall};
 use serde_json::{Map, Value};
 
 use super::fields::{body_object, engine_options, field, model, required, sampling};
@@ -251,10 +251,10 @@ fn message(index: usize, message: ChatMessage) -> Result<Message, ApiError> {
             arguments_json: call.function.arguments,
         })
         .collect();
-    let content = match message.content {
-        Some(MessageContent::Text(text)) => text,
-        Some(MessageContent::Parts(parts)) => text_parts(index, parts)?,
-        None if role == "assistant" && !tool_calls.is_empty() => String::new(),
+    let (content, images) = match message.content {
+        Some(MessageContent::Text(text)) => (text, Vec::new()),
+        Some(MessageContent::Parts(parts)) => content_parts(index, parts)?,
+        None if role == "assistant" && !tool_calls.is_empty() => (String::new(), Vec::new()),
         None => {
             return Err(ApiError::invalid(
                 format!("messages[{index}].content"),
@@ -268,30 +268,46 @@ fn message(index: usize, message: ChatMessage) -> Result<Message, ApiError> {
         name: message.name.unwrap_or_default(),
         tool_calls,
         tool_call_id: message.tool_call_id.unwrap_or_default(),
+        images,
     })
 }
 
-fn text_parts(index: usize, parts: Vec<ContentPart>) -> Result<String, ApiError> {
-    let mut text = String::new();
+/// A message's parts: its text parts joined, and its images (`image_url` with a `data:` URL).
+fn content_parts(index: usize, parts: Vec<ContentPart>) -> Result<(String, Vec<Image>), ApiError> {
+    let (mut text, mut images) = (String::new(), Vec::new());
     for (part_index, part) in parts.into_iter().enumerate() {
         let path = format!("messages[{index}].content[{part_index}]");
-        match (part.kind.as_str(), part.text) {
-            ("text", Some(part_text)) => text.push_str(&part_text),
-            ("text", None) => {
+        match (part.kind.as_str(), part.text, part.image_url) {
+            ("text", Some(part_text), _) => text.push_str(&part_text),
+            ("text", None, _) => {
                 return Err(ApiError::invalid(
                     format!("{path}.text"),
                     format!("`{path}.text` is required"),
                 ));
             }
-            (kind, _) => {
+            ("image_url", _, Some(image)) => {
+                images.push(super::image::from_url(
+                    &format!("{path}.image_url.url"),
+                    &image.url,
+                )?);
+            }
+            ("image_url", _, None) => {
+                return Err(ApiError::invalid(
+                    format!("{path}.image_url"),
+                    format!("`{path}.image_url` is required"),
+                ));
+            }
+            (kind, ..) => {
                 return Err(ApiError::invalid(
                     format!("{path}.type"),
-                    format!("`{path}.type` `{kind}` is not supported; only `text` parts are"),
+                    format!(
+                        "`{path}.type` `{kind}` is not supported; only `text` and `image_url` parts are"
+                    ),
                 ));
             }
         }
     }
-    Ok(text)
+    Ok((text, images))
 }
 
 pub(crate) fn tool(index: usize, tool: ToolDefinition) -> Result<Tool, ApiError> {
@@ -410,6 +426,14 @@ mod tests {
         assert_eq!(param, Some("messages[0].content".into()));
         let (_, param) =
             error(r#"{"model":"m","messages":[{"role":"user","content":[{"type":"image_url"}]}]}"#);
+        assert_eq!(param, Some("messages[0].content[0].image_url".into()));
+        let (_, param) = error(
+            r#"{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"a"},{"type":"image_url","image_url":{"url":"https://x/y.png"}}]}]}"#,
+        );
+        assert_eq!(param, Some("messages[0].content[1].image_url.url".into()));
+        let (_, param) = error(
+            r#"{"model":"m","messages":[{"role":"user","content":[{"type":"input_audio"}]}]}"#,
+        );
         assert_eq!(param, Some("messages[0].content[0].type".into()));
         assert_eq!(
             error(&format!(r#"{{"model":"m",{m},"n":9}}"#)).1,

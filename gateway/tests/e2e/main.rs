@@ -16,6 +16,7 @@ mod edge_limits;
 mod engine_capacity;
 mod governance;
 mod hostile_clients;
+mod images;
 mod keepalive;
 mod large_messages;
 mod limit_store;

@@ -127,6 +127,14 @@ fn to_wire(request: ChatRequest) -> wire::ChatRequest {
             tool_name: (m.role == "tool" && !m.name.is_empty()).then_some(m.name),
             role: m.role,
             content: m.content,
+            images: m
+                .images
+                .iter()
+                .map(|image| {
+                    use base64::Engine as _;
+                    base64::engine::general_purpose::STANDARD.encode(&image.data)
+                })
+                .collect(),
             tool_calls: m
                 .tool_calls
                 .into_iter()

@@ -28,6 +28,9 @@ pub(crate) struct ChatRequest {
 pub(crate) struct Message {
     pub role: String,
     pub content: String,
+    /// Base64 images, as Ollama takes them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tool_calls: Vec<ToolCall>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -176,7 +176,7 @@ fn to_wire(request: ChatRequest, schema_format: SchemaFormat) -> wire::ChatReque
         .into_iter()
         .map(|m| wire::Message {
             role: m.role,
-            content: m.content,
+            content: content_with_images(m.content, &m.images),
             name: (!m.name.is_empty()).then_some(m.name),
             tool_calls: m
                 .tool_calls
@@ -463,6 +463,24 @@ impl DecodeState {
         }));
         Ok(events)
     }
+}
+
+/// A message's content: its text, or with images OpenAI's parts — the text, then each image
+/// as an `image_url` with a `data:` URL.
+fn content_with_images(text: String, images: &[llmgw_proto::v1::Image]) -> Value {
+    use base64::Engine as _;
+    if images.is_empty() {
+        return Value::String(text);
+    }
+    let text = (!text.is_empty()).then(|| serde_json::json!({"type": "text", "text": text}));
+    let images = images.iter().map(|image| {
+        let data = base64::engine::general_purpose::STANDARD.encode(&image.data);
+        serde_json::json!({
+            "type": "image_url",
+            "image_url": {"url": format!("data:{};base64,{data}", image.media_type)},
+        })
+    });
+    Value::Array(text.into_iter().chain(images).collect())
 }
 
 #[cfg(test)]

@@ -75,7 +75,8 @@ pub(crate) struct StreamOptions {
 #[derive(Debug, Serialize)]
 pub(crate) struct Message {
     pub role: String,
-    pub content: String,
+    /// The text, or with images OpenAI's parts: the text, then one `image_url` per image.
+    pub content: Value,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
