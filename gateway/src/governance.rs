@@ -191,6 +191,19 @@ impl Governance {
         }
     }
 
+    /// The prompt tokens of `request` for a client that asks (`/v1/messages/count_tokens`):
+    /// the model's configured tokenizer, else ~4 bytes a token (a realistic count, not the
+    /// upper bound reservations charge), images at `IMAGE_PROMPT_TOKENS` each.
+    pub async fn count_prompt(&self, request: &(dyn Governed + Send + Sync)) -> u64 {
+        let (texts, messages) = request.prompt_texts();
+        let policy = self.policy();
+        let tokenizer = policy
+            .as_ref()
+            .and_then(|policy| policy.tokenizers.for_model(request.model()));
+        estimate::prompt_tokens_off_runtime(&texts, messages, tokenizer, 4.0).await
+            + u64::from(request.prompt_images()) * u64::from(llmgw_proto::IMAGE_PROMPT_TOKENS)
+    }
+
     /// Checks the model and engine options, caps the completion, and reserves against the
     /// tenant's limits. Returns the reservation (if the tenant is limited) and the
     /// rate-limit headers to send.

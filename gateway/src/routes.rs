@@ -7,6 +7,7 @@ pub mod embeddings;
 mod gather;
 pub mod health;
 pub mod limits;
+pub mod messages;
 pub mod metrics;
 pub mod models;
 mod observation;

@@ -23,8 +23,8 @@ use crate::governance::Governance;
 use crate::layers;
 use crate::metrics::GatewayMetrics;
 use crate::routes::{
-    AppState, chat_completions, completions, embeddings, health, limits, metrics, models, ollama,
-    ollama_info,
+    AppState, chat_completions, completions, embeddings, health, limits, messages, metrics, models,
+    ollama, ollama_info,
 };
 use crate::scheduler_client::SchedulerClients;
 
@@ -111,6 +111,12 @@ fn build(config: &Config, stopping: CancellationToken) -> Result<Built, ServeErr
             .route("/v1/models", get(models::list_models))
             .route("/v1/limits", get(limits::limits)),
     );
+    let anthropic_api = with_caller(
+        Router::new()
+            .route("/v1/messages", post(messages::messages))
+            .route("/v1/messages/count_tokens", post(messages::count_tokens)),
+    )
+    .route_layer(middleware::from_fn(messages::anthropic_errors));
     let refuse = || any(ollama_info::management);
     let ollama_api = with_caller(
         Router::new()
@@ -131,6 +137,7 @@ fn build(config: &Config, stopping: CancellationToken) -> Result<Built, ServeErr
     .route_layer(middleware::from_fn(ollama_info::ollama_errors));
     let router = Router::new()
         .merge(api)
+        .merge(anthropic_api)
         .merge(ollama_api)
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

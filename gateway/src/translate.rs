@@ -1,5 +1,7 @@
 //! The one seam between OpenAI and the scheduler's proto: requests in, events out.
 
+pub mod anthropic_request;
+pub mod anthropic_response;
 pub mod completion;
 pub mod embedding;
 pub mod fields;

@@ -586,3 +586,20 @@ def test_no_plaintext_key_appears_in_any_log():
             assert secret not in text, f"{path} contains a plaintext key"
             # Nor half of one (a truncated or split print).
             assert secret[: len(secret) // 2 + 4] not in text, f"{path} contains part of a key"
+
+
+def test_the_anthropic_sdk_is_governed_by_its_x_api_key(governed):
+    """The Anthropic SDK sends its key in `x-api-key`: the key decides the tenant (team-fast's
+    cap of 1 output token applies), and a wrong key is Anthropic's authentication error."""
+    import anthropic
+    stack, keys = governed
+    claude = anthropic.Anthropic(base_url=stack.gateway_url, api_key=keys["fast"], max_retries=0)
+    message = claude.messages.create(model="llama3.2", max_tokens=50, messages=MESSAGES)
+    assert message.usage.output_tokens == 1 and message.stop_reason == "max_tokens"
+    wrong = new_key("wrong")
+    with pytest.raises(anthropic.AuthenticationError) as refused:
+        anthropic.Anthropic(base_url=stack.gateway_url, api_key=wrong, max_retries=0).messages.create(
+            model="llama3.2", max_tokens=8, messages=MESSAGES)
+    assert refused.value.body["error"]["type"] == "authentication_error"
+    assert refused.value.response.headers["x-llmgw-reason"] == "invalid_api_key"
+    assert wrong not in refused.value.response.text

@@ -196,3 +196,19 @@ def test_client_disconnect_stops_the_generation(real):
         elapsed = time.monotonic() - started
     assert short.status_code == 200, short.text
     assert elapsed < 8, f"the next request waited {elapsed:.1f}s: the first generation kept running"
+
+
+def test_the_anthropic_sdk_against_the_real_engine(real):
+    """Anthropic's Messages API in front of llama.cpp: real text, a stop reason, usage, and the
+    same through the SDK's stream."""
+    import anthropic
+    claude = anthropic.Anthropic(base_url=real["gateway"], api_key="unused", max_retries=0, timeout=120)
+    message = claude.messages.create(model="smollm2", max_tokens=12, messages=MESSAGES)
+    assert message.content[0].type == "text" and message.content[0].text.strip()
+    assert message.stop_reason in ("end_turn", "max_tokens")
+    assert message.usage.input_tokens > 0 and 0 < message.usage.output_tokens <= 12
+    with claude.messages.stream(model="smollm2", max_tokens=12, messages=MESSAGES) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text.strip() and final.content[0].text == text
+    assert 0 < final.usage.output_tokens <= 12
