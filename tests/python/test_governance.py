@@ -603,3 +603,84 @@ def test_the_anthropic_sdk_is_governed_by_its_x_api_key(governed):
     assert refused.value.body["error"]["type"] == "authentication_error"
     assert refused.value.response.headers["x-llmgw-reason"] == "invalid_api_key"
     assert wrong not in refused.value.response.text
+
+
+# ------------------------------------------------------- every route governed alike (a table)
+
+ROUTES = {
+    "/v1/chat/completions": lambda model: {"model": model, "messages": [{"role": "user", "content": "hi"}]},
+    "/v1/completions": lambda model: {"model": model, "prompt": "hi"},
+    "/v1/embeddings": lambda model: {"model": model, "input": "hi"},
+    "/v1/messages": lambda model: {"model": model, "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]},
+    "/api/chat": lambda model: {"model": model, "stream": False, "messages": [{"role": "user", "content": "hi"}]},
+    "/api/generate": lambda model: {"model": model, "stream": False, "prompt": "hi"},
+    "/api/embed": lambda model: {"model": model, "input": "hi"},
+}
+
+
+def reason_and_message(path: str, response: httpx.Response) -> tuple[str, str]:
+    """The refusal's reason (always in `x-llmgw-reason`) and its message, read from the
+    route's own error envelope: OpenAI's, Ollama's or Anthropic's."""
+    body = response.json()
+    if path.startswith("/api/"):
+        message = body["error"]
+    elif path == "/v1/messages":
+        assert body["type"] == "error" and body["error"]["type"].endswith("_error"), body
+        message = body["error"]["message"]
+    else:
+        assert body["error"]["code"] == response.headers["x-llmgw-reason"], body
+        message = body["error"]["message"]
+    assert isinstance(message, str) and message, body
+    return response.headers["x-llmgw-reason"], message
+
+
+@pytest.fixture(scope="module")
+def every_route(tmp_path_factory):
+    keys = {"ok": new_key("route-ok"), "slow": new_key("route-slow")}
+    config = 'auth = "api_key"\n' \
+        + tenant_toml("routes", max_priority="interactive", models=["llama*"], rpm=1000) \
+        + tenant_toml("one-a-minute", rpm=1) \
+        + key_toml("routes", keys["ok"], "routes-key") + key_toml("one-a-minute", keys["slow"], "slow-key")
+    stack = start_stack(tmp_path_factory.mktemp("every-route"), config)
+    yield stack, keys
+    stack.stop()
+
+
+def test_every_route_refuses_alike(every_route):
+    """One refusal of each kind over every generation and embeddings route: the same status and
+    reason whatever the wire format, in that format's envelope, and none reaches the engine."""
+    stack, keys = every_route
+    # The slow tenant's one request a minute, spent here so each route below is over it.
+    assert httpx.post(f"{stack.gateway_url}/v1/chat/completions", json=ROUTES["/v1/chat/completions"]("llama3.2"),
+                      headers=auth(keys["slow"]), timeout=30).status_code == 200
+    engine_requests = httpx.get(f"{stack.sim_url}/sim/stats", timeout=5).json()["requests"]
+    cases = [
+        # (what, key, model, extra headers, raw body or None, status, reason)
+        ("no key", None, "llama3.2", {}, None, 401, "invalid_api_key"),
+        ("model outside the tenant's globs", keys["ok"], "qwen2", {}, None, 403, "model_not_allowed"),
+        ("priority above the tenant's", keys["ok"], "llama3.2", {"x-priority": "critical"}, None, 403,
+         "priority_not_allowed"),
+        ("rate limit", keys["slow"], "llama3.2", {}, None, 429, "rate_limited"),
+        ("malformed body", keys["ok"], "llama3.2", {}, b"{not json", 400, "invalid_request"),
+    ]
+    for path, body_of in ROUTES.items():
+        for what, key, model, headers, raw, status, reason in cases:
+            request_headers = {**auth(key), **headers, "content-type": "application/json"}
+            if raw is None:
+                response = httpx.post(f"{stack.gateway_url}{path}", json=body_of(model),
+                                      headers=request_headers, timeout=30)
+            else:
+                response = httpx.post(f"{stack.gateway_url}{path}", content=raw, headers=request_headers,
+                                      timeout=30)
+            assert response.status_code == status, f"{path} {what}: {response.status_code} {response.text}"
+            assert reason_and_message(path, response)[0] == reason, f"{path} {what}"
+            assert response.headers["x-request-id"].startswith("req_"), f"{path} {what}"
+            if status == 429:
+                assert int(response.headers["retry-after"]) >= 1, f"{path} {what}"
+    assert httpx.get(f"{stack.sim_url}/sim/stats", timeout=5).json()["requests"] == engine_requests
+    # And each route serves the tenant's allowed model.
+    for path, body_of in ROUTES.items():
+        response = httpx.post(f"{stack.gateway_url}{path}", json=body_of("llama3.2"), headers=auth(keys["ok"]),
+                              timeout=30)
+        assert response.status_code == 200, f"{path}: {response.text}"
+        assert response.headers["x-llmgw-tenant"] == "routes"
