@@ -71,7 +71,7 @@ fn caller(headers: &HeaderMap) {
             );
             assert_eq!(caller.metrics_tenant, caller.tenant);
             assert_eq!(caller.request_id, "req-1");
-            assert!(caller.governed.is_none() && caller.key_name.is_none());
+            assert!(caller.tenant_rules.is_none() && caller.key_name.is_none());
             assert_ne!(caller.priority, Priority::Unspecified);
             if priority.is_none() {
                 assert_eq!(caller.priority, Priority::Interactive);
