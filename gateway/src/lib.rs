@@ -18,6 +18,7 @@
 //! - [`status_table`]: the one gRPC code → HTTP status table.
 //! - [`metrics`]: the Prometheus metrics the routes record.
 //! - [`backend_label`]: the opaque endpoint label `x-llmgw-backend` shows clients.
+//! - [`responses_store`]: the Responses API's stored responses (`previous_response_id`).
 
 pub mod backend_label;
 pub mod caller;
@@ -28,6 +29,7 @@ pub mod governance;
 pub mod layers;
 pub mod metrics;
 pub mod openai;
+pub mod responses_store;
 pub mod routes;
 pub mod scheduler_client;
 pub mod server;

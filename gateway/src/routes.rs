@@ -14,6 +14,7 @@ mod observation;
 pub mod ollama;
 pub mod ollama_info;
 pub mod pipeline;
+pub mod responses;
 mod stream;
 
 use std::sync::Arc;
@@ -30,6 +31,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub metrics: Arc<GatewayMetrics>,
     pub governance: Arc<Governance>,
+    /// The Responses API's stored responses.
+    pub responses: Arc<crate::responses_store::ResponseStore>,
     /// Cancelled when the gateway begins to shut down: `/readyz` fails from then on.
     pub stopping: tokio_util::sync::CancellationToken,
 }

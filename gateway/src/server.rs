@@ -24,7 +24,7 @@ use crate::layers;
 use crate::metrics::GatewayMetrics;
 use crate::routes::{
     AppState, chat_completions, completions, embeddings, health, limits, messages, metrics, models,
-    ollama, ollama_info,
+    ollama, ollama_info, responses,
 };
 use crate::scheduler_client::SchedulerClients;
 
@@ -78,6 +78,7 @@ fn build(config: &Config, stopping: CancellationToken) -> Result<Built, ServeErr
         config: Arc::new(config.clone()),
         metrics: Arc::clone(&metrics),
         governance: Arc::clone(&governance),
+        responses: Arc::default(),
         stopping,
     };
     // The edge's API routes: OpenAI's, and Ollama's native ones (with its error bodies). Both
@@ -109,7 +110,12 @@ fn build(config: &Config, stopping: CancellationToken) -> Result<Built, ServeErr
             .route("/v1/completions", post(completions::completions))
             .route("/v1/embeddings", post(embeddings::embeddings))
             .route("/v1/models", get(models::list_models))
-            .route("/v1/limits", get(limits::limits)),
+            .route("/v1/limits", get(limits::limits))
+            .route("/v1/responses", post(responses::create))
+            .route(
+                "/v1/responses/{id}",
+                get(responses::retrieve).delete(responses::delete),
+            ),
     );
     let anthropic_api = with_caller(
         Router::new()

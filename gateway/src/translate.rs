@@ -10,4 +10,6 @@ pub mod ollama_request;
 pub mod ollama_response;
 pub mod request;
 pub mod response;
+pub mod responses_request;
+pub mod responses_response;
 pub mod shape;

@@ -212,3 +212,20 @@ def test_the_anthropic_sdk_against_the_real_engine(real):
         final = stream.get_final_message()
     assert text.strip() and final.content[0].text == text
     assert 0 < final.usage.output_tokens <= 12
+
+
+def test_the_responses_api_against_the_real_engine(client):
+    """OpenAI's Responses API in front of llama.cpp: real text and usage, streamed and not, and
+    a continuation by `previous_response_id`."""
+    first = client.responses.create(model="smollm2", input="Name a colour.", max_output_tokens=12)
+    assert first.output_text.strip() and 0 < first.usage.output_tokens <= 12
+    # A reply cut by max_output_tokens ends with `response.incomplete` (as OpenAI's does), which
+    # the SDK's get_final_response does not take: the terminal event carries the response.
+    with client.responses.stream(model="smollm2", input="And another?", previous_response_id=first.id,
+                                 max_output_tokens=12) as stream:
+        events = list(stream)
+    text = "".join(event.delta for event in events if event.type == "response.output_text.delta")
+    assert events[-1].type in ("response.completed", "response.incomplete")
+    final = events[-1].response
+    assert text.strip() and final.output_text == text
+    assert final.usage.input_tokens > first.usage.input_tokens, "the first turn came along"

@@ -164,7 +164,9 @@ fn refuse_unsupported(object: &mut Map<String, Value>) -> Result<(), ApiError> {
 
 /// `response_format`: `text` (the default), `json_object`, or `json_schema` with a
 /// `json_schema.schema` object (`name` and `strict` optional).
-fn response_format(object: &mut Map<String, Value>) -> Result<Option<ResponseFormat>, ApiError> {
+pub(crate) fn response_format(
+    object: &mut Map<String, Value>,
+) -> Result<Option<ResponseFormat>, ApiError> {
     let Some(format) = field::<Map<String, Value>>(object, "response_format")? else {
         return Ok(None);
     };
