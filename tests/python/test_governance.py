@@ -611,6 +611,7 @@ ROUTES = {
     "/v1/chat/completions": lambda model: {"model": model, "messages": [{"role": "user", "content": "hi"}]},
     "/v1/completions": lambda model: {"model": model, "prompt": "hi"},
     "/v1/embeddings": lambda model: {"model": model, "input": "hi"},
+    "/v1/responses": lambda model: {"model": model, "input": "hi"},
     "/v1/messages": lambda model: {"model": model, "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]},
     "/api/chat": lambda model: {"model": model, "stream": False, "messages": [{"role": "user", "content": "hi"}]},
     "/api/generate": lambda model: {"model": model, "stream": False, "prompt": "hi"},
