@@ -9,7 +9,9 @@
 use llmgw_proto::v1::{ChatRequest, Image, Message, SamplingParams, Tool, ToolCall};
 use serde_json::{Value, json};
 
-use super::fields::{body_object, engine_options, field, model, positive, ranged, required};
+use super::fields::{
+    body_object, engine_options, field, function_tool, model, positive, ranged, required, string_at,
+};
 use crate::error::ApiError;
 
 /// A parsed Messages request.
@@ -124,17 +126,17 @@ fn turn(index: usize, message: &Value, out: &mut Vec<Message>) -> Result<(), Api
     for (block_index, block) in blocks.iter().enumerate() {
         let at = format!("{path}.content[{block_index}]");
         match (role, block.get("type").and_then(Value::as_str)) {
-            (_, Some("text")) => said.content.push_str(&string(block, "text", &at)?),
+            (_, Some("text")) => said.content.push_str(&string_at(block, "text", &at)?),
             ("user", Some("image")) => said.images.push(image(block, &at)?),
             ("assistant", Some("tool_use")) => said.tool_calls.push(ToolCall {
-                id: string(block, "id", &at)?,
+                id: string_at(block, "id", &at)?,
                 r#type: "function".to_owned(),
-                name: string(block, "name", &at)?,
+                name: string_at(block, "name", &at)?,
                 arguments_json: block.get("input").cloned().unwrap_or(json!({})).to_string(),
             }),
             ("user", Some("tool_result")) => out.push(Message {
                 role: "tool".to_owned(),
-                tool_call_id: string(block, "tool_use_id", &at)?,
+                tool_call_id: string_at(block, "tool_use_id", &at)?,
                 content: match block.get("content") {
                     None | Some(Value::Null) => String::new(),
                     Some(content) => text_of(&format!("{at}.content"), content)?,
@@ -158,20 +160,6 @@ fn turn(index: usize, message: &Value, out: &mut Vec<Message>) -> Result<(), Api
     Ok(())
 }
 
-/// A string field of a block.
-fn string(block: &Value, name: &str, at: &str) -> Result<String, ApiError> {
-    block
-        .get(name)
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .ok_or_else(|| {
-            ApiError::invalid(
-                format!("{at}.{name}"),
-                format!("`{at}.{name}` must be a string"),
-            )
-        })
-}
-
 /// Text given as a string or as text blocks (`system`, a tool result's `content`).
 fn text_of(path: &str, value: &Value) -> Result<String, ApiError> {
     match value {
@@ -182,7 +170,7 @@ fn text_of(path: &str, value: &Value) -> Result<String, ApiError> {
             .map(|(index, block)| {
                 let at = format!("{path}[{index}]");
                 match block.get("type").and_then(Value::as_str) {
-                    Some("text") => string(block, "text", &at),
+                    Some("text") => string_at(block, "text", &at),
                     _ => Err(ApiError::invalid(
                         format!("{at}.type"),
                         format!("`{at}.type` must be `text` here"),
@@ -203,8 +191,8 @@ fn image(block: &Value, at: &str) -> Result<Image, ApiError> {
     let path = format!("{at}.source");
     match source.get("type").and_then(Value::as_str) {
         Some("base64") => {
-            let media_type = string(source, "media_type", &path)?;
-            let data = string(source, "data", &path)?;
+            let media_type = string_at(source, "media_type", &path)?;
+            let data = string_at(source, "data", &path)?;
             super::image::from_url(
                 &format!("{path}.data"),
                 &format!("data:{media_type};base64,{data}"),
@@ -230,16 +218,7 @@ fn tool_of(index: usize, tool: &Value) -> Result<Tool, ApiError> {
             ));
         }
     };
-    Ok(Tool {
-        r#type: "function".to_owned(),
-        name: string(tool, "name", &at)?,
-        description: tool
-            .get("description")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned(),
-        parameters_json: schema,
-    })
+    function_tool(tool, &at, schema)
 }
 
 /// Anthropic's `tool_choice` in OpenAI's form.
@@ -250,7 +229,7 @@ fn tool_choice(choice: &Value) -> Result<Value, ApiError> {
         Some("none") => Ok(json!("none")),
         Some("tool") => Ok(json!({
             "type": "function",
-            "function": {"name": string(choice, "name", "tool_choice")?},
+            "function": {"name": string_at(choice, "name", "tool_choice")?},
         })),
         _ => Err(ApiError::invalid(
             "tool_choice.type",

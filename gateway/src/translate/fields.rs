@@ -151,3 +151,37 @@ fn render_path(path: &serde_path_to_error::Path) -> String {
         })
         .collect()
 }
+
+/// The string `name` of the JSON object at `at` (a content block, an item, a tool), or a 400
+/// naming `at.name`.
+pub fn string_at(value: &Value, name: &str, at: &str) -> Result<String, ApiError> {
+    value
+        .get(name)
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            ApiError::invalid(
+                format!("{at}.{name}"),
+                format!("`{at}.{name}` must be a string"),
+            )
+        })
+}
+
+/// A function tool from an API's tool object at `at` (its `name` and optional
+/// `description`) with the JSON Schema of its arguments.
+pub fn function_tool(
+    tool: &Value,
+    at: &str,
+    parameters_json: String,
+) -> Result<llmgw_proto::v1::Tool, ApiError> {
+    Ok(llmgw_proto::v1::Tool {
+        r#type: "function".to_owned(),
+        name: string_at(tool, "name", at)?,
+        description: tool
+            .get("description")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
+        parameters_json,
+    })
+}

@@ -9,7 +9,9 @@
 use llmgw_proto::v1::{ChatRequest, Message, SamplingParams, Tool, ToolCall};
 use serde_json::{Map, Value, json};
 
-use super::fields::{body_object, engine_options, field, model, positive, ranged};
+use super::fields::{
+    body_object, engine_options, field, function_tool, model, positive, ranged, string_at,
+};
 use crate::error::ApiError;
 
 /// A parsed Responses request.
@@ -162,10 +164,10 @@ fn items_to_messages(items: &[Value]) -> Result<Vec<Message>, ApiError> {
             "message" => messages.push(message_item(item, &at)?),
             "function_call" => {
                 let call = ToolCall {
-                    id: string(item, "call_id", &at)?,
+                    id: string_at(item, "call_id", &at)?,
                     r#type: "function".to_owned(),
-                    name: string(item, "name", &at)?,
-                    arguments_json: string(item, "arguments", &at)?,
+                    name: string_at(item, "name", &at)?,
+                    arguments_json: string_at(item, "arguments", &at)?,
                 };
                 match messages.last_mut() {
                     Some(last) if last.role == "assistant" && last.content.is_empty() => {
@@ -180,8 +182,8 @@ fn items_to_messages(items: &[Value]) -> Result<Vec<Message>, ApiError> {
             }
             "function_call_output" => messages.push(Message {
                 role: "tool".to_owned(),
-                tool_call_id: string(item, "call_id", &at)?,
-                content: string(item, "output", &at)?,
+                tool_call_id: string_at(item, "call_id", &at)?,
+                content: string_at(item, "output", &at)?,
                 ..Default::default()
             }),
             other => {
@@ -220,10 +222,10 @@ fn message_item(item: &Value, at: &str) -> Result<Message, ApiError> {
                 let path = format!("{at}.content[{index}]");
                 match part.get("type").and_then(Value::as_str) {
                     Some("input_text" | "output_text") => {
-                        message.content.push_str(&string(part, "text", &path)?);
+                        message.content.push_str(&string_at(part, "text", &path)?);
                     }
                     Some("input_image") => {
-                        let url = string(part, "image_url", &path)?;
+                        let url = string_at(part, "image_url", &path)?;
                         message
                             .images
                             .push(super::image::from_url(&format!("{path}.image_url"), &url)?);
@@ -250,19 +252,6 @@ fn message_item(item: &Value, at: &str) -> Result<Message, ApiError> {
     Ok(message)
 }
 
-fn string(value: &Value, name: &str, at: &str) -> Result<String, ApiError> {
-    value
-        .get(name)
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .ok_or_else(|| {
-            ApiError::invalid(
-                format!("{at}.{name}"),
-                format!("`{at}.{name}` must be a string"),
-            )
-        })
-}
-
 /// A function tool in the Responses API's flat form.
 fn tool_of(index: usize, tool: &Value) -> Result<Tool, ApiError> {
     let at = format!("tools[{index}]");
@@ -272,20 +261,11 @@ fn tool_of(index: usize, tool: &Value) -> Result<Tool, ApiError> {
             format!("`{at}.type` must be `function`"),
         ));
     }
-    Ok(Tool {
-        r#type: "function".to_owned(),
-        name: string(tool, "name", &at)?,
-        description: tool
-            .get("description")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned(),
-        parameters_json: tool
-            .get("parameters")
-            .cloned()
-            .unwrap_or_else(|| json!({"type": "object", "properties": {}}))
-            .to_string(),
-    })
+    let parameters = tool
+        .get("parameters")
+        .cloned()
+        .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
+    function_tool(tool, &at, parameters.to_string())
 }
 
 /// `text.format` through the chat path's `response_format` rules, errors renamed to it.
