@@ -1,7 +1,8 @@
 //! [`ResponseStore`]: the Responses API's stored responses, so a client can continue a
 //! conversation with `previous_response_id` and `GET`/`DELETE /v1/responses/{id}`. In memory,
-//! per gateway: bounded to [`MAX_STORED`] responses (oldest out) and [`STORED_TTL`] each, and
-//! scoped to the tenant that created them (another tenant's id is not found). A restart
+//! per gateway: bounded to [`MAX_STORED`] responses and [`MAX_STORED_BYTES`] in all (oldest
+//! out first: a client storing large conversations cannot grow the gateway's memory without
+//! bound) and [`STORED_TTL`] each, and scoped to the tenant that created them (another tenant's id is not found). A restart
 //! forgets them, and behind several gateways a continuation must reach the gateway that
 //! stored it (sticky routing by key), or the client sends the whole conversation.
 
@@ -17,6 +18,8 @@ use tokio::time::Instant;
 pub const MAX_STORED: usize = 10_000;
 /// How long a stored response is kept.
 pub const STORED_TTL: Duration = Duration::from_secs(3600);
+/// The most bytes all stored responses take (their texts, images and response objects).
+pub const MAX_STORED_BYTES: usize = 256 << 20;
 
 /// One stored response.
 #[derive(Debug, Clone)]
@@ -29,10 +32,32 @@ pub struct Stored {
     pub response: Value,
 }
 
+impl Stored {
+    /// What it holds in memory, roughly: its texts, images and response object.
+    fn bytes(&self) -> usize {
+        let conversation: usize = self
+            .conversation
+            .iter()
+            .map(|message| {
+                message.content.len()
+                    + message.images.iter().map(|i| i.data.len()).sum::<usize>()
+                    + message
+                        .tool_calls
+                        .iter()
+                        .map(|c| c.arguments_json.len() + c.name.len())
+                        .sum::<usize>()
+                    + 64
+            })
+            .sum();
+        conversation + self.response.to_string().len()
+    }
+}
+
 #[derive(Debug, Default)]
 struct Entries {
-    by_id: HashMap<String, (Instant, Stored)>,
+    by_id: HashMap<String, (Instant, usize, Stored)>,
     order: VecDeque<(Instant, String)>,
+    bytes: usize,
 }
 
 /// The gateway's stored responses.
@@ -46,31 +71,46 @@ impl ResponseStore {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Stores `stored` under `id`, dropping expired and surplus entries, oldest first.
+    /// Stores `stored` under `id`, dropping expired and surplus entries, oldest first; one
+    /// larger than the whole budget is not stored (a later `previous_response_id` to it is
+    /// not found).
     pub fn put(&self, id: String, stored: Stored) {
+        let size = stored.bytes();
+        if size > MAX_STORED_BYTES {
+            tracing::warn!(bytes = size, "a response too large to store was not stored");
+            return;
+        }
         let now = Instant::now();
         let mut entries = self.entries();
         while let Some((at, oldest)) = entries.order.front().cloned() {
-            if entries.order.len() < MAX_STORED && now.duration_since(at) < STORED_TTL {
+            // The order also holds deleted ids until they reach its front: it is bounded too.
+            let full = entries.by_id.len() >= MAX_STORED
+                || entries.order.len() >= 2 * MAX_STORED
+                || entries.bytes + size > MAX_STORED_BYTES;
+            if !full && now.duration_since(at) < STORED_TTL {
                 break;
             }
             entries.order.pop_front();
             if entries
                 .by_id
                 .get(&oldest)
-                .is_some_and(|(kept, _)| *kept == at)
+                .is_some_and(|(kept, ..)| *kept == at)
+                && let Some((_, freed, _)) = entries.by_id.remove(&oldest)
             {
-                entries.by_id.remove(&oldest);
+                entries.bytes -= freed;
             }
         }
         entries.order.push_back((now, id.clone()));
-        entries.by_id.insert(id, (now, stored));
+        entries.bytes += size;
+        if let Some((_, replaced, _)) = entries.by_id.insert(id, (now, size, stored)) {
+            entries.bytes -= replaced;
+        }
     }
 
     /// The response `id` if `tenant` created it and it has not expired.
     pub fn get(&self, id: &str, tenant: &str) -> Option<Stored> {
         let entries = self.entries();
-        let (at, stored) = entries.by_id.get(id)?;
+        let (at, _, stored) = entries.by_id.get(id)?;
         (stored.tenant == tenant && at.elapsed() < STORED_TTL).then(|| stored.clone())
     }
 
@@ -80,9 +120,9 @@ impl ResponseStore {
         let owned = entries
             .by_id
             .get(id)
-            .is_some_and(|(_, stored)| stored.tenant == tenant);
-        if owned {
-            entries.by_id.remove(id);
+            .is_some_and(|(.., stored)| stored.tenant == tenant);
+        if owned && let Some((_, freed, _)) = entries.by_id.remove(id) {
+            entries.bytes -= freed;
         }
         owned
     }
@@ -122,5 +162,45 @@ mod tests {
                 .is_some()
         );
         assert!(store.entries().by_id.len() <= MAX_STORED);
+    }
+
+    #[test]
+    fn large_conversations_cannot_grow_the_store_past_its_bytes() {
+        let store = ResponseStore::default();
+        let big = || Stored {
+            conversation: vec![Message {
+                content: "x".repeat(MAX_STORED_BYTES / 8),
+                ..Default::default()
+            }],
+            ..stored("t")
+        };
+        for index in 0..20 {
+            store.put(format!("resp_{index}"), big());
+        }
+        {
+            let entries = store.entries();
+            assert!(entries.bytes <= MAX_STORED_BYTES, "{} bytes", entries.bytes);
+            assert!(entries.by_id.len() < 8, "{} kept", entries.by_id.len());
+            assert!(entries.by_id.contains_key("resp_19"), "the newest stays");
+        }
+        let huge = Stored {
+            conversation: vec![Message {
+                content: "x".repeat(MAX_STORED_BYTES + 1),
+                ..Default::default()
+            }],
+            ..stored("t")
+        };
+        store.put("resp_huge".into(), huge);
+        assert!(
+            store.get("resp_huge", "t").is_none(),
+            "larger than the budget: not stored"
+        );
+        // Stored and deleted at once, again and again: the order stays bounded too.
+        for index in 0..3 * MAX_STORED {
+            let id = format!("churn_{index}");
+            store.put(id.clone(), stored("t"));
+            assert!(store.delete(&id, "t"));
+        }
+        assert!(store.entries().order.len() <= 2 * MAX_STORED);
     }
 }
