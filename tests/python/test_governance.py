@@ -648,8 +648,9 @@ def every_route(tmp_path_factory):
 
 
 def test_every_route_refuses_alike(every_route):
-    """One refusal of each kind over every generation and embeddings route: the same status and
-    reason whatever the wire format, in that format's envelope, and none reaches the engine."""
+    """One refusal of each kind over every generation and embeddings route — the gateway's own
+    (key, model, priority, limit, body) and the scheduler's (an unknown model) — the same status
+    and reason whatever the wire format, in that format's envelope, and none reaches the engine."""
     stack, keys = every_route
     # The slow tenant's one request a minute, spent here so each route below is over it.
     assert httpx.post(f"{stack.gateway_url}/v1/chat/completions", json=ROUTES["/v1/chat/completions"]("llama3.2"),
@@ -664,21 +665,30 @@ def test_every_route_refuses_alike(every_route):
         ("rate limit", keys["slow"], "llama3.2", {}, None, 429, "rate_limited"),
         ("malformed body", keys["ok"], "llama3.2", {}, b"{not json", 400, "invalid_request"),
     ]
+    # Allowed by the tenant's globs, unknown to the engine: its 404 through the scheduler's
+    # one gRPC-status table (this one reaches the engine, so it is counted apart).
+    unknown = ("model no engine serves", keys["ok"], "llama-nope", {}, None, 404, "model_not_found")
+
+    def refuse(path, body_of, what, key, model, headers, raw, status, reason):
+        request_headers = {**auth(key), **headers, "content-type": "application/json"}
+        if raw is None:
+            response = httpx.post(f"{stack.gateway_url}{path}", json=body_of(model),
+                                  headers=request_headers, timeout=30)
+        else:
+            response = httpx.post(f"{stack.gateway_url}{path}", content=raw, headers=request_headers,
+                                  timeout=30)
+        assert response.status_code == status, f"{path} {what}: {response.status_code} {response.text}"
+        assert reason_and_message(path, response)[0] == reason, f"{path} {what}"
+        assert response.headers["x-request-id"].startswith("req_"), f"{path} {what}"
+        if status == 429:
+            assert int(response.headers["retry-after"]) >= 1, f"{path} {what}"
+
     for path, body_of in ROUTES.items():
-        for what, key, model, headers, raw, status, reason in cases:
-            request_headers = {**auth(key), **headers, "content-type": "application/json"}
-            if raw is None:
-                response = httpx.post(f"{stack.gateway_url}{path}", json=body_of(model),
-                                      headers=request_headers, timeout=30)
-            else:
-                response = httpx.post(f"{stack.gateway_url}{path}", content=raw, headers=request_headers,
-                                      timeout=30)
-            assert response.status_code == status, f"{path} {what}: {response.status_code} {response.text}"
-            assert reason_and_message(path, response)[0] == reason, f"{path} {what}"
-            assert response.headers["x-request-id"].startswith("req_"), f"{path} {what}"
-            if status == 429:
-                assert int(response.headers["retry-after"]) >= 1, f"{path} {what}"
+        for case in cases:
+            refuse(path, body_of, *case)
     assert httpx.get(f"{stack.sim_url}/sim/stats", timeout=5).json()["requests"] == engine_requests
+    for path, body_of in ROUTES.items():
+        refuse(path, body_of, *unknown)
     # And each route serves the tenant's allowed model.
     for path, body_of in ROUTES.items():
         response = httpx.post(f"{stack.gateway_url}{path}", json=body_of("llama3.2"), headers=auth(keys["ok"]),
