@@ -161,13 +161,15 @@ def test_a_critical_request_overtakes_a_batch_backlog_although_slots_are_oversta
     assert ignored >= 8, f"only {ignored} finished first without the report: the control proves nothing"
 
 
-def cached_share(tmp, urls, affinity: bool, seed: int) -> tuple[int, int]:
+def cached_share(tmp, urls, affinity: bool, seed: int) -> tuple[int, int, int, int]:
     """Eight conversations of five turns at once over the two engines of four slots (each turn
     after a pause of 50-250 ms): the prompt tokens of the later turns the engines found cached,
     of all, and how many later turns ran where the turn before them ran."""
     extra = "prefix_affinity = true" if affinity else ""
     stack = start(tmp, urls, str(ENGINE_SLOTS), extra)
-    totals, lock, failures = [0, 0], threading.Lock(), []
+    # Cached and all prompt tokens of later turns; later turns, and those that ran on the
+    # engine the turn before ran on (`x-llmgw-backend`).
+    totals, lock, failures = [0, 0, 0, 0], threading.Lock(), []
     rng = random.Random(seed)
     pauses = [[rng.uniform(0.05, 0.25) for _ in range(TURNS)] for _ in range(CONVERSATIONS)]
 
@@ -177,17 +179,22 @@ def cached_share(tmp, urls, affinity: bool, seed: int) -> tuple[int, int]:
             # different prefix and the other run's cache does not help.
             words = " ".join(f"{rng_word(seed, index, n)}" for n in range(80))
             messages = [{"role": "system", "content": f"Run {seed}, conversation {index}. Notes: {words}"}]
+            last_backend = None
             for turn in range(TURNS):
                 time.sleep(pauses[index][turn])
                 messages.append({"role": "user", "content": f"Question {turn}: say one word."})
                 answer = chat(stack.gateway_url, messages, 6)
                 assert answer.status_code == 200, answer.text
                 body = answer.json()
+                backend = answer.headers["x-llmgw-backend"]
                 if turn > 0:
                     usage = body["usage"]
                     with lock:
                         totals[0] += (usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0)
                         totals[1] += usage["prompt_tokens"]
+                        totals[2] += 1
+                        totals[3] += int(backend == last_backend)
+                last_backend = backend
                 messages.append({"role": "assistant", "content": body["choices"][0]["message"]["content"]})
         except Exception as error:  # noqa: BLE001 - reported by the test below
             failures.append(repr(error))
@@ -199,7 +206,7 @@ def cached_share(tmp, urls, affinity: bool, seed: int) -> tuple[int, int]:
         for thread in threads:
             thread.join(timeout=300)
         assert not failures, failures
-        return totals[0], totals[1]
+        return totals[0], totals[1], totals[2], totals[3]
     finally:
         stack.stop()
 
@@ -208,12 +215,19 @@ def rng_word(seed: int, index: int, n: int) -> str:
     return f"w{(seed * 7919 + index * 104729 + n * 31) % 100003}"
 
 
-def test_prefix_affinity_reuses_more_of_the_engines_prompt_caches(engines, tmp_path):
-    with_cached, with_total = cached_share(tmp_path / "affinity", engines, True, seed=1)
-    without_cached, without_total = cached_share(tmp_path / "least-loaded", engines, False, seed=2)
-    print(f"cached prompt tokens: {with_cached} of {with_total} with affinity, "
-          f"{without_cached} of {without_total} without")
+def test_prefix_affinity_keeps_conversations_where_their_prefix_is_cached(engines, tmp_path):
+    """With affinity, a conversation's later turns go back to the engine that holds its prefix
+    (the engines' own `cached_tokens` say they found it). Least loaded is measured beside it;
+    on llama-server its share varied from 74 % to 97 % between runs (whether turns happened to
+    return where they were), so only "never meaningfully worse" is asserted against it; the
+    deterministic comparison is llm-sim's e2e test and the engine bench."""
+    with_cached, with_total, with_turns, with_stayed = cached_share(tmp_path / "affinity", engines, True, seed=1)
+    without_cached, without_total, without_turns, without_stayed = cached_share(
+        tmp_path / "least-loaded", engines, False, seed=2)
+    print(f"cached prompt tokens: {with_cached} of {with_total} with affinity ({with_stayed} of {with_turns} "
+          f"turns stayed), {without_cached} of {without_total} without ({without_stayed} of {without_turns})")
     assert with_total > 0 and without_total > 0
     with_share, without_share = with_cached / with_total, without_cached / without_total
-    assert with_share >= 0.8, f"with affinity only {with_share:.0%} of later prompts were cached"
-    assert with_share >= without_share + 0.1, f"affinity {with_share:.0%} vs least loaded {without_share:.0%}"
+    assert with_stayed >= 0.9 * with_turns, f"only {with_stayed} of {with_turns} turns went back to their engine"
+    assert with_share >= 0.85, f"with affinity only {with_share:.0%} of later prompts were cached"
+    assert with_share >= without_share - 0.03, f"affinity {with_share:.0%} vs least loaded {without_share:.0%}"
