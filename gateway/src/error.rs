@@ -182,6 +182,7 @@ fn scheduler_message(reason: Reason) -> Said {
         Reason::RateLimited => "A rate limit was reached; retry later",
         Reason::BudgetExhausted => "The token budget is spent",
         Reason::LimitsUnavailable => "Rate limits cannot be checked right now; retry shortly",
+        Reason::StoreUnavailable => "Stored responses cannot be read right now; retry shortly",
         Reason::GatewayOverloaded => {
             "The gateway is at its limit of requests in flight; retry shortly"
         }

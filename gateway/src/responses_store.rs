@@ -1,28 +1,36 @@
 //! [`ResponseStore`]: the Responses API's stored responses, so a client can continue a
-//! conversation with `previous_response_id` and `GET`/`DELETE /v1/responses/{id}`. In memory,
-//! per gateway: bounded to [`MAX_STORED`] responses and [`MAX_STORED_BYTES`] in all (oldest
-//! out first: a client storing large conversations cannot grow the gateway's memory without
-//! bound) and [`STORED_TTL`] each, and scoped to the tenant that created them (another tenant's id is not found). A restart
-//! forgets them, and behind several gateways a continuation must reach the gateway that
-//! stored it (sticky routing by key), or the client sends the whole conversation.
+//! conversation with `previous_response_id` and `GET`/`DELETE /v1/responses/{id}`, each
+//! scoped to the tenant that created it (another tenant's id is not found).
+//!
+//! Where they live follows the limits' `[store]`: without `redis_url`, in this gateway's
+//! memory ([`memory::MemoryResponses`], bounded in count and bytes); with it, in Redis
+//! ([`redis::RedisResponses`]), so a conversation continues through any gateway. Either way
+//! each response is kept [`STORED_TTL`].
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+pub mod memory;
+pub mod redis;
+
 use std::time::Duration;
 
+use axum::http::{HeaderMap, StatusCode};
+use llmgw_proto::Reason;
 use llmgw_proto::v1::Message;
 use serde_json::Value;
-use tokio::time::Instant;
 
-/// Stored responses kept at most, per gateway.
-pub const MAX_STORED: usize = 10_000;
+use crate::error::{ApiError, Refusal};
+use crate::governance::config::StoreConfig;
+
+use self::memory::MemoryResponses;
+use self::redis::RedisResponses;
+
 /// How long a stored response is kept.
 pub const STORED_TTL: Duration = Duration::from_secs(3600);
-/// The most bytes all stored responses take (their texts, images and response objects).
+/// The largest response stored (its texts, images and response object); a larger one is
+/// answered but not stored.
 pub const MAX_STORED_BYTES: usize = 256 << 20;
 
 /// One stored response.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Stored {
     /// The tenant that created it: the only one that may read, continue or delete it.
     pub tenant: String,
@@ -33,8 +41,8 @@ pub struct Stored {
 }
 
 impl Stored {
-    /// What it holds in memory, roughly: its texts, images and response object.
-    fn bytes(&self) -> usize {
+    /// What it holds, roughly: its texts, images and response object.
+    pub fn bytes(&self) -> usize {
         let conversation: usize = self
             .conversation
             .iter()
@@ -53,154 +61,80 @@ impl Stored {
     }
 }
 
-#[derive(Debug, Default)]
-struct Entries {
-    by_id: HashMap<String, (Instant, usize, Stored)>,
-    order: VecDeque<(Instant, String)>,
-    bytes: usize,
+/// The gateway's stored responses: in memory, or in the shared Redis.
+#[derive(Debug)]
+pub enum ResponseStore {
+    Memory(MemoryResponses),
+    Redis(RedisResponses),
 }
 
-/// The gateway's stored responses.
-#[derive(Debug, Default)]
-pub struct ResponseStore {
-    entries: Mutex<Entries>,
+impl Default for ResponseStore {
+    fn default() -> Self {
+        Self::Memory(MemoryResponses::default())
+    }
 }
 
 impl ResponseStore {
-    fn entries(&self) -> std::sync::MutexGuard<'_, Entries> {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    /// The store `[store]` names: Redis when it has a `redis_url`, else memory.
+    pub fn for_config(store: Option<&StoreConfig>) -> Result<Self, String> {
+        match store.and_then(|s| s.redis_url.as_deref().map(|url| (s, url))) {
+            Some((store, url)) => Ok(Self::Redis(RedisResponses::connect_lazy(
+                url,
+                &store.key_prefix,
+                Duration::from_millis(store.timeout_ms),
+            )?)),
+            None => Ok(Self::default()),
+        }
     }
 
-    /// Stores `stored` under `id`, dropping expired and surplus entries, oldest first; one
-    /// larger than the whole budget is not stored (a later `previous_response_id` to it is
-    /// not found).
+    /// `memory` or `redis`, for the start-up log.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Memory(_) => "memory",
+            Self::Redis(_) => "redis",
+        }
+    }
+
+    /// Stores `stored` under `id`. Called as the response finishes; a Redis write completes in
+    /// the background, and until it has, this gateway answers for it from memory.
     pub fn put(&self, id: String, stored: Stored) {
         let size = stored.bytes();
         if size > MAX_STORED_BYTES {
             tracing::warn!(bytes = size, "a response too large to store was not stored");
             return;
         }
-        let now = Instant::now();
-        let mut entries = self.entries();
-        while let Some((at, oldest)) = entries.order.front().cloned() {
-            // The order also holds deleted ids until they reach its front: it is bounded too.
-            let full = entries.by_id.len() >= MAX_STORED
-                || entries.order.len() >= 2 * MAX_STORED
-                || entries.bytes + size > MAX_STORED_BYTES;
-            if !full && now.duration_since(at) < STORED_TTL {
-                break;
-            }
-            entries.order.pop_front();
-            if entries
-                .by_id
-                .get(&oldest)
-                .is_some_and(|(kept, ..)| *kept == at)
-                && let Some((_, freed, _)) = entries.by_id.remove(&oldest)
-            {
-                entries.bytes -= freed;
-            }
-        }
-        entries.order.push_back((now, id.clone()));
-        entries.bytes += size;
-        if let Some((_, replaced, _)) = entries.by_id.insert(id, (now, size, stored)) {
-            entries.bytes -= replaced;
+        match self {
+            Self::Memory(memory) => memory.put(id, stored, size),
+            Self::Redis(redis) => redis.put(id, stored),
         }
     }
 
     /// The response `id` if `tenant` created it and it has not expired.
-    pub fn get(&self, id: &str, tenant: &str) -> Option<Stored> {
-        let entries = self.entries();
-        let (at, _, stored) = entries.by_id.get(id)?;
-        (stored.tenant == tenant && at.elapsed() < STORED_TTL).then(|| stored.clone())
+    pub async fn get(&self, id: &str, tenant: &str) -> Result<Option<Stored>, ApiError> {
+        match self {
+            Self::Memory(memory) => Ok(memory.get(id, tenant)),
+            Self::Redis(redis) => redis.get(id, tenant).await.map_err(unavailable),
+        }
     }
 
     /// Deletes `id` if `tenant` created it; whether it did.
-    pub fn delete(&self, id: &str, tenant: &str) -> bool {
-        let mut entries = self.entries();
-        let owned = entries
-            .by_id
-            .get(id)
-            .is_some_and(|(.., stored)| stored.tenant == tenant);
-        if owned && let Some((_, freed, _)) = entries.by_id.remove(id) {
-            entries.bytes -= freed;
+    pub async fn delete(&self, id: &str, tenant: &str) -> Result<bool, ApiError> {
+        match self {
+            Self::Memory(memory) => Ok(memory.delete(id, tenant)),
+            Self::Redis(redis) => redis.delete(id, tenant).await.map_err(unavailable),
         }
-        owned
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn stored(tenant: &str) -> Stored {
-        Stored {
-            tenant: tenant.to_owned(),
-            conversation: Vec::new(),
-            response: Value::Null,
-        }
-    }
-
-    #[test]
-    fn a_response_is_its_tenants_only_and_the_store_stays_bounded() {
-        let store = ResponseStore::default();
-        store.put("resp_a".into(), stored("team-a"));
-        assert!(store.get("resp_a", "team-a").is_some());
-        assert!(
-            store.get("resp_a", "team-b").is_none(),
-            "another tenant cannot read it"
-        );
-        assert!(!store.delete("resp_a", "team-b"));
-        assert!(store.delete("resp_a", "team-a"));
-        assert!(store.get("resp_a", "team-a").is_none());
-        for index in 0..MAX_STORED + 5 {
-            store.put(format!("resp_{index}"), stored("t"));
-        }
-        assert!(store.get("resp_0", "t").is_none(), "the oldest went out");
-        assert!(
-            store
-                .get(&format!("resp_{}", MAX_STORED + 4), "t")
-                .is_some()
-        );
-        assert!(store.entries().by_id.len() <= MAX_STORED);
-    }
-
-    #[test]
-    fn large_conversations_cannot_grow_the_store_past_its_bytes() {
-        let store = ResponseStore::default();
-        let big = || Stored {
-            conversation: vec![Message {
-                content: "x".repeat(MAX_STORED_BYTES / 8),
-                ..Default::default()
-            }],
-            ..stored("t")
-        };
-        for index in 0..20 {
-            store.put(format!("resp_{index}"), big());
-        }
-        {
-            let entries = store.entries();
-            assert!(entries.bytes <= MAX_STORED_BYTES, "{} bytes", entries.bytes);
-            assert!(entries.by_id.len() < 8, "{} kept", entries.by_id.len());
-            assert!(entries.by_id.contains_key("resp_19"), "the newest stays");
-        }
-        let huge = Stored {
-            conversation: vec![Message {
-                content: "x".repeat(MAX_STORED_BYTES + 1),
-                ..Default::default()
-            }],
-            ..stored("t")
-        };
-        store.put("resp_huge".into(), huge);
-        assert!(
-            store.get("resp_huge", "t").is_none(),
-            "larger than the budget: not stored"
-        );
-        // Stored and deleted at once, again and again: the order stays bounded too.
-        for index in 0..3 * MAX_STORED {
-            let id = format!("churn_{index}");
-            store.put(id.clone(), stored("t"));
-            assert!(store.delete(&id, "t"));
-        }
-        assert!(store.entries().order.len() <= 2 * MAX_STORED);
-    }
+/// Redis did not answer in time: the client may retry.
+fn unavailable(error: String) -> ApiError {
+    tracing::warn!(%error, "the response store did not answer");
+    ApiError::Refused(Box::new(Refusal {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        reason: Reason::StoreUnavailable,
+        message: "Stored responses cannot be read right now; retry shortly".to_owned(),
+        param: None,
+        retry_after_s: Some(1),
+        headers: HeaderMap::new(),
+    }))
 }

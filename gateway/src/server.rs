@@ -22,6 +22,7 @@ use crate::error::ApiError;
 use crate::governance::Governance;
 use crate::layers;
 use crate::metrics::GatewayMetrics;
+use crate::responses_store::ResponseStore;
 use crate::routes::{
     AppState, chat_completions, completions, embeddings, health, limits, messages, metrics, models,
     ollama, ollama_info, responses,
@@ -78,7 +79,10 @@ fn build(config: &Config, stopping: CancellationToken) -> Result<Built, ServeErr
         config: Arc::new(config.clone()),
         metrics: Arc::clone(&metrics),
         governance: Arc::clone(&governance),
-        responses: Arc::default(),
+        responses: Arc::new(
+            ResponseStore::for_config(governance.policy().as_ref().map(|p| &p.store))
+                .map_err(|err| ServeError::Config(format!("GATEWAY_CONFIG: {err}")))?,
+        ),
         stopping,
     };
     // The edge's API routes: OpenAI's, and Ollama's native ones (with its error bodies). Both

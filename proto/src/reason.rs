@@ -63,6 +63,8 @@ reasons! {
     BudgetExhausted => "budget_exhausted",
     /// The limit store cannot be reached and the gateway is configured to deny.
     LimitsUnavailable => "limits_unavailable",
+    /// The shared store of the Responses API's stored responses (Redis) cannot be reached.
+    StoreUnavailable => "store_unavailable",
     /// The gateway has `GATEWAY_MAX_IN_FLIGHT` requests in flight already.
     GatewayOverloaded => "gateway_overloaded",
     /// A gRPC caller without the scheduler's token.

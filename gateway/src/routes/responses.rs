@@ -2,7 +2,7 @@
 //! `GET`/`DELETE /v1/responses/{id}` — through the route pipeline like every other route. A
 //! stored response (`store`, the default) can be continued with `previous_response_id`: its
 //! conversation (input and output, not its instructions) comes before the new input. Stored
-//! responses live in the gateway's [`ResponseStore`](crate::responses_store), scoped to the
+//! responses live in the [`ResponseStore`](crate::responses_store) (memory, or `[store]`'s Redis), scoped to the
 //! tenant that created them.
 
 use axum::Json;
@@ -43,7 +43,7 @@ async fn handle(exchange: &mut Exchange<'_>, body: Bytes) -> Result<Response, Ap
     // The stored conversation goes after this turn's instructions and before its input.
     let mut conversation = Vec::new();
     if let Some(previous) = &previous_response_id {
-        let stored = responses.get(previous, &tenant).ok_or_else(|| {
+        let stored = responses.get(previous, &tenant).await?.ok_or_else(|| {
             ApiError::invalid(
                 "previous_response_id",
                 format!("Previous response with id `{previous}` not found"),
@@ -110,9 +110,10 @@ pub async fn retrieve(
     axum::Extension(caller): axum::Extension<Caller>,
     Path(id): Path<String>,
 ) -> Response {
-    match state.responses.get(&id, &caller.tenant) {
-        Some(stored) => Json(stored.response).into_response(),
-        None => not_found(&id),
+    match state.responses.get(&id, &caller.tenant).await {
+        Ok(Some(stored)) => Json(stored.response).into_response(),
+        Ok(None) => not_found(&id),
+        Err(error) => error.into_response(),
     }
 }
 
@@ -122,13 +123,13 @@ pub async fn delete(
     axum::Extension(caller): axum::Extension<Caller>,
     Path(id): Path<String>,
 ) -> Response {
-    if state.responses.delete(&id, &caller.tenant) {
-        (
+    match state.responses.delete(&id, &caller.tenant).await {
+        Ok(true) => (
             StatusCode::OK,
             Json(json!({"id": id, "object": "response.deleted", "deleted": true})),
         )
-            .into_response()
-    } else {
-        not_found(&id)
+            .into_response(),
+        Ok(false) => not_found(&id),
+        Err(error) => error.into_response(),
     }
 }

@@ -33,6 +33,7 @@ mod scale_out;
 mod scheduler_down;
 mod shutdown;
 mod slot_holding;
+mod stored_responses;
 mod structured_output;
 mod timeouts;
 mod upstream_failures;
