@@ -664,6 +664,8 @@ def test_every_route_refuses_alike(every_route):
          "priority_not_allowed"),
         ("rate limit", keys["slow"], "llama3.2", {}, None, 429, "rate_limited"),
         ("malformed body", keys["ok"], "llama3.2", {}, b"{not json", 400, "invalid_request"),
+        ("malformed first-token objective", keys["ok"], "llama3.2", {"x-slo-ttft-ms": "soon"}, None, 400,
+         "invalid_request"),
     ]
     # Allowed by the tenant's globs, unknown to the engine: its 404 through the scheduler's
     # one gRPC-status table (this one reaches the engine, so it is counted apart).
@@ -695,3 +697,40 @@ def test_every_route_refuses_alike(every_route):
                               timeout=30)
         assert response.status_code == 200, f"{path}: {response.text}"
         assert response.headers["x-llmgw-tenant"] == "routes"
+
+
+def test_every_route_refuses_an_unattainable_first_token_objective_alike(tmp_path):
+    """The scheduler's objective refusal on every route: with one slot busy and one request
+    waiting, `x-slo-ttft-ms: 100` cannot be met — 429 `slo_unattainable` with `Retry-After`,
+    in the route's own envelope, before any engine work; a relaxed objective is served."""
+    stack = Stack(tmp_path, extra_env={"SCHEDULER_MAX_CONCURRENCY": "1", "RUST_LOG": LOG_LEVEL},
+                  sim_env={"SIM_TPOT_MS": "100"})
+    pool = ThreadPoolExecutor(2)
+    try:
+        body = {"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}]}
+        taught = httpx.post(f"{stack.gateway_url}/v1/chat/completions", json=body, timeout=30)
+        assert taught.status_code == 200  # teaches the scheduler the pace
+        backlog = [pool.submit(httpx.post, f"{stack.gateway_url}/v1/chat/completions",
+                               json={**body, "max_tokens": 40}, timeout=60) for _ in range(2)]
+
+        def waiting() -> float:
+            text = httpx.get(stack.scheduler_metrics_url, timeout=2).text
+            return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                       if line.startswith("llmgw_queue_depth{"))
+
+        assert wait_until(lambda: waiting() == 1, 10), "one request never queued"
+        engine_requests = httpx.get(f"{stack.sim_url}/sim/stats", timeout=5).json()["requests"]
+        for path, body_of in ROUTES.items():
+            response = httpx.post(f"{stack.gateway_url}{path}", json=body_of("llama3.2"),
+                                  headers={"x-slo-ttft-ms": "100"}, timeout=30)
+            assert response.status_code == 429, f"{path}: {response.status_code} {response.text}"
+            assert reason_and_message(path, response)[0] == "slo_unattainable", path
+            assert int(response.headers["retry-after"]) >= 1, path
+        assert httpx.get(f"{stack.sim_url}/sim/stats", timeout=5).json()["requests"] == engine_requests
+        assert all(f.result(timeout=60).status_code == 200 for f in backlog)
+        relaxed = httpx.post(f"{stack.gateway_url}/v1/messages", headers={"x-slo-ttft-ms": "60000"},
+                             json=ROUTES["/v1/messages"]("llama3.2"), timeout=30)
+        assert relaxed.status_code == 200, relaxed.text
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+        stack.stop()
