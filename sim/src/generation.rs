@@ -9,6 +9,7 @@ use crate::config::{Fault, SimConfig};
 use crate::slots::SlotGuard;
 use crate::structured::{JsonFormat, json_answer, pieces};
 use crate::text::{completion_tokens, prompt_tokens};
+use crate::tool_calls::ToolCall;
 
 /// What one chat request asks of the simulator, protocol-neutral.
 #[derive(Debug, Clone)]
@@ -27,6 +28,9 @@ pub struct Plan {
     pub cached_tokens: usize,
     /// Asked for JSON: the answer's pieces, in place of the vocabulary text.
     pub json: Option<Vec<String>>,
+    /// Asked to use a tool: the call made in place of text (its arguments' pieces are the
+    /// tokens, paced like text, not framed as content).
+    pub tool_call: Option<ToolCall>,
     /// The request's `max_tokens`, if any.
     limit: Option<usize>,
 }
@@ -51,8 +55,22 @@ impl Plan {
             truncated: limit.is_some_and(|m| m < config.output_tokens),
             prompt,
             json: None,
+            tool_call: None,
             limit,
         }
+    }
+
+    /// Answers with `call` instead of text (never cut by `max_tokens`: a model emits a call
+    /// whole or not at all).
+    pub fn with_tool_call(mut self, call: Option<ToolCall>) -> Self {
+        if let Some(call) = call {
+            let pieces = pieces(&call.arguments_text());
+            self.tokens = pieces.len();
+            self.truncated = false;
+            self.json = Some(pieces);
+            self.tool_call = Some(call);
+        }
+        self
     }
 
     /// Answers with JSON for `format` instead (its length is the JSON's, cut by `max_tokens`).
@@ -74,9 +92,18 @@ impl Plan {
         }
     }
 
-    /// `stop` or `length`.
+    /// `stop` or `length` (Ollama's words; a tool call is `stop` there).
     pub fn finish_reason(&self) -> &'static str {
         if self.truncated { "length" } else { "stop" }
+    }
+
+    /// OpenAI's finish reason: `tool_calls` for a call, else [`Self::finish_reason`].
+    pub fn openai_finish_reason(&self) -> &'static str {
+        if self.tool_call.is_some() {
+            "tool_calls"
+        } else {
+            self.finish_reason()
+        }
     }
 }
 

@@ -9,6 +9,7 @@
 //! - [`config`]: knobs (CLI flags / `SIM_*` env) and the fault grammar.
 //! - [`text`]: the deterministic text generator ([`completion_text`]); [`structured`]: the JSON
 //!   answer when a format or schema is asked for.
+//! - [`tool_calls`]: the one tool call a user message that names a tool gets.
 //! - [`logprobs`]: the deterministic log probability of each token, for both APIs.
 //! - [`slots`]: slot emulation and the counters behind `GET /sim/stats`.
 //! - [`generation`]: one paced generation, faults included, shared by both APIs.
@@ -34,6 +35,7 @@ pub mod slots;
 pub mod state;
 pub mod structured;
 pub mod text;
+pub mod tool_calls;
 
 pub use config::{Fault, Overflow, SimConfig};
 pub use server::{SimHandle, serve, spawn};

@@ -26,6 +26,8 @@ struct ChatRequest {
     options: Option<Value>,
     #[serde(default)]
     format: Option<Value>,
+    #[serde(default)]
+    tools: Vec<Value>,
     /// Ollama 0.12.11+: log probabilities of the output tokens, and of this many alternatives.
     #[serde(default)]
     logprobs: bool,
@@ -78,6 +80,9 @@ pub async fn chat(State(sim): State<Sim>, headers: axum::http::HeaderMap, body: 
         option("num_predict").filter(|n| *n >= 0),
     )
     .with_format(request.format.as_ref().and_then(JsonFormat::from_ollama));
+    let call =
+        crate::tool_calls::chosen(&request.tools, &request.messages, &plan.prompt, plan.seed);
+    let plan = plan.with_tool_call(call);
     let Ok(slot) = sim.slots.acquire().await else {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -93,11 +98,21 @@ pub async fn chat(State(sim): State<Sim>, headers: axum::http::HeaderMap, body: 
     };
     if request.stream.unwrap_or(true) {
         let mut index = 0;
-        let lines = steps.map(move |step| {
-            let line = frame_line(&plan, step, logprobs, index);
-            index += 1;
-            line
-        });
+        // A tool call is one line before the last, as Ollama streams it: its pieces are not text.
+        let calling = plan.tool_call.is_some();
+        let lines = steps
+            .filter(move |step| {
+                futures::future::ready(!(calling && matches!(step, Step::Token(_))))
+            })
+            .flat_map(move |step| {
+                let mut lines = Vec::new();
+                if calling && step == Step::Done {
+                    lines.push(line_of(&call_object(&plan)));
+                }
+                lines.push(frame_line(&plan, step, logprobs, index));
+                index += 1;
+                futures::stream::iter(lines)
+            });
         return crate::responses::streaming_response("application/x-ndjson", lines);
     }
     let mut content = String::new();
@@ -105,6 +120,7 @@ pub async fn chat(State(sim): State<Sim>, headers: axum::http::HeaderMap, body: 
     let mut steps = std::pin::pin!(steps);
     while let Some(step) = steps.next().await {
         match step {
+            Step::Token(_) if plan.tool_call.is_some() => {}
             Step::Token(token) => {
                 if logprobs.asked {
                     entries.push(crate::logprobs::entry(
@@ -117,6 +133,9 @@ pub async fn chat(State(sim): State<Sim>, headers: axum::http::HeaderMap, body: 
             }
             Step::Done => {
                 let mut answer = final_object(&plan, &content);
+                if plan.tool_call.is_some() {
+                    answer["message"] = call_message(&plan);
+                }
                 if logprobs.asked {
                     answer["logprobs"] = Value::Array(entries);
                 }
@@ -168,9 +187,33 @@ fn frame_line(
         Step::Drop => return Err(std::io::Error::other("simulated mid-stream drop")),
         Step::Garbage => return Ok(Bytes::from_static(b"\x00\xfe<html>not ndjson{{{\n")),
     };
-    let mut line = serde_json::to_vec(&object).map_err(std::io::Error::other)?;
+    line_of(&object)
+}
+
+fn line_of(object: &Value) -> Result<Bytes, std::io::Error> {
+    let mut line = serde_json::to_vec(object).map_err(std::io::Error::other)?;
     line.push(b'\n');
     Ok(Bytes::from(line))
+}
+
+/// The assistant message of a tool call (Ollama's `arguments` are an object).
+fn call_message(plan: &Plan) -> Value {
+    let calls: Vec<Value> = plan
+        .tool_call
+        .iter()
+        .map(|call| json!({ "function": { "name": call.name, "arguments": call.arguments } }))
+        .collect();
+    json!({ "role": "assistant", "content": "", "tool_calls": calls })
+}
+
+/// The streamed line that carries a tool call.
+fn call_object(plan: &Plan) -> Value {
+    json!({
+        "model": plan.model,
+        "created_at": now_rfc3339(),
+        "message": call_message(plan),
+        "done": false,
+    })
 }
 
 fn final_object(plan: &Plan, content: &str) -> Value {

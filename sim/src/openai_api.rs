@@ -32,6 +32,8 @@ struct ChatRequest {
     #[serde(default)]
     logprobs: bool,
     top_logprobs: Option<u32>,
+    #[serde(default)]
+    tools: Vec<Value>,
 }
 
 fn error(status: StatusCode, kind: &str, message: impl Into<String>) -> Response {
@@ -77,6 +79,9 @@ pub async fn chat(State(sim): State<Sim>, headers: axum::http::HeaderMap, body: 
             .as_ref()
             .and_then(JsonFormat::from_openai),
     );
+    let call =
+        crate::tool_calls::chosen(&request.tools, &request.messages, &plan.prompt, plan.seed);
+    let plan = plan.with_tool_call(call);
     let Ok(slot) = sim.slots.acquire().await else {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -196,6 +201,8 @@ impl SseFramer {
 
     fn frame(&self, step: Step) -> Vec<Result<Bytes, std::io::Error>> {
         match step {
+            // A tool call's pieces are paced like tokens but sent whole at the end.
+            Step::Token(_) if self.plan.tool_call.is_some() => Vec::new(),
             Step::Token(token) => {
                 let index = self
                     .next_token
@@ -218,16 +225,19 @@ impl SseFramer {
                     .collect()
             }
             Step::Done => {
-                let mut out: Vec<Result<Bytes, std::io::Error>> = (0..self.choices.n)
-                    .map(|choice| {
-                        Ok(event(&self.chunk_of(
-                            choice,
-                            json!({}),
-                            Some(self.plan.finish_reason()),
-                            Value::Null,
-                        )))
-                    })
-                    .collect();
+                let mut out = Vec::new();
+                if self.plan.tool_call.is_some() {
+                    let calls = tool_calls(&self.id, &self.plan);
+                    out.push(Ok(event(&self.chunk(json!({ "tool_calls": calls }), None))));
+                }
+                out.extend((0..self.choices.n).map(|choice| {
+                    Ok(event(&self.chunk_of(
+                        choice,
+                        json!({}),
+                        Some(self.plan.openai_finish_reason()),
+                        Value::Null,
+                    )))
+                }));
                 if self.include_usage {
                     out.push(Ok(event(&json!({
                         "id": self.id, "object": "chat.completion.chunk", "created": self.created,
@@ -254,6 +264,20 @@ fn usage(plan: &Plan) -> Value {
         "total_tokens": plan.prompt_tokens + plan.tokens,
         "prompt_tokens_details": { "cached_tokens": plan.cached_tokens },
     })
+}
+
+/// OpenAI's `tool_calls` of the plan's call (`arguments` as JSON text, with an index for
+/// streamed deltas, which the whole message's parser ignores).
+fn tool_calls(id: &str, plan: &Plan) -> Vec<Value> {
+    plan.tool_call
+        .iter()
+        .map(|call| {
+            json!({
+                "index": 0, "id": format!("call_{id}"), "type": "function",
+                "function": { "name": call.name, "arguments": call.arguments_text() },
+            })
+        })
+        .collect()
 }
 
 fn completion_object(id: &str, plan: &Plan, content: &str, choices: Choices) -> Value {
@@ -290,10 +314,16 @@ fn completion_object(id: &str, plan: &Plan, content: &str, choices: Choices) -> 
             } else {
                 Value::Null
             };
+            let message = match &plan.tool_call {
+                Some(_) if choice == 0 => json!({
+                    "role": "assistant", "content": null, "tool_calls": tool_calls(id, plan),
+                }),
+                _ => json!({ "role": "assistant", "content": text }),
+            };
             json!({
                 "index": choice,
-                "message": { "role": "assistant", "content": text },
-                "finish_reason": plan.finish_reason(),
+                "message": message,
+                "finish_reason": plan.openai_finish_reason(),
                 "logprobs": logprobs,
             })
         })
