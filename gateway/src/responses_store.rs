@@ -87,16 +87,14 @@ impl ResponseStore {
         }
     }
 
-    /// `memory` or `redis`, for the start-up log.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Memory(_) => "memory",
-            Self::Redis(_) => "redis",
-        }
+    /// Whether every gateway sees what this one stores (Redis).
+    pub fn is_shared(&self) -> bool {
+        matches!(self, Self::Redis(_))
     }
 
-    /// Stores `stored` under `id`. Called as the response finishes; a Redis write completes in
-    /// the background, and until it has, this gateway answers for it from memory.
+    /// Stores `stored` under `id`. Called as the response finishes; a Redis write runs in the
+    /// background ([`Self::written`] awaits it), and until it lands this gateway answers for it
+    /// from memory.
     pub fn put(&self, id: String, stored: Stored) {
         let size = stored.bytes();
         if size > MAX_STORED_BYTES {
@@ -106,6 +104,13 @@ impl ResponseStore {
         match self {
             Self::Memory(memory) => memory.put(id, stored, size),
             Self::Redis(redis) => redis.put(id, stored),
+        }
+    }
+
+    /// Returns once `id`'s write has landed where every gateway sees it (memory: at once).
+    pub async fn written(&self, id: &str) {
+        if let Self::Redis(redis) = self {
+            redis.written(id).await;
         }
     }
 

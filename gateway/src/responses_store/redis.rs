@@ -1,13 +1,16 @@
 //! [`RedisResponses`]: stored responses in `[store]`'s Redis, so any gateway continues a
 //! conversation another stored. One hash per response (`<prefix>:response:<id>`: `tenant`,
 //! `conversation` as length-delimited protobuf `Message`s, `response` as JSON), expiring
-//! after [`STORED_TTL`]; Redis's own `maxmemory` bounds the total. A write completes in the
-//! background after the response is answered: until Redis has it, this gateway answers for it
-//! from `pending`, so the client's next turn never misses its own last response here.
+//! after [`STORED_TTL`]; Redis's own `maxmemory` bounds the total. The write starts as the
+//! answer is finished, and the answer's last byte waits for it ([`RedisResponses::written`]),
+//! so the client's next turn finds it through any gateway; meanwhile this gateway answers for
+//! it from `pending`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use llmgw_proto::v1::Message as Turn;
 use prost::Message as _;
@@ -32,6 +35,8 @@ pub struct RedisResponses {
     delete_owned: Script,
     /// Written, Redis not yet acknowledged.
     pending: Arc<Mutex<HashMap<String, Stored>>>,
+    /// Woken whenever a write leaves `pending`.
+    landed: Arc<Notify>,
 }
 
 impl std::fmt::Debug for RedisResponses {
@@ -64,6 +69,7 @@ impl RedisResponses {
             timeout,
             delete_owned: Script::new(DELETE_OWNED),
             pending: Arc::default(),
+            landed: Arc::default(),
         })
     }
 
@@ -102,9 +108,9 @@ impl RedisResponses {
         self.pending().insert(id.clone(), stored);
         let mut connection = self.connection.clone();
         let pending = Arc::clone(&self.pending);
+        let landed = Arc::clone(&self.landed);
         let key = self.key(&id);
-        // A large conversation takes longer to send than one limit decision.
-        let timeout = self.timeout.max(Duration::from_secs(5));
+        let timeout = self.write_timeout();
         tokio::spawn(async move {
             let written =
                 tokio::time::timeout(timeout, write.query_async::<()>(&mut connection)).await;
@@ -112,6 +118,7 @@ impl RedisResponses {
                 tracing::warn!("a stored response was not written to the response store");
             }
             let deleted_meanwhile = lock(&pending).remove(&id).is_none();
+            landed.notify_waiters();
             if deleted_meanwhile {
                 let _ = tokio::time::timeout(
                     timeout,
@@ -122,6 +129,30 @@ impl RedisResponses {
                 .await;
             }
         });
+    }
+
+    /// A large conversation takes longer to send than one limit decision.
+    fn write_timeout(&self) -> Duration {
+        self.timeout.max(Duration::from_secs(5))
+    }
+
+    /// Returns once the write of `id` has landed (or failed, or timed out): the answer's last
+    /// byte waits for it, so a client's next turn through another gateway finds it.
+    pub async fn written(&self, id: &str) {
+        let deadline = tokio::time::sleep(self.write_timeout());
+        tokio::pin!(deadline);
+        loop {
+            let landed = self.landed.notified();
+            tokio::pin!(landed);
+            landed.as_mut().enable();
+            if !self.pending().contains_key(id) {
+                return;
+            }
+            tokio::select! {
+                () = &mut landed => {}
+                () = &mut deadline => return,
+            }
+        }
     }
 
     pub async fn get(&self, id: &str, tenant: &str) -> Result<Option<Stored>, String> {

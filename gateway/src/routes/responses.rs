@@ -5,12 +5,15 @@
 //! responses live in the [`ResponseStore`](crate::responses_store) (memory, or `[store]`'s Redis), scoped to the
 //! tenant that created them.
 
+use std::sync::Arc;
+
 use axum::Json;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::Path;
 use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
 use serde_json::json;
 
 use super::observation::Observation;
@@ -68,6 +71,7 @@ async fn handle(exchange: &mut Exchange<'_>, body: Bytes) -> Result<Response, Ap
         store,
         echo,
     );
+    let id = head.id.clone();
     let answer = if stream {
         Answer::Streamed(ResponsesStream::new(head, keep))
     } else {
@@ -94,7 +98,22 @@ async fn handle(exchange: &mut Exchange<'_>, body: Bytes) -> Result<Response, Ap
             })
         })
     };
-    pipeline::serve(exchange, request, answer).await
+    let response = pipeline::serve(exchange, request, answer).await?;
+    let responses = Arc::clone(&exchange.state.responses);
+    if !(store && responses.is_shared()) {
+        return Ok(response);
+    }
+    // The answer's end waits for the shared store's write: the client's next turn, through
+    // any gateway, finds this response.
+    if !stream {
+        responses.written(&id).await;
+        return Ok(response);
+    }
+    Ok(response.map(|body| {
+        let landed = futures::stream::once(async move { responses.written(&id).await })
+            .filter_map(|()| async { None::<Result<Bytes, axum::Error>> });
+        Body::from_stream(body.into_data_stream().chain(landed))
+    }))
 }
 
 fn not_found(id: &str) -> Response {

@@ -106,7 +106,7 @@ fn event(name: &str, data: &Value) -> Vec<u8> {
 impl StreamShape for MessagesStream {
     const CONTENT_TYPE: &'static str = "text/event-stream";
 
-    fn opening(&self) -> Option<Bytes> {
+    fn opening(&mut self) -> Option<Bytes> {
         let mut frames = event(
             "message_start",
             &json!({"type": "message_start", "message": {

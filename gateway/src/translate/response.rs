@@ -139,7 +139,7 @@ pub fn error_frame(error: &ApiError) -> Bytes {
 
 impl StreamShape for SseTranslator {
     const CONTENT_TYPE: &'static str = "text/event-stream";
-    fn opening(&self) -> Option<Bytes> {
+    fn opening(&mut self) -> Option<Bytes> {
         Some(self.role_frame())
     }
     fn frame(&mut self, event: Event) -> Option<Bytes> {

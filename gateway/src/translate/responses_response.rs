@@ -231,21 +231,15 @@ impl ResponsesStream {
 impl StreamShape for ResponsesStream {
     const CONTENT_TYPE: &'static str = "text/event-stream";
 
-    fn opening(&self) -> Option<Bytes> {
-        // `opening` cannot advance the sequence: the two opening events are numbered 0 and 1
-        // here, and the counter starts after them (see `frame`).
+    fn opening(&mut self) -> Option<Bytes> {
         let response = self.head.object("in_progress", &[], None, "");
-        let created =
-            json!({"type": "response.created", "response": response, "sequence_number": 0});
-        let progress =
-            json!({"type": "response.in_progress", "response": response, "sequence_number": 1});
-        Some(Bytes::from(format!(
-            "event: response.created\ndata: {created}\n\nevent: response.in_progress\ndata: {progress}\n\n"
-        )))
+        let mut opening =
+            self.event(json!({"type": "response.created", "response": response.clone()}));
+        opening.extend(self.event(json!({"type": "response.in_progress", "response": response})));
+        Some(Bytes::from(opening))
     }
 
     fn frame(&mut self, event: Event) -> Option<Bytes> {
-        self.sequence = self.sequence.max(2);
         match event {
             Event::Delta(Delta {
                 content,

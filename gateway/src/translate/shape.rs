@@ -15,7 +15,7 @@ pub trait StreamShape: Send + 'static {
     /// alive.
     const COMMENTS: bool = true;
     /// Sent just before the first content frame (chat's role chunk), if the shape has one.
-    fn opening(&self) -> Option<Bytes> {
+    fn opening(&mut self) -> Option<Bytes> {
         None
     }
     /// The frame for one event, if it produces one.

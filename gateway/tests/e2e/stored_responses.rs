@@ -138,6 +138,34 @@ async fn a_conversation_stored_through_one_gateway_continues_through_another() {
         "the stored conversation went before the new input: {next} vs {alone}"
     );
 
+    // Streamed too: once its last byte is read, the other gateway continues it.
+    let streamed = http
+        .post(format!("{first_base}/v1/responses"))
+        .bearer_auth(KEY)
+        .json(&json!({"model": "llama3.2", "input": "one two", "stream": true}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let completed = streamed
+        .lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .filter_map(|data| serde_json::from_str::<Value>(data).ok())
+        .find(|event| event["type"] == "response.completed")
+        .unwrap_or_else(|| panic!("no response.completed in {streamed}"));
+    let streamed_id = completed["response"]["id"].as_str().unwrap().to_owned();
+    let (status, after_stream) = send(
+        create(
+            &second.base,
+            json!({"model": "llama3.2", "input": "three", "previous_response_id": streamed_id}),
+        ),
+        KEY,
+    )
+    .await;
+    assert_eq!(status, 200, "{after_stream}");
+
     // Read from either gateway, by its tenant only.
     let retrieve = |base: &str| http.get(format!("{base}/v1/responses/{id}"));
     let (status, read) = send(retrieve(&second.base), KEY).await;
