@@ -14,6 +14,9 @@ command -v redis-server >/dev/null || missing+=(redis-server)
 # Instruction counts for the log-cost benchmark's smoke test.
 command -v valgrind >/dev/null || missing+=(valgrind)
 python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
+# A real browser for the status page test (Selenium drives it through chromedriver).
+command -v chromium >/dev/null || missing+=(chromium)
+command -v chromedriver >/dev/null || missing+=(chromium-driver)
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi
@@ -59,6 +62,8 @@ step "real engine: llama.cpp's own llama-server (continuous batching), built onc
 server_env="$(bash scripts/test/llama_server_setup.sh)"
 eval "$server_env"
 export LLMGW_LLAMA_PYTHON LLMGW_LLAMA_MODEL LLMGW_LLAMA_SERVER LLMGW_REQUIRE_REAL_ENGINE=1
+# The browser test fails rather than skips here when Chromium is missing.
+export LLMGW_REQUIRE_BROWSER=1
 
 step "python tests: OpenAI SDK, grpcurl, smoke script, real engine — against real processes"
 pytest -q tests/python

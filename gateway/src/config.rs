@@ -112,6 +112,11 @@ pub struct Config {
     /// the cheapest per request where cores are shared), 0 = one per available core.
     #[arg(long, env = "GATEWAY_WORKER_THREADS", default_value_t = 0)]
     pub worker_threads: usize,
+    /// Who may read `/status` and `/status.json` in open mode: `loopback` (clients on this
+    /// machine), `any`, or `off`. With API keys, an `admin = true` key reads them (`off` still
+    /// turns them off).
+    #[arg(long, env = "GATEWAY_STATUS_ACCESS", value_enum, default_value_t = StatusAccess::Loopback)]
+    pub status_access: StatusAccess,
     /// On SIGTERM, `/readyz` answers 503 at once and the edge keeps serving (new connections
     /// too) for this many milliseconds, so load balancers stop sending before it stops
     /// accepting; then it drains for `GATEWAY_SHUTDOWN_GRACE_MS`.
@@ -148,6 +153,7 @@ impl Config {
             shutdown_delay_ms: 0,
             max_in_flight: 4096,
             worker_threads: 0,
+            status_access: StatusAccess::Loopback,
         }
     }
 
@@ -201,4 +207,15 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Who may read the status page in open mode (`GATEWAY_STATUS_ACCESS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StatusAccess {
+    /// Clients connecting from a loopback address.
+    Loopback,
+    /// Anyone who reaches the gateway.
+    Any,
+    /// Nobody: `/status` and `/status.json` answer 404.
+    Off,
 }

@@ -143,7 +143,7 @@ pub async fn accept(
                 Err(_closed) => break,
             },
         };
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             () = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -163,6 +163,7 @@ pub async fn accept(
             app: app.clone(),
             watch: Arc::clone(&watch),
             bodies: limits.bodies.clone(),
+            peer,
         });
         let connection = builder
             .serve_connection_with_upgrades(
@@ -264,6 +265,8 @@ struct EdgeService {
     app: Router,
     watch: Arc<ConnectionWatch>,
     bodies: BodyLimits,
+    /// The client's address (the status page serves loopback clients in open mode).
+    peer: std::net::SocketAddr,
 }
 
 impl<B> tower::Service<axum::http::Request<B>> for EdgeService
@@ -284,6 +287,12 @@ where
         let ticket = Arc::new(BodyTicket::default());
         let (mut parts, body) = request.into_parts();
         parts.extensions.insert(Arc::clone(&ticket));
+        // Only the status page asks who connected: other requests pay nothing for it.
+        if parts.uri.path().starts_with("/status") {
+            parts
+                .extensions
+                .insert(crate::routes::status_page::Peer(self.peer));
+        }
         let body = GuardedBody::new(body, self.bodies.clone(), Arc::clone(&ticket));
         let request = Request::from_parts(parts, axum::body::Body::new(body));
         let app = self.app.clone();

@@ -179,6 +179,7 @@ fn scheduler_message(reason: Reason) -> Said {
         }
         Reason::ModelNotAllowed => "This key may not use this model",
         Reason::PriorityNotAllowed => "This key may not ask for this priority",
+        Reason::AdminRequired => "The status page needs an admin key",
         Reason::RateLimited => "A rate limit was reached; retry later",
         Reason::BudgetExhausted => "The token budget is spent",
         Reason::LimitsUnavailable => "Rate limits cannot be checked right now; retry shortly",

@@ -46,6 +46,9 @@ use crate::caller::{Caller, parse_priority, priority_name};
 use crate::error::{ApiError, Refusal};
 use crate::metrics::GatewayMetrics;
 
+/// Tenants the status page lists with their limits (each one a store round trip).
+const MAX_TENANTS_SHOWN: usize = 200;
+
 /// The live policy (reloadable) and the limiter.
 #[derive(Debug)]
 pub struct Governance {
@@ -323,6 +326,53 @@ impl Governance {
         }
     }
 
+    /// Whether `headers` may read the status page: `Ok(true)` with keys and an
+    /// `admin = true` key; `Ok(false)` without keys (the route then decides by the client's
+    /// address); a missing or unknown key is 401, a tenant's ordinary key 403.
+    pub fn admin(&self, headers: &HeaderMap) -> Result<bool, ApiError> {
+        let Some(policy) = self.policy().filter(|p| p.auth == AuthMode::ApiKey) else {
+            return Ok(false);
+        };
+        let Some(presented) = keys::presented(headers) else {
+            return Err(invalid_key(
+                "Missing API key: the status page needs an admin key (`Authorization: Bearer <key>`)",
+            ));
+        };
+        match policy.key(presented) {
+            None => Err(invalid_key("Invalid API key")),
+            Some(key) if key.admin => Ok(true),
+            Some(_) => Err(refusal(
+                StatusCode::FORBIDDEN,
+                Reason::AdminRequired,
+                "The status page needs a key with `admin = true`; this key is a tenant's"
+                    .to_owned(),
+                None,
+            )),
+        }
+    }
+
+    /// Every configured tenant's limits and what remains of them (tenants without limits:
+    /// [`Usage::Unlimited`]), for the status page.
+    pub async fn usage(&self) -> Vec<(Arc<Tenant>, Usage)> {
+        let Some(policy) = self.policy() else {
+            return Vec::new();
+        };
+        let mut usage = Vec::new();
+        for tenant in policy.tenants().into_iter().take(MAX_TENANTS_SHOWN) {
+            let used = match (&self.limiter, tenant.is_limited()) {
+                (Some(limiter), true) => {
+                    match limiter.peek(Arc::clone(&tenant.name), tenant.limits).await {
+                        Ok(remaining) => Usage::Remaining(remaining),
+                        Err(_) => Usage::StoreSilent,
+                    }
+                }
+                _ => Usage::Unlimited,
+            };
+            usage.push((Arc::clone(tenant), used));
+        }
+        usage
+    }
+
     /// What remains for the caller's tenant, for `GET /v1/limits`.
     pub async fn remaining(&self, caller: &Caller) -> Result<Option<Remaining>, ApiError> {
         let (Some(tenant), Some(limiter)) = (caller.tenant_rules.as_ref(), self.limiter.as_ref())
@@ -338,6 +388,17 @@ impl Governance {
             .map(Some)
             .map_err(|_| limits_unavailable())
     }
+}
+
+/// A tenant's limits as the status page shows them.
+#[derive(Debug, Clone)]
+pub enum Usage {
+    /// No limits.
+    Unlimited,
+    /// What remains of them.
+    Remaining(Remaining),
+    /// The limit store did not answer.
+    StoreSilent,
 }
 
 /// What admission to a governed tenant's limits produced.

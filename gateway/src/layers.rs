@@ -7,7 +7,8 @@
 //! 2. [`server_span`]: the HTTP server span, a child of the caller's W3C trace context, entered
 //!    for the whole request (streams keep it until their last byte); `x-trace-id` on responses.
 //! 3. [`observe`]: `llmgw_http_requests_total` for every response and its duration (streams
-//!    record theirs when they end), labelled by the matched route, never the raw path.
+//!    record theirs when they end), labelled by the matched route, never the raw path; a
+//!    refusal or failure is also remembered for the status page.
 //! 4. [`shed`]: beyond `GATEWAY_MAX_IN_FLIGHT` requests in flight, a fast 503.
 //! 5. [`caller`] (API routes only): who is calling and how urgent it is — the API key's tenant,
 //!    or open mode's headers — as a [`crate::caller::Caller`] extension, with `x-llmgw-tenant`
@@ -31,6 +32,7 @@ use crate::edge::body::BodyTicket;
 use crate::error::{ApiError, Refusal};
 use crate::governance::Governance;
 use crate::metrics::GatewayMetrics;
+use crate::status_page::recent::{RecentRefusals, Refused};
 
 /// The request's id, as the client sent it or as the gateway made it.
 #[derive(Debug, Clone)]
@@ -120,23 +122,50 @@ pub async fn server_span(mut request: Request, next: Next) -> Response {
     response
 }
 
-/// Layer 3: the request metric and, for whole responses, the duration.
-pub async fn observe(
-    State(metrics): State<Arc<GatewayMetrics>>,
-    request: Request,
-    next: Next,
-) -> Response {
+/// What layer 3 writes to: the metrics, and the status page's recent refusals.
+#[derive(Debug, Clone)]
+pub struct Observers {
+    pub metrics: Arc<GatewayMetrics>,
+    pub refusals: Arc<RecentRefusals>,
+}
+
+/// Layer 3: the request metric and, for whole responses, the duration; a refusal or failure
+/// (400 and above) is remembered for the status page.
+pub async fn observe(State(observers): State<Observers>, request: Request, next: Next) -> Response {
     let received = Instant::now();
     let route = route_of(&request);
+    let request_id = request.extensions().get::<RequestId>().cloned();
     let response = next.run(request).await;
     let status = response.status().as_u16();
     let (model, streaming) = response
         .extensions()
         .get::<Observed>()
         .map_or(("-", false), |o| (o.model.as_str(), o.streaming));
-    metrics.request(&route, model, status);
+    observers.metrics.request(&route, model, status);
     if !streaming {
-        metrics.duration(&route, model, status, received.elapsed().as_secs_f64());
+        observers
+            .metrics
+            .duration(&route, model, status, received.elapsed().as_secs_f64());
+    }
+    // API routes only: probes, metrics and unmatched paths are not a tenant's refusals.
+    if status >= 400 && (route.starts_with("/v1/") || route.starts_with("/api/")) {
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-")
+                .to_owned()
+        };
+        observers.refusals.record(Refused {
+            at: llmgw_telemetry::timestamp::now_rfc3339(),
+            request_id: request_id.map_or_else(String::new, |id| id.0),
+            tenant: header("x-llmgw-tenant"),
+            route,
+            model: model.to_owned(),
+            status,
+            reason: header("x-llmgw-reason"),
+        });
     }
     response
 }

@@ -19,6 +19,7 @@
 //! - [`metrics`]: the Prometheus metrics the routes record.
 //! - [`backend_label`]: the opaque endpoint label `x-llmgw-backend` shows clients.
 //! - [`responses_store`]: the Responses API's stored responses (`previous_response_id`).
+//! - [`status_page`]: `GET /status` and `/status.json`: schedulers, pools, tenants, refusals.
 
 pub mod backend_label;
 pub mod caller;
@@ -33,6 +34,7 @@ pub mod responses_store;
 pub mod routes;
 pub mod scheduler_client;
 pub mod server;
+pub mod status_page;
 pub mod status_table;
 pub mod translate;
 

@@ -15,6 +15,7 @@ pub mod ollama;
 pub mod ollama_info;
 pub mod pipeline;
 pub mod responses;
+pub mod status_page;
 mod stream;
 
 use std::sync::Arc;
@@ -33,6 +34,8 @@ pub struct AppState {
     pub governance: Arc<Governance>,
     /// The Responses API's stored responses.
     pub responses: Arc<crate::responses_store::ResponseStore>,
+    /// What was refused lately, for the status page.
+    pub refusals: Arc<crate::status_page::recent::RecentRefusals>,
     /// Cancelled when the gateway begins to shut down: `/readyz` fails from then on.
     pub stopping: tokio_util::sync::CancellationToken,
 }

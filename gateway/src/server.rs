@@ -25,7 +25,7 @@ use crate::metrics::GatewayMetrics;
 use crate::responses_store::ResponseStore;
 use crate::routes::{
     AppState, chat_completions, completions, embeddings, health, limits, messages, metrics, models,
-    ollama, ollama_info, responses,
+    ollama, ollama_info, responses, status_page,
 };
 use crate::scheduler_client::SchedulerClients;
 
@@ -79,6 +79,7 @@ fn build(config: &Config, stopping: CancellationToken) -> Result<Built, ServeErr
         config: Arc::new(config.clone()),
         metrics: Arc::clone(&metrics),
         governance: Arc::clone(&governance),
+        refusals: Arc::default(),
         responses: Arc::new(
             ResponseStore::for_config(governance.policy().as_ref().map(|p| &p.store))
                 .map_err(|err| ServeError::Config(format!("GATEWAY_CONFIG: {err}")))?,
@@ -152,13 +153,18 @@ fn build(config: &Config, stopping: CancellationToken) -> Result<Built, ServeErr
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::render))
+        .route("/status", get(status_page::page))
+        .route("/status.json", get(status_page::json))
         .fallback(not_found)
         // Layers, innermost first (each `.layer` wraps everything above it):
         // the body limit bounds memory per request before any parsing; over it is a 413.
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         // every response counted by matched route and status, whole responses timed.
         .layer(middleware::from_fn_with_state(
-            Arc::clone(&metrics),
+            layers::Observers {
+                metrics: Arc::clone(&metrics),
+                refusals: Arc::clone(&state.refusals),
+            },
             layers::observe,
         ))
         // the server span, child of the caller's trace context, around all of the above.

@@ -53,6 +53,8 @@ reasons! {
     InvalidApiKey => "invalid_api_key",
     /// The key's tenant may not use this model.
     ModelNotAllowed => "model_not_allowed",
+    /// The status page needs a key with `admin = true` (or, in open mode, a permitted client).
+    AdminRequired => "admin_required",
     /// The key's tenant may not ask for this priority.
     PriorityNotAllowed => "priority_not_allowed",
     /// An engine option the tenant may not pass.

@@ -147,6 +147,32 @@ struct State {
     next_id: u64,
     /// Tokens served per tenant (the fairness counter), bounded to [`MAX_TENANTS_COUNTED`].
     served: HashMap<Arc<str>, u64>,
+    /// Slots held per tenant (for the status page); a tenant leaves when it holds none.
+    running_by_tenant: HashMap<Arc<str>, u32>,
+}
+
+impl State {
+    /// A request of `tenant` takes a slot.
+    fn start(&mut self, tenant: &Arc<str>, cost: Cost) {
+        self.running += 1;
+        self.running_work.add(cost);
+        *self
+            .running_by_tenant
+            .entry(Arc::clone(tenant))
+            .or_default() += 1;
+    }
+
+    /// A request of `tenant` gives its slot back.
+    fn stop(&mut self, tenant: &str, cost: Cost) {
+        self.running = self.running.saturating_sub(1);
+        self.running_work.remove(cost);
+        if let Some(held) = self.running_by_tenant.get_mut(tenant) {
+            *held = held.saturating_sub(1);
+            if *held == 0 {
+                self.running_by_tenant.remove(tenant);
+            }
+        }
+    }
 }
 
 /// Sums over the requests that hold slots.
@@ -170,6 +196,33 @@ impl RunningWork {
             .completion_tokens
             .saturating_sub(u64::from(cost.completion_tokens));
     }
+}
+
+/// A pool's admission as the status page shows it.
+#[derive(Debug, Clone)]
+pub struct AdmissionStatus {
+    pub capacity: usize,
+    pub running: usize,
+    /// Per class, best first.
+    pub waiting: Vec<ClassStatus>,
+    pub tenants: Vec<(Arc<str>, TenantStatus)>,
+}
+
+/// The requests of one class waiting in a pool.
+#[derive(Debug, Clone, Copy)]
+pub struct ClassStatus {
+    pub class: Class,
+    pub requests: usize,
+    pub tokens: u64,
+    pub oldest_wait: Duration,
+}
+
+/// One tenant in a pool.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TenantStatus {
+    pub running: u32,
+    pub waiting: u32,
+    pub served_tokens: u64,
 }
 
 /// Tenants beyond this many are counted under `other` in the served-tokens counter.
@@ -209,6 +262,7 @@ impl Admission {
                 queue,
                 next_id: 0,
                 served: HashMap::new(),
+                running_by_tenant: HashMap::new(),
             }),
             limits,
             average_hold_us: AtomicU64::new(0),
@@ -249,6 +303,40 @@ impl Admission {
             .iter()
             .map(|(tenant, tokens)| (Arc::clone(tenant), *tokens))
             .collect()
+    }
+
+    /// What the status page shows of this pool's admission, read under one lock.
+    pub fn status(&self) -> AdmissionStatus {
+        let state = self.lock();
+        let now = Instant::now();
+        let waiting = Class::ALL
+            .iter()
+            .map(|&class| ClassStatus {
+                class,
+                requests: state.queue.len_of(class),
+                tokens: state.queue.tokens_of(class),
+                oldest_wait: state
+                    .queue
+                    .oldest_of(class)
+                    .map_or(Duration::ZERO, |at| now.saturating_duration_since(at)),
+            })
+            .collect();
+        let mut tenants: HashMap<Arc<str>, TenantStatus> = HashMap::new();
+        for (tenant, served) in &state.served {
+            tenants.entry(Arc::clone(tenant)).or_default().served_tokens = *served;
+        }
+        for (tenant, running) in &state.running_by_tenant {
+            tenants.entry(Arc::clone(tenant)).or_default().running = *running;
+        }
+        for (tenant, waiting) in state.queue.waiting_by_tenant() {
+            tenants.entry(tenant).or_default().waiting = waiting;
+        }
+        AdmissionStatus {
+            capacity: state.slots,
+            running: state.running,
+            waiting,
+            tenants: tenants.into_iter().collect(),
+        }
     }
 
     /// The pool's learned timings, fed by every endpoint.
@@ -297,8 +385,7 @@ impl Admission {
                 .unwrap_or_default()
                 .saturating_mul(ask.cost.prompt_tokens);
             self.check_objective(&ask, prefill)?;
-            state.running += 1;
-            state.running_work.add(ask.cost);
+            state.start(&ask.tenant, ask.cost);
             let permit = SlotPermit::new(self, &ask, None, first_token);
             return Ok(Entry::Admitted(permit));
         }
@@ -405,12 +492,10 @@ impl Admission {
             let Some(next) = state.queue.pop_next() else {
                 break;
             };
-            state.running += 1;
-            state.running_work.add(next.cost);
+            state.start(&next.tenant, next.cost);
             if next.payload.send(Ok(next.enqueued.elapsed())).is_err() {
                 // The waiter vanished between leaving the queue and now: reuse the slot.
-                state.running -= 1;
-                state.running_work.remove(next.cost);
+                state.stop(&next.tenant, next.cost);
             }
         }
     }
@@ -420,8 +505,7 @@ impl Admission {
     /// by its estimate: the difference is corrected (one admitted at once moved nothing).
     fn release(&self, tenant: &Arc<str>, class: Class, cost: Cost, used: Cost, waited: bool) {
         let mut state = self.lock();
-        state.running = state.running.saturating_sub(1);
-        state.running_work.remove(cost);
+        state.stop(tenant, cost);
         let extra = self.limits.fair_share.work(used) - self.limits.fair_share.work(cost);
         if waited && extra != 0.0 {
             let weight = self.limits.weights.get(&**tenant).copied().unwrap_or(1);
@@ -562,8 +646,7 @@ impl Drop for WaitTicket {
             return;
         }
         if let Ok(Ok(_granted)) = receiver.try_recv() {
-            state.running = state.running.saturating_sub(1);
-            state.running_work.remove(self.ask.cost);
+            state.stop(&self.ask.tenant, self.ask.cost);
             self.admission.dispatch(&mut state);
         }
     }

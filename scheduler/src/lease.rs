@@ -79,6 +79,11 @@ impl Lease {
             .map(|m| m.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
     }
 
+    /// Whether this scheduler runs without a lease (the only one of its group).
+    pub fn is_sole(&self) -> bool {
+        self.state.is_none()
+    }
+
     /// Whether this replica may start work now.
     pub fn is_leader(&self) -> bool {
         self.lock().is_none_or(|state| {

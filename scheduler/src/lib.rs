@@ -7,6 +7,7 @@
 //! - [`auth`]: the `SCHEDULER_AUTH_TOKEN` check on every call but health.
 //! - [`service`]: the `llmgw.scheduler.v1.Scheduler` implementation: validation, routing,
 //!   admission entry, list models.
+//! - [`status`]: the `Status` RPC's snapshot (role, pools, queues, endpoints, tenants).
 //! - [`validated`]: the request validated once at the door ([`validated::Validated`]).
 //! - [`generation`]: one request's event stream in named phases: `admit` (the one door into a
 //!   pool), `attempt` until the first token, fall back, `relay`; `budget` and `context`.
@@ -47,6 +48,7 @@ pub mod reload;
 pub mod routing;
 pub mod server;
 pub mod service;
+pub mod status;
 pub mod topology;
 pub mod validated;
 pub mod work;

@@ -9,7 +9,7 @@ use futures::Stream;
 use llmgw_proto::v1::scheduler_server::Scheduler;
 use llmgw_proto::v1::{
     ChatEvent, ChatRequest, CompletionRequest, EmbedRequest, ListModelsRequest, ListModelsResponse,
-    Model,
+    Model, StatusRequest, StatusResponse,
 };
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
@@ -29,11 +29,16 @@ use llmgw_telemetry::propagation;
 pub struct SchedulerService {
     topologies: Arc<Topologies>,
     lease: Arc<Lease>,
+    started: Instant,
 }
 
 impl SchedulerService {
     pub fn new(topologies: Arc<Topologies>, lease: Arc<Lease>) -> Self {
-        Self { topologies, lease }
+        Self {
+            topologies,
+            lease,
+            started: Instant::now(),
+        }
     }
 }
 
@@ -104,6 +109,18 @@ impl Scheduler for SchedulerService {
             SchedulerError::from,
         );
         Err(Status::from(err))
+    }
+
+    async fn status(
+        &self,
+        _request: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
+        let topology = self.topologies.current();
+        Ok(Response::new(crate::status::snapshot(
+            &topology,
+            &self.lease,
+            self.started.elapsed(),
+        )))
     }
 }
 

@@ -20,7 +20,7 @@ use llmgw_proto::v1::scheduler_client::SchedulerClient;
 use llmgw_proto::v1::scheduler_server::{Scheduler, SchedulerServer};
 use llmgw_proto::v1::{
     ChatEvent, ChatRequest, CompletionRequest, Delta, EmbedRequest, ListModelsRequest,
-    ListModelsResponse, chat_event::Event,
+    ListModelsResponse, StatusRequest, StatusResponse, chat_event::Event,
 };
 use tonic::transport::{Channel, Endpoint, Server};
 use tonic::{Request, Response, Status};
@@ -92,6 +92,10 @@ impl Scheduler for Mid {
         _: Request<ListModelsRequest>,
     ) -> Result<Response<ListModelsResponse>, Status> {
         Ok(Response::new(ListModelsResponse::default()))
+    }
+
+    async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        Ok(Response::new(StatusResponse::default()))
     }
 }
 

@@ -224,6 +224,9 @@ pub struct KeyConfig {
     /// A label for logs (which key was used), never the key.
     #[serde(default)]
     pub name: Option<String>,
+    /// May read the status page and `/status.json` (every tenant's state).
+    #[serde(default)]
+    pub admin: bool,
 }
 
 /// The file could not be used; the message names the key.

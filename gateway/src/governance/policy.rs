@@ -96,6 +96,8 @@ pub struct Key {
     pub tenant: Arc<Tenant>,
     /// The label from the file, for logs.
     pub name: Option<String>,
+    /// May read the status page.
+    pub admin: bool,
 }
 
 /// The compiled file.
@@ -135,6 +137,7 @@ impl Policy {
                     Key {
                         tenant,
                         name: key.name.clone(),
+                        admin: key.admin,
                     },
                 ))
             })
@@ -158,6 +161,13 @@ impl Policy {
     /// A configured tenant by name.
     pub fn tenant(&self, name: &str) -> Option<&Arc<Tenant>> {
         self.tenants.get(name)
+    }
+
+    /// Every configured tenant, by name.
+    pub fn tenants(&self) -> Vec<&Arc<Tenant>> {
+        let mut tenants: Vec<&Arc<Tenant>> = self.tenants.values().collect();
+        tenants.sort_by(|a, b| a.name.cmp(&b.name));
+        tenants
     }
 }
 

@@ -13,6 +13,8 @@ use crate::caller::Caller;
 use crate::error::ApiError;
 use crate::layers::Observed;
 use crate::metrics::GatewayMetrics;
+use crate::status_page::recent::{RecentRefusals, Refused};
+use llmgw_proto::Reason;
 
 #[derive(Debug, Clone)]
 pub(crate) struct Observation {
@@ -27,6 +29,31 @@ pub(crate) struct Observation {
     pub route: &'static str,
     /// The tenant's rate-limit state as of its reservation.
     pub limit_headers: HeaderMap,
+    /// Where a stream that fails after its `200` is remembered for the status page.
+    pub failures: StreamFailures,
+}
+
+/// Remembers a stream that failed after its `200` (the `observe` layer saw only the 200).
+#[derive(Debug, Clone)]
+pub(crate) struct StreamFailures {
+    refusals: Arc<RecentRefusals>,
+    request_id: String,
+    tenant: String,
+}
+
+impl StreamFailures {
+    pub fn record(&self, route: &str, model: &str, reason: Reason) {
+        self.refusals.record(Refused {
+            at: llmgw_telemetry::timestamp::now_rfc3339(),
+            request_id: self.request_id.clone(),
+            tenant: self.tenant.clone(),
+            route: route.to_owned(),
+            model: model.to_owned(),
+            // The client got a 200 and, after it, the error in the stream.
+            status: 200,
+            reason: reason.as_str().to_owned(),
+        });
+    }
 }
 
 impl Observation {
@@ -39,6 +66,11 @@ impl Observation {
             streaming: false,
             route,
             limit_headers: HeaderMap::new(),
+            failures: StreamFailures {
+                refusals: Arc::clone(&state.refusals),
+                request_id: caller.request_id.clone(),
+                tenant: caller.tenant.clone(),
+            },
         }
     }
 

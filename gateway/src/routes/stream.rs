@@ -42,7 +42,7 @@ pub(crate) fn stream_response<S: StreamShape>(
         // The server and call spans end with the stream, not with the response head.
         let (server_span, rpc_span) = spans;
         let Opening { first, queued_position, .. } = opening;
-        let Observation { metrics, model, tenant, received, route, .. } = observation;
+        let Observation { metrics, model, tenant, received, route, failures, .. } = observation;
         let model = model.unwrap_or_default();
         let mut first_token_at: Option<Duration> = None;
         let mut output_tokens = 0;
@@ -135,6 +135,7 @@ pub(crate) fn stream_response<S: StreamShape>(
                 Step::End => {
                     let err = ApiError::backend_interrupted();
                     metrics.stream_error(&model, err.reason().as_str());
+                    failures.record(route, &model, err.reason());
                     metrics.duration(route, &model, 200, received.elapsed().as_secs_f64());
                     tracing::warn!(reason = err.reason().as_str(), "stream ended before finishing");
                     yield Ok(translator.error(&err));
@@ -148,6 +149,7 @@ pub(crate) fn stream_response<S: StreamShape>(
                     server_span.record("otel.status_code", "ERROR");
                     let err = ApiError::Scheduler(status);
                     metrics.stream_error(&model, err.reason().as_str());
+                    failures.record(route, &model, err.reason());
                     metrics.duration(route, &model, 200, received.elapsed().as_secs_f64());
                     tracing::warn!(reason = err.reason().as_str(), error = %err, "stream failed after the response was committed");
                     yield Ok(translator.error(&err));

@@ -33,6 +33,7 @@ mod scale_out;
 mod scheduler_down;
 mod shutdown;
 mod slot_holding;
+mod status_page;
 mod stored_responses;
 mod structured_output;
 mod timeouts;

@@ -186,6 +186,24 @@ impl<T> WaitQueue<T> {
         self.classes[class as usize].len
     }
 
+    /// When the longest-waiting request of `class` arrived.
+    pub fn oldest_of(&self, class: Class) -> Option<Instant> {
+        self.classes[class as usize].oldest()
+    }
+
+    /// Waiting requests per tenant, over every class.
+    pub fn waiting_by_tenant(&self) -> HashMap<Arc<str>, u32> {
+        let mut waiting: HashMap<Arc<str>, u32> = HashMap::new();
+        for class in &self.classes {
+            for (tenant, queue) in &class.tenants {
+                if !queue.entries.is_empty() {
+                    *waiting.entry(Arc::clone(tenant)).or_default() += queue.entries.len() as u32;
+                }
+            }
+        }
+        waiting
+    }
+
     /// Tokens of the waiting requests of `class`.
     pub fn tokens_of(&self, class: Class) -> u64 {
         self.classes[class as usize].tokens
