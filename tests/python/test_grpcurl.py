@@ -105,3 +105,17 @@ def test_complete_and_embed_are_callable_directly(stack):
     refused = grpcurl(stack, "llmgw.scheduler.v1.Scheduler/Embed", data={"model": "llama3.2"})
     assert refused.returncode != 0 and "InvalidArgument" in refused.stderr
     assert "`input`" in refused.stderr
+
+
+def test_status_is_a_snapshot_of_the_replica(stack):
+    """The Status RPC the gateway's status page reads, called as an operator would."""
+    result = grpcurl(stack, "llmgw.scheduler.v1.Scheduler/Status", data={})
+    assert result.returncode == 0, result.stderr
+    status = json.loads(result.stdout)
+    assert status["role"] == "sole" and status["serving"] is True
+    [pool] = status["pools"]
+    assert int(pool["capacity"]) >= 1
+    assert [c["class"] for c in pool["waiting"]] == ["critical", "interactive", "batch"]
+    [endpoint] = pool["endpoints"]
+    assert endpoint["kind"] == "ollama" and endpoint["up"] is True and endpoint["breaker"] == "closed"
+    assert endpoint["slotsSource"] == "configured"
