@@ -14,10 +14,11 @@ use tokio::sync::Notify;
 
 use llmgw_proto::v1::Message as Turn;
 use prost::Message as _;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{IntoConnectionInfo, Script};
+use redis::Script;
+use redis::aio::ConnectionManager;
 
 use super::{STORED_TTL, Stored};
+use crate::governance::store::redis::connection_manager;
 
 /// Deletes the hash only when the tenant in it is the caller's.
 const DELETE_OWNED: &str = r#"
@@ -51,18 +52,8 @@ impl std::fmt::Debug for RedisResponses {
 impl RedisResponses {
     /// Prepares a lazily connecting store (the gateway starts while Redis is down).
     pub fn connect_lazy(url: &str, prefix: &str, timeout: Duration) -> Result<Self, String> {
-        let info = url
-            .into_connection_info()
-            .map_err(|err| format!("invalid store.redis_url: {}", err.category()))?
-            .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
-        let client = redis::Client::open(info).map_err(|err| err.to_string())?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(2));
-        let connection = client
-            .get_connection_manager_lazy(config)
-            .map_err(|err| err.to_string())?;
+        // Each command is bounded here (a large conversation's write takes longer).
+        let connection = connection_manager(url, timeout, None)?;
         Ok(Self {
             connection,
             prefix: prefix.into(),

@@ -9,14 +9,10 @@ use llm_sim::{Fault, SimConfig};
 use serde_json::{Value, json};
 
 use crate::redis_server::RedisServer;
-use crate::support::{Stack, chat_body, eventually_async, quick_sim, temp_config_path};
+use crate::support::{Stack, chat_body, eventually_async, key_hash, quick_sim, temp_config_path};
 
 const KEY: &str = "sk-team-a-0123456789";
 const OTHER_KEY: &str = "sk-team-b-9876543210";
-
-fn hash(key: &str) -> String {
-    gateway::governance::keys::hex(&gateway::governance::keys::hash(key))
-}
 
 /// Two tenants with keys; `team_a` is spliced into team-a's table, `store` after `[store]`.
 fn config(team_a: &str, store: &str) -> String {
@@ -40,8 +36,8 @@ fn config(team_a: &str, store: &str) -> String {
         tenant = "team-b"
         sha256 = "{}"
         "#,
-        hash(KEY),
-        hash(OTHER_KEY)
+        key_hash(KEY),
+        key_hash(OTHER_KEY)
     )
 }
 
@@ -441,8 +437,8 @@ async fn a_revoked_key_stops_working_without_a_restart_while_in_flight_requests_
     let in_flight = post(&stack, Some(KEY), long).await;
     assert_eq!(in_flight.status(), 200);
     let without_a = config("", "").replacen(
-        &format!("sha256 = \"{}\"", hash(KEY)),
-        &format!("sha256 = \"{}\"", hash("sk-replacement")),
+        &format!("sha256 = \"{}\"", key_hash(KEY)),
+        &format!("sha256 = \"{}\"", key_hash("sk-replacement")),
         1,
     );
     std::fs::write(&path, without_a).unwrap();

@@ -8,14 +8,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::redis_server::RedisServer;
-use crate::support::{Stack, eventually_async, quick_sim, temp_config_path};
+use crate::support::{Stack, eventually_async, key_hash, quick_sim, temp_config_path};
 
 const KEY: &str = "sk-store-team-a-0123456789";
 const OTHER_KEY: &str = "sk-store-team-b-9876543210";
-
-fn hash(key: &str) -> String {
-    gateway::governance::keys::hex(&gateway::governance::keys::hash(key))
-}
 
 fn config(redis: &str) -> String {
     format!(
@@ -35,8 +31,8 @@ fn config(redis: &str) -> String {
         tenant = "team-b"
         sha256 = "{}"
         "#,
-        hash(KEY),
-        hash(OTHER_KEY)
+        key_hash(KEY),
+        key_hash(OTHER_KEY)
     )
 }
 

@@ -392,3 +392,8 @@ pub fn fallback_fleet(urls: &[String]) -> String {
         urls[0], urls[1]
     )
 }
+
+/// The `sha256` of `key` as a `[[key]]` entry holds it.
+pub fn key_hash(key: &str) -> String {
+    gateway::governance::keys::hex(&gateway::governance::keys::hash(key))
+}

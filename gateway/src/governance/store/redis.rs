@@ -34,20 +34,7 @@ impl RedisStore {
     /// Prepares a lazily connecting store; nothing is sent until the first decision, so the
     /// gateway starts while Redis is still down (and `on_error` decides meanwhile).
     pub fn connect_lazy(url: &str, prefix: &str, timeout: Duration) -> Result<Self, StoreError> {
-        let info = url
-            .into_connection_info()
-            .map_err(|err| StoreError(format!("invalid store.redis_url: {}", err.category())))?
-            // Decisions are tiny request/response pairs: Nagle would add delay to each.
-            .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
-        let client = redis::Client::open(info).map_err(|err| StoreError(err.to_string()))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(2));
-        let connection = client
-            .get_connection_manager_lazy(config)
-            .map_err(|err| StoreError(err.to_string()))?;
+        let connection = connection_manager(url, timeout, Some(timeout)).map_err(StoreError)?;
         Ok(Self {
             connection,
             script: Arc::new(Script::new(include_str!("limits.lua"))),
@@ -93,6 +80,30 @@ impl RedisStore {
                 .map_err(|err| StoreError(err.to_string()))
         })
     }
+}
+
+/// A lazily connecting, self-reconnecting connection to `[store]`'s Redis (shared with the
+/// Responses API's store): TCP_NODELAY, `timeout` to connect, `response_timeout` per command
+/// (`None`: the caller bounds its own).
+pub fn connection_manager(
+    url: &str,
+    timeout: Duration,
+    response_timeout: Option<Duration>,
+) -> Result<ConnectionManager, String> {
+    let info = url
+        .into_connection_info()
+        .map_err(|err| format!("invalid store.redis_url: {}", err.category()))?
+        // Decisions are tiny request/response pairs: Nagle would add delay to each.
+        .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+    let client = redis::Client::open(info).map_err(|err| err.to_string())?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(response_timeout)
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_secs(2));
+    client
+        .get_connection_manager_lazy(config)
+        .map_err(|err| err.to_string())
 }
 
 /// Reads the script's reply into what remains, given which limits exist.
