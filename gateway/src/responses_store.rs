@@ -103,7 +103,7 @@ impl ResponseStore {
         }
         match self {
             Self::Memory(memory) => memory.put(id, stored, size),
-            Self::Redis(redis) => redis.put(id, stored),
+            Self::Redis(redis) => redis.put(id, stored, size),
         }
     }
 

@@ -1,43 +1,61 @@
 //! [`RedisResponses`]: stored responses in `[store]`'s Redis, so any gateway continues a
-//! conversation another stored. One hash per response (`<prefix>:response:<id>`: `tenant`,
-//! `conversation` as length-delimited protobuf `Message`s, `response` as JSON), expiring
-//! after [`STORED_TTL`]; Redis's own `maxmemory` bounds the total. The write starts as the
-//! answer is finished, and the answer's last byte waits for it ([`RedisResponses::written`]),
-//! so the client's next turn finds it through any gateway; meanwhile this gateway answers for
-//! it from `pending`.
+//! conversation another stored. Keys are the tenant's (`<prefix>:response:{<tenant>}:<id>`,
+//! a hash of `tenant`, `conversation` as length-delimited protobuf `Message`s and `response`
+//! as JSON), expiring after [`STORED_TTL`]; `responses.lua` keeps each tenant within
+//! [`SHARED_PER_TENANT`] responses and [`SHARED_PER_TENANT_BYTES`] (its oldest out), so one
+//! tenant can neither push out another's responses nor fill the Redis the limits live in.
+//!
+//! The write starts as the answer is finished, and the answer's end waits for it
+//! ([`RedisResponses::written`]), so the client's next turn finds it through any gateway;
+//! meanwhile this gateway answers for it from `pending`. Writes have a connection of their
+//! own: a large one never holds up a read.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::Notify;
-
 use llmgw_proto::v1::Message as Turn;
 use prost::Message as _;
 use redis::Script;
 use redis::aio::ConnectionManager;
+use tokio::sync::Notify;
 
 use super::{STORED_TTL, Stored};
 use crate::governance::store::redis::connection_manager;
 
-/// Deletes the hash only when the tenant in it is the caller's.
+/// Responses kept per tenant in the shared store.
+pub const SHARED_PER_TENANT: usize = 1_000;
+/// Bytes kept per tenant in the shared store (a larger single response is not stored).
+pub const SHARED_PER_TENANT_BYTES: usize = 64 << 20;
+/// The longest the end of an answer waits for its write.
+const WRITE_WAIT: Duration = Duration::from_secs(1);
+
+/// Deletes the response and its bookkeeping when the tenant in it is the caller's.
 const DELETE_OWNED: &str = r#"
 if redis.call('HGET', KEYS[1], 'tenant') == ARGV[1] then
+  redis.call('ZREM', KEYS[2], ARGV[2])
+  redis.call('HDEL', KEYS[3], ARGV[2])
   return redis.call('DEL', KEYS[1])
 end
 return 0
 "#;
 
+/// A write on its way: the response, and who waits for it to land.
+#[derive(Debug)]
+struct Pending {
+    stored: Stored,
+    landed: Arc<Notify>,
+}
+
 /// Stored responses in Redis.
 pub struct RedisResponses {
-    connection: ConnectionManager,
+    reader: ConnectionManager,
+    writer: ConnectionManager,
     prefix: Arc<str>,
     timeout: Duration,
-    delete_owned: Script,
-    /// Written, Redis not yet acknowledged.
-    pending: Arc<Mutex<HashMap<String, Stored>>>,
-    /// Woken whenever a write leaves `pending`.
-    landed: Arc<Notify>,
+    put: Arc<Script>,
+    delete_owned: Arc<Script>,
+    pending: Arc<Mutex<HashMap<String, Pending>>>,
 }
 
 impl std::fmt::Debug for RedisResponses {
@@ -49,114 +67,135 @@ impl std::fmt::Debug for RedisResponses {
     }
 }
 
+/// The tenant's keys: its response `id`, its index and its sizes (one hash slot per tenant).
+struct Keys {
+    response: String,
+    index: String,
+    sizes: String,
+    /// `response` without the id.
+    responses: String,
+}
+
 impl RedisResponses {
     /// Prepares a lazily connecting store (the gateway starts while Redis is down).
     pub fn connect_lazy(url: &str, prefix: &str, timeout: Duration) -> Result<Self, String> {
-        // Each command is bounded here (a large conversation's write takes longer).
-        let connection = connection_manager(url, timeout, None)?;
         Ok(Self {
-            connection,
+            reader: connection_manager(url, timeout, Some(timeout))?,
+            // Each write is bounded where it is sent (a large conversation takes longer).
+            writer: connection_manager(url, timeout, None)?,
             prefix: prefix.into(),
             timeout,
-            delete_owned: Script::new(DELETE_OWNED),
+            put: Arc::new(Script::new(include_str!("responses.lua"))),
+            delete_owned: Arc::new(Script::new(DELETE_OWNED)),
             pending: Arc::default(),
-            landed: Arc::default(),
         })
     }
 
-    fn key(&self, id: &str) -> String {
-        format!("{}:response:{id}", self.prefix)
+    fn keys(&self, tenant: &str, id: &str) -> Keys {
+        let prefix = &self.prefix;
+        let responses = format!("{prefix}:response:{{{tenant}}}:");
+        Keys {
+            response: format!("{responses}{id}"),
+            index: format!("{prefix}:responses:{{{tenant}}}"),
+            sizes: format!("{prefix}:response-bytes:{{{tenant}}}"),
+            responses,
+        }
     }
 
-    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, Stored>> {
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, Pending>> {
         lock(&self.pending)
     }
 
-    /// Writes `stored` in the background; a failed write is logged (the response was answered,
-    /// only its continuation is lost).
-    pub fn put(&self, id: String, stored: Stored) {
+    /// Writes `stored` (of `size` bytes) in the background; a failed write is logged (the
+    /// response was answered, only its continuation is lost).
+    pub fn put(&self, id: String, stored: Stored, size: usize) {
+        if size > SHARED_PER_TENANT_BYTES {
+            tracing::warn!(bytes = size, "a response too large to store was not stored");
+            return;
+        }
         let mut conversation = Vec::new();
         for turn in &stored.conversation {
             // Writing into a Vec cannot run out of room.
             let _ = turn.encode_length_delimited(&mut conversation);
         }
-        let mut write = redis::pipe();
-        write
-            .atomic()
-            .cmd("HSET")
-            .arg(self.key(&id))
-            .arg("tenant")
-            .arg(&stored.tenant)
-            .arg("conversation")
-            .arg(conversation)
-            .arg("response")
-            .arg(stored.response.to_string())
-            .ignore()
-            .cmd("PEXPIRE")
-            .arg(self.key(&id))
-            .arg(STORED_TTL.as_millis() as u64)
-            .ignore();
-        self.pending().insert(id.clone(), stored);
-        let mut connection = self.connection.clone();
+        let keys = self.keys(&stored.tenant, &id);
+        let tenant = stored.tenant.clone();
+        let response = stored.response.to_string();
+        let landed = Arc::new(Notify::new());
+        self.pending().insert(
+            id.clone(),
+            Pending {
+                stored,
+                landed: Arc::clone(&landed),
+            },
+        );
+        let mut writer = self.writer.clone();
         let pending = Arc::clone(&self.pending);
-        let landed = Arc::clone(&self.landed);
-        let key = self.key(&id);
-        let timeout = self.write_timeout();
+        let (put, delete) = (Arc::clone(&self.put), Arc::clone(&self.delete_owned));
+        let timeout = self.timeout.max(Duration::from_secs(5));
         tokio::spawn(async move {
+            let mut invocation = put.prepare_invoke();
+            invocation
+                .key(&keys.response)
+                .key(&keys.index)
+                .key(&keys.sizes)
+                .arg(&id)
+                .arg(&tenant)
+                .arg(conversation)
+                .arg(response)
+                .arg(size)
+                .arg(STORED_TTL.as_millis() as u64)
+                .arg(SHARED_PER_TENANT_BYTES)
+                .arg(SHARED_PER_TENANT)
+                .arg(&keys.responses);
             let written =
-                tokio::time::timeout(timeout, write.query_async::<()>(&mut connection)).await;
-            if !matches!(written, Ok(Ok(()))) {
+                tokio::time::timeout(timeout, invocation.invoke_async::<i64>(&mut writer)).await;
+            if !matches!(written, Ok(Ok(_))) {
                 tracing::warn!("a stored response was not written to the response store");
             }
             let deleted_meanwhile = lock(&pending).remove(&id).is_none();
             landed.notify_waiters();
             if deleted_meanwhile {
-                let _ = tokio::time::timeout(
-                    timeout,
-                    redis::cmd("DEL")
-                        .arg(key)
-                        .query_async::<()>(&mut connection),
-                )
-                .await;
+                let mut invocation = delete.prepare_invoke();
+                invocation
+                    .key(&keys.response)
+                    .key(&keys.index)
+                    .key(&keys.sizes)
+                    .arg(&tenant)
+                    .arg(&id);
+                let _ = tokio::time::timeout(timeout, invocation.invoke_async::<i64>(&mut writer))
+                    .await;
             }
         });
     }
 
-    /// A large conversation takes longer to send than one limit decision.
-    fn write_timeout(&self) -> Duration {
-        self.timeout.max(Duration::from_secs(5))
-    }
-
-    /// Returns once the write of `id` has landed (or failed, or timed out): the answer's last
-    /// byte waits for it, so a client's next turn through another gateway finds it.
+    /// Returns once the write of `id` has landed (or failed), or after [`WRITE_WAIT`]: the
+    /// answer's end waits for it, so a client's next turn through another gateway finds it.
     pub async fn written(&self, id: &str) {
-        let deadline = tokio::time::sleep(self.write_timeout());
-        tokio::pin!(deadline);
-        loop {
-            let landed = self.landed.notified();
-            tokio::pin!(landed);
-            landed.as_mut().enable();
-            if !self.pending().contains_key(id) {
-                return;
-            }
-            tokio::select! {
-                () = &mut landed => {}
-                () = &mut deadline => return,
-            }
+        let Some(landed) = self.pending().get(id).map(|p| Arc::clone(&p.landed)) else {
+            return;
+        };
+        let notified = landed.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        // Landed between the lookup and `enable`: nothing will wake us.
+        if !self.pending().contains_key(id) {
+            return;
         }
+        let _ = tokio::time::timeout(WRITE_WAIT, notified).await;
     }
 
     pub async fn get(&self, id: &str, tenant: &str) -> Result<Option<Stored>, String> {
-        if let Some(stored) = self.pending().get(id) {
-            return Ok((stored.tenant == tenant).then(|| stored.clone()));
+        if let Some(pending) = self.pending().get(id) {
+            return Ok((pending.stored.tenant == tenant).then(|| pending.stored.clone()));
         }
-        let mut connection = self.connection.clone();
+        let mut reader = self.reader.clone();
         let mut read = redis::cmd("HMGET");
-        read.arg(self.key(id))
+        read.arg(self.keys(tenant, id).response)
             .arg("tenant")
             .arg("conversation")
             .arg("response");
-        let fields: Vec<Option<Vec<u8>>> = self.bounded(read.query_async(&mut connection)).await?;
+        let fields: Vec<Option<Vec<u8>>> = self.bounded(read.query_async(&mut reader)).await?;
         let [Some(owner), Some(conversation), Some(response)] = <[_; 3]>::try_from(fields)
             .map_err(|fields| format!("HMGET answered {} fields", fields.len()))?
         else {
@@ -165,38 +204,40 @@ impl RedisResponses {
         if owner != tenant.as_bytes() {
             return Ok(None);
         }
-        let mut turns = Vec::new();
-        let mut rest = conversation.as_slice();
-        while !rest.is_empty() {
-            turns.push(
-                Turn::decode_length_delimited(&mut rest)
-                    .map_err(|err| format!("stored conversation: {err}"))?,
-            );
-        }
-        let response =
-            serde_json::from_slice(&response).map_err(|err| format!("stored response: {err}"))?;
-        Ok(Some(Stored {
-            tenant: tenant.to_owned(),
-            conversation: turns,
-            response,
-        }))
+        Ok(decode(&conversation, &response)
+            .inspect_err(|error| tracing::warn!(%error, "a stored response cannot be read back"))
+            .ok()
+            .map(|(conversation, response)| Stored {
+                tenant: tenant.to_owned(),
+                conversation,
+                response,
+            }))
     }
 
     pub async fn delete(&self, id: &str, tenant: &str) -> Result<bool, String> {
         let was_pending = {
             let mut pending = self.pending();
-            let owned = pending.get(id).is_some_and(|s| s.tenant == tenant);
+            let owned = pending.get(id).is_some_and(|p| p.stored.tenant == tenant);
             if owned {
                 pending.remove(id);
             }
             owned
         };
-        let mut connection = self.connection.clone();
-        let mut invocation = self.delete_owned.key(self.key(id));
-        invocation.arg(tenant);
-        let deleted: i64 = self
-            .bounded(invocation.invoke_async(&mut connection))
-            .await?;
+        let keys = self.keys(tenant, id);
+        let mut reader = self.reader.clone();
+        let mut invocation = self.delete_owned.prepare_invoke();
+        invocation
+            .key(&keys.response)
+            .key(&keys.index)
+            .key(&keys.sizes)
+            .arg(tenant)
+            .arg(id);
+        let deleted: i64 = match self.bounded(invocation.invoke_async(&mut reader)).await {
+            Ok(deleted) => deleted,
+            // Its write had not landed: the writer deletes it when it does.
+            Err(_) if was_pending => 0,
+            Err(error) => return Err(error),
+        };
         Ok(was_pending || deleted > 0)
     }
 
@@ -212,8 +253,23 @@ impl RedisResponses {
     }
 }
 
+/// A stored conversation and response object, as written.
+fn decode(conversation: &[u8], response: &[u8]) -> Result<(Vec<Turn>, serde_json::Value), String> {
+    let mut turns = Vec::new();
+    let mut rest = conversation;
+    while !rest.is_empty() {
+        turns.push(
+            Turn::decode_length_delimited(&mut rest)
+                .map_err(|err| format!("stored conversation: {err}"))?,
+        );
+    }
+    let response =
+        serde_json::from_slice(response).map_err(|err| format!("stored response: {err}"))?;
+    Ok((turns, response))
+}
+
 fn lock(
-    pending: &Mutex<HashMap<String, Stored>>,
-) -> std::sync::MutexGuard<'_, HashMap<String, Stored>> {
+    pending: &Mutex<HashMap<String, Pending>>,
+) -> std::sync::MutexGuard<'_, HashMap<String, Pending>> {
     pending.lock().unwrap_or_else(|p| p.into_inner())
 }

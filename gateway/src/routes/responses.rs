@@ -103,17 +103,30 @@ async fn handle(exchange: &mut Exchange<'_>, body: Bytes) -> Result<Response, Ap
     if !(store && responses.is_shared()) {
         return Ok(response);
     }
-    // The answer's end waits for the shared store's write: the client's next turn, through
-    // any gateway, finds this response.
+    // The answer's end waits for the shared store's write — the whole body, or a stream's
+    // closing event (a client may start its next turn on it) — so the next turn, through any
+    // gateway, finds this response.
     if !stream {
         responses.written(&id).await;
         return Ok(response);
     }
     Ok(response.map(|body| {
-        let landed = futures::stream::once(async move { responses.written(&id).await })
-            .filter_map(|()| async { None::<Result<Bytes, axum::Error>> });
-        Body::from_stream(body.into_data_stream().chain(landed))
+        Body::from_stream(body.into_data_stream().then(move |chunk| {
+            let (responses, id) = (Arc::clone(&responses), id.clone());
+            async move {
+                if chunk.as_ref().is_ok_and(|bytes| closes_the_response(bytes)) {
+                    responses.written(&id).await;
+                }
+                chunk
+            }
+        }))
     }))
+}
+
+/// A Responses stream's closing event: the response is finished, and stored.
+fn closes_the_response(frame: &[u8]) -> bool {
+    frame.starts_with(b"event: response.completed")
+        || frame.starts_with(b"event: response.incomplete")
 }
 
 fn not_found(id: &str) -> Response {

@@ -210,3 +210,78 @@ async fn a_conversation_stored_through_one_gateway_continues_through_another() {
     assert_eq!(refused["error"]["code"], "store_unavailable");
     let _ = std::fs::remove_file(path);
 }
+
+/// One tenant storing without end keeps within its share of the shared store — its oldest go
+/// first — and never pushes out another tenant's responses.
+#[tokio::test]
+async fn a_tenant_storing_without_end_stays_within_its_share() {
+    use gateway::responses_store::Stored;
+    use gateway::responses_store::redis::{
+        RedisResponses, SHARED_PER_TENANT, SHARED_PER_TENANT_BYTES,
+    };
+    use llmgw_proto::v1::Message;
+
+    let redis = RedisServer::start().await;
+    let store =
+        RedisResponses::connect_lazy(&redis.url(), "test", std::time::Duration::from_secs(2))
+            .unwrap();
+    let stored = |tenant: &str, text: String| Stored {
+        tenant: tenant.to_owned(),
+        conversation: vec![Message {
+            role: "user".into(),
+            content: text,
+            ..Default::default()
+        }],
+        response: json!({"id": "x"}),
+    };
+    let put = |id: String, stored: Stored| {
+        let size = stored.bytes();
+        store.put(id.clone(), stored, size);
+        async move { id }
+    };
+    let kept = put("resp_other".into(), stored("team-b", "hello".into())).await;
+    store.written(&kept).await;
+    for index in 0..SHARED_PER_TENANT + 5 {
+        let id = put(
+            format!("resp_{index}"),
+            stored("team-a", format!("turn {index}")),
+        )
+        .await;
+        store.written(&id).await;
+    }
+    assert!(
+        store.get("resp_0", "team-a").await.unwrap().is_none(),
+        "the oldest went"
+    );
+    assert!(store.get("resp_4", "team-a").await.unwrap().is_none());
+    assert!(store.get("resp_5", "team-a").await.unwrap().is_some());
+    let last = format!("resp_{}", SHARED_PER_TENANT + 4);
+    assert_eq!(
+        store
+            .get(&last, "team-a")
+            .await
+            .unwrap()
+            .unwrap()
+            .conversation[0]
+            .content,
+        format!("turn {}", SHARED_PER_TENANT + 4)
+    );
+    assert!(
+        store.get("resp_other", "team-b").await.unwrap().is_some(),
+        "another tenant's stays"
+    );
+    assert!(
+        store.get("resp_other", "team-a").await.unwrap().is_none(),
+        "and is its own"
+    );
+
+    // Bytes too: two responses that together pass the share leave only the newer.
+    let big = || "x".repeat(SHARED_PER_TENANT_BYTES * 5 / 8);
+    let first = put("resp_big_1".into(), stored("team-c", big())).await;
+    store.written(&first).await;
+    let second = put("resp_big_2".into(), stored("team-c", big())).await;
+    store.written(&second).await;
+    assert!(store.get("resp_big_1", "team-c").await.unwrap().is_none());
+    assert!(store.get("resp_big_2", "team-c").await.unwrap().is_some());
+    assert!(store.get("resp_other", "team-b").await.unwrap().is_some());
+}
