@@ -97,9 +97,10 @@ impl Plan {
         if self.truncated { "length" } else { "stop" }
     }
 
-    /// OpenAI's finish reason: `tool_calls` for a call, else [`Self::finish_reason`].
-    pub fn openai_finish_reason(&self) -> &'static str {
-        if self.tool_call.is_some() {
+    /// OpenAI's finish reason of choice `choice`: `tool_calls` for the call (choice 0), else
+    /// [`Self::finish_reason`].
+    pub fn finish_reason_of(&self, choice: u32) -> &'static str {
+        if self.tool_call.is_some() && choice == 0 {
             "tool_calls"
         } else {
             self.finish_reason()

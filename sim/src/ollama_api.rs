@@ -80,8 +80,13 @@ pub async fn chat(State(sim): State<Sim>, headers: axum::http::HeaderMap, body: 
         option("num_predict").filter(|n| *n >= 0),
     )
     .with_format(request.format.as_ref().and_then(JsonFormat::from_ollama));
-    let call =
-        crate::tool_calls::chosen(&request.tools, &request.messages, &plan.prompt, plan.seed);
+    let call = crate::tool_calls::chosen(
+        &request.tools,
+        None,
+        &request.messages,
+        &plan.prompt,
+        plan.seed,
+    );
     let plan = plan.with_tool_call(call);
     let Ok(slot) = sim.slots.acquire().await else {
         return error(

@@ -34,6 +34,7 @@ struct ChatRequest {
     top_logprobs: Option<u32>,
     #[serde(default)]
     tools: Vec<Value>,
+    tool_choice: Option<Value>,
 }
 
 fn error(status: StatusCode, kind: &str, message: impl Into<String>) -> Response {
@@ -79,8 +80,13 @@ pub async fn chat(State(sim): State<Sim>, headers: axum::http::HeaderMap, body: 
             .as_ref()
             .and_then(JsonFormat::from_openai),
     );
-    let call =
-        crate::tool_calls::chosen(&request.tools, &request.messages, &plan.prompt, plan.seed);
+    let call = crate::tool_calls::chosen(
+        &request.tools,
+        request.tool_choice.as_ref(),
+        &request.messages,
+        &plan.prompt,
+        plan.seed,
+    );
     let plan = plan.with_tool_call(call);
     let Ok(slot) = sim.slots.acquire().await else {
         return error(
@@ -201,13 +207,14 @@ impl SseFramer {
 
     fn frame(&self, step: Step) -> Vec<Result<Bytes, std::io::Error>> {
         match step {
-            // A tool call's pieces are paced like tokens but sent whole at the end.
-            Step::Token(_) if self.plan.tool_call.is_some() => Vec::new(),
             Step::Token(token) => {
                 let index = self
                     .next_token
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                (0..self.choices.n)
+                // A tool call's pieces are paced like tokens but sent whole at the end; the
+                // other choices stream their text.
+                let first = u32::from(self.plan.tool_call.is_some());
+                (first..self.choices.n)
                     .map(|choice| {
                         let token = if choice == 0 {
                             token.clone()
@@ -234,7 +241,7 @@ impl SseFramer {
                     Ok(event(&self.chunk_of(
                         choice,
                         json!({}),
-                        Some(self.plan.openai_finish_reason()),
+                        Some(self.plan.finish_reason_of(choice)),
                         Value::Null,
                     )))
                 }));
@@ -323,7 +330,7 @@ fn completion_object(id: &str, plan: &Plan, content: &str, choices: Choices) -> 
             json!({
                 "index": choice,
                 "message": message,
-                "finish_reason": plan.openai_finish_reason(),
+                "finish_reason": plan.finish_reason_of(choice),
                 "logprobs": logprobs,
             })
         })
