@@ -36,6 +36,8 @@ pub struct AppState {
     pub responses: Arc<crate::responses_store::ResponseStore>,
     /// What was refused lately, for the status page.
     pub refusals: Arc<crate::status_page::recent::RecentRefusals>,
+    /// The last `/status.json`, served again for a moment.
+    pub status_cache: Arc<crate::status_page::SnapshotCache>,
     /// Cancelled when the gateway begins to shut down: `/readyz` fails from then on.
     pub stopping: tokio_util::sync::CancellationToken,
 }

@@ -80,6 +80,7 @@ fn build(config: &Config, stopping: CancellationToken) -> Result<Built, ServeErr
         metrics: Arc::clone(&metrics),
         governance: Arc::clone(&governance),
         refusals: Arc::default(),
+        status_cache: Arc::default(),
         responses: Arc::new(
             ResponseStore::for_config(governance.policy().as_ref().map(|p| &p.store))
                 .map_err(|err| ServeError::Config(format!("GATEWAY_CONFIG: {err}")))?,
@@ -153,8 +154,17 @@ fn build(config: &Config, stopping: CancellationToken) -> Result<Built, ServeErr
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::render))
-        .route("/status", get(status_page::page))
-        .route("/status.json", get(status_page::json))
+        .merge(
+            // Counted against GATEWAY_MAX_IN_FLIGHT like the API: no flood of status reads
+            // gets past the limit.
+            Router::new()
+                .route("/status", get(status_page::page))
+                .route("/status.json", get(status_page::json))
+                .route_layer(middleware::from_fn_with_state(
+                    in_flight.clone(),
+                    layers::shed,
+                )),
+        )
         .fallback(not_found)
         // Layers, innermost first (each `.layer` wraps everything above it):
         // the body limit bounds memory per request before any parsing; over it is a 413.

@@ -16,7 +16,7 @@ use crate::pool::Pool;
 use crate::routing::config::EndpointKind;
 use crate::topology::Topology;
 
-/// Tenants listed per pool, most served first.
+/// Tenants listed per pool: those running or waiting first, then the most served.
 const MAX_TENANTS_LISTED: usize = 100;
 
 /// The snapshot of `topology` as seen by the replica holding `lease`, up for `uptime`.
@@ -58,9 +58,11 @@ fn pool_status(pool: &Pool) -> PoolStatus {
             served_tokens: status.served_tokens,
         })
         .collect();
+    // Those running or waiting now first (a new tenant has served nothing yet), then by use.
     tenants.sort_by(|a, b| {
-        b.served_tokens
-            .cmp(&a.served_tokens)
+        (b.running + b.waiting)
+            .cmp(&(a.running + a.waiting))
+            .then(b.served_tokens.cmp(&a.served_tokens))
             .then_with(|| a.tenant.cmp(&b.tenant))
     });
     tenants.truncate(MAX_TENANTS_LISTED);

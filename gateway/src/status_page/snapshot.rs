@@ -136,13 +136,16 @@ pub async fn build(
     recent: &RecentRefusals,
 ) -> StatusView {
     let targets = schedulers.targets();
-    let asked = futures::future::join_all(targets.iter().map(|t| ask(schedulers, t))).await;
+    // The schedulers and the limit store at once: the slowest sets the time.
+    let (asked, usage) = tokio::join!(
+        futures::future::join_all(targets.iter().map(|t| ask(schedulers, t))),
+        governance.usage()
+    );
     let schedulers: Vec<SchedulerView> = targets
         .iter()
         .zip(asked)
         .map(|(target, answer)| scheduler_view(target, answer))
         .collect();
-    let usage = governance.usage().await;
     let auth = match governance.policy() {
         Some(policy) if policy.auth == crate::governance::config::AuthMode::ApiKey => "api_key",
         _ => "open",

@@ -97,7 +97,8 @@ async fn open_mode_serves_the_status_to_this_machine_only_unless_told_otherwise(
 #[tokio::test]
 async fn the_snapshot_shows_who_runs_and_who_waits_by_class_and_tenant() {
     let sim = SimConfig {
-        tpot_ms: 40,
+        // Long enough that two wait across several snapshot builds (one per 250 ms).
+        tpot_ms: 150,
         output_tokens: 12,
         ..quick_sim()
     };
@@ -166,7 +167,7 @@ async fn the_snapshot_shows_who_runs_and_who_waits_by_class_and_tenant() {
     for request in waiting {
         assert_eq!(request.await.unwrap(), 200);
     }
-    eventually_async("all served and counted", Duration::from_secs(5), || async {
+    eventually_async("all served and counted", Duration::from_secs(15), || async {
         let status = snapshot().await;
         let pool = &status["schedulers"][0]["pools"][0];
         pool["running"] == 0
@@ -193,17 +194,20 @@ async fn the_snapshot_shows_who_runs_and_who_waits_by_class_and_tenant() {
         .to_str()
         .unwrap()
         .to_owned();
+    // Served again for a moment (250 ms): the refusal shows on the next build.
+    eventually_async("the refusal is listed", Duration::from_secs(5), || async {
+        snapshot().await["recent_refusals"][0]["request_id"] == id.as_str()
+    })
+    .await;
     let status = snapshot().await;
-    assert_eq!(status["recent_refusals"][0]["request_id"], id.as_str());
     assert_eq!(status["recent_refusals"][0]["reason"], "invalid_request");
     assert_eq!(status["recent_refusals"][0]["tenant"], "team-a");
-    assert_eq!(
-        status["tenants"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|t| t["tenant"] == "team-a")
-            .unwrap()["refusals"]["invalid_request"],
-        1
-    );
+    let team_a = status["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["tenant"] == "team-a")
+        .cloned()
+        .unwrap();
+    assert_eq!(team_a["refusals"]["invalid_request"], 1);
 }
