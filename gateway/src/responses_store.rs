@@ -25,9 +25,13 @@ use self::redis::RedisResponses;
 
 /// How long a stored response is kept.
 pub const STORED_TTL: Duration = Duration::from_secs(3600);
-/// The largest response stored (its texts, images and response object); a larger one is
-/// answered but not stored.
+/// The most bytes all stored responses take in one gateway's memory.
 pub const MAX_STORED_BYTES: usize = 256 << 20;
+/// Responses kept per tenant (memory or Redis): beyond, the tenant's own oldest go.
+pub const PER_TENANT: usize = 1_000;
+/// Bytes kept per tenant (its texts, images and response objects); a larger single response
+/// is answered but not stored.
+pub const PER_TENANT_BYTES: usize = 64 << 20;
 
 /// One stored response.
 #[derive(Debug, Clone, PartialEq)]
@@ -97,10 +101,6 @@ impl ResponseStore {
     /// from memory.
     pub fn put(&self, id: String, stored: Stored) {
         let size = stored.bytes();
-        if size > MAX_STORED_BYTES {
-            tracing::warn!(bytes = size, "a response too large to store was not stored");
-            return;
-        }
         match self {
             Self::Memory(memory) => memory.put(id, stored, size),
             Self::Redis(redis) => redis.put(id, stored, size),

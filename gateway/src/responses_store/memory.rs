@@ -1,6 +1,8 @@
 //! [`MemoryResponses`]: stored responses in this gateway's memory, bounded to [`MAX_STORED`]
 //! responses and [`MAX_STORED_BYTES`] in all (oldest out first: a client storing large
-//! conversations cannot grow the gateway's memory without bound) and [`STORED_TTL`] each. A
+//! conversations cannot grow the gateway's memory without bound), each tenant to its share
+//! ([`PER_TENANT`], [`PER_TENANT_BYTES`]: its own oldest go first, so no tenant pushes out
+//! another's), and [`STORED_TTL`] each. A
 //! restart forgets them, and behind several gateways a continuation must reach the gateway
 //! that stored it (sticky routing by key), or the gateways share `[store]`'s Redis.
 
@@ -9,7 +11,7 @@ use std::sync::Mutex;
 
 use tokio::time::Instant;
 
-use super::{MAX_STORED_BYTES, STORED_TTL, Stored};
+use super::{MAX_STORED_BYTES, PER_TENANT, PER_TENANT_BYTES, STORED_TTL, Stored};
 
 /// Stored responses kept at most, per gateway.
 pub const MAX_STORED: usize = 10_000;
@@ -19,6 +21,40 @@ struct Entries {
     by_id: HashMap<String, (Instant, usize, Stored)>,
     order: VecDeque<(Instant, String)>,
     bytes: usize,
+    /// Each tenant's share: no tenant pushes out another's responses.
+    tenants: HashMap<String, Share>,
+}
+
+/// One tenant's stored responses, oldest first (deleted ids linger until they reach the front).
+#[derive(Debug, Default)]
+struct Share {
+    order: VecDeque<(Instant, String)>,
+    count: usize,
+    bytes: usize,
+}
+
+impl Entries {
+    /// Removes `id` if it is still the one stored `at`, keeping every count true.
+    fn remove(&mut self, id: &str, at: Instant) {
+        if self.by_id.get(id).is_none_or(|(kept, ..)| *kept != at) {
+            return;
+        }
+        if let Some((_, freed, stored)) = self.by_id.remove(id) {
+            self.bytes -= freed;
+            self.forget(&stored.tenant, freed);
+        }
+    }
+
+    /// `tenant` holds one response of `freed` bytes fewer; a share holding none goes.
+    fn forget(&mut self, tenant: &str, freed: usize) {
+        if let Some(share) = self.tenants.get_mut(tenant) {
+            share.count -= 1;
+            share.bytes -= freed;
+            if share.count == 0 {
+                self.tenants.remove(tenant);
+            }
+        }
+    }
 }
 
 /// The gateway's stored responses, in memory.
@@ -32,11 +68,29 @@ impl MemoryResponses {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Stores `stored` (of `size` bytes, at most [`MAX_STORED_BYTES`]) under `id`, dropping
-    /// expired and surplus entries, oldest first.
+    /// Stores `stored` (of `size` bytes, at most [`PER_TENANT_BYTES`]) under `id`: first its
+    /// tenant's oldest go until the tenant is within its share, then expired and surplus
+    /// entries of anyone, oldest first.
     pub fn put(&self, id: String, stored: Stored, size: usize) {
+        if size > PER_TENANT_BYTES {
+            tracing::warn!(bytes = size, "a response too large to store was not stored");
+            return;
+        }
         let now = Instant::now();
         let mut entries = self.entries();
+        let tenant = stored.tenant.clone();
+        while let Some(share) = entries.tenants.get_mut(&tenant) {
+            let full = share.count >= PER_TENANT
+                || share.order.len() >= 2 * PER_TENANT
+                || share.bytes + size > PER_TENANT_BYTES;
+            if !full {
+                break;
+            }
+            let Some((at, oldest)) = share.order.pop_front() else {
+                break;
+            };
+            entries.remove(&oldest, at);
+        }
         while let Some((at, oldest)) = entries.order.front().cloned() {
             // The order also holds deleted ids until they reach its front: it is bounded too.
             let full = entries.by_id.len() >= MAX_STORED
@@ -46,19 +100,17 @@ impl MemoryResponses {
                 break;
             }
             entries.order.pop_front();
-            if entries
-                .by_id
-                .get(&oldest)
-                .is_some_and(|(kept, ..)| *kept == at)
-                && let Some((_, freed, _)) = entries.by_id.remove(&oldest)
-            {
-                entries.bytes -= freed;
-            }
+            entries.remove(&oldest, at);
         }
         entries.order.push_back((now, id.clone()));
+        let share = entries.tenants.entry(tenant).or_default();
+        share.order.push_back((now, id.clone()));
+        share.count += 1;
+        share.bytes += size;
         entries.bytes += size;
-        if let Some((_, replaced, _)) = entries.by_id.insert(id, (now, size, stored)) {
+        if let Some((_, replaced, old)) = entries.by_id.insert(id, (now, size, stored)) {
             entries.bytes -= replaced;
+            entries.forget(&old.tenant, replaced);
         }
     }
 
@@ -78,6 +130,7 @@ impl MemoryResponses {
             .is_some_and(|(.., stored)| stored.tenant == tenant);
         if owned && let Some((_, freed, _)) = entries.by_id.remove(id) {
             entries.bytes -= freed;
+            entries.forget(tenant, freed);
         }
         owned
     }
@@ -91,9 +144,28 @@ mod tests {
 
     fn put(store: &MemoryResponses, id: String, stored: Stored) {
         let size = stored.bytes();
-        if size <= MAX_STORED_BYTES {
-            store.put(id, stored, size);
+        store.put(id, stored, size);
+    }
+
+    #[test]
+    fn a_tenant_storing_without_end_pushes_out_only_its_own() {
+        let store = MemoryResponses::default();
+        put(&store, "resp_b".into(), stored("team-b"));
+        for index in 0..3 * PER_TENANT {
+            put(&store, format!("resp_a{index}"), stored("team-a"));
         }
+        assert!(
+            store.get("resp_b", "team-b").is_some(),
+            "another tenant's stays"
+        );
+        assert!(
+            store.get("resp_a0", "team-a").is_none(),
+            "its own oldest went"
+        );
+        let entries = store.entries();
+        assert_eq!(entries.tenants["team-a"].count, PER_TENANT);
+        assert!(entries.tenants["team-a"].order.len() <= 2 * PER_TENANT);
+        assert_eq!(entries.by_id.len(), PER_TENANT + 1);
     }
 
     fn stored(tenant: &str) -> Stored {

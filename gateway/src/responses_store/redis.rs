@@ -2,7 +2,7 @@
 //! conversation another stored. Keys are the tenant's (`<prefix>:response:{<tenant>}:<id>`,
 //! a hash of `tenant`, `conversation` as length-delimited protobuf `Message`s and `response`
 //! as JSON), expiring after [`STORED_TTL`]; `responses.lua` keeps each tenant within
-//! [`SHARED_PER_TENANT`] responses and [`SHARED_PER_TENANT_BYTES`] (its oldest out), so one
+//! [`PER_TENANT`] responses and [`PER_TENANT_BYTES`] (its oldest out), so one
 //! tenant can neither push out another's responses nor fill the Redis the limits live in.
 //!
 //! The write starts as the answer is finished, and the answer's end waits for it
@@ -20,13 +20,9 @@ use redis::Script;
 use redis::aio::ConnectionManager;
 use tokio::sync::Notify;
 
-use super::{STORED_TTL, Stored};
+use super::{PER_TENANT, PER_TENANT_BYTES, STORED_TTL, Stored};
 use crate::governance::store::redis::connection_manager;
 
-/// Responses kept per tenant in the shared store.
-pub const SHARED_PER_TENANT: usize = 1_000;
-/// Bytes kept per tenant in the shared store (a larger single response is not stored).
-pub const SHARED_PER_TENANT_BYTES: usize = 64 << 20;
 /// The longest the end of an answer waits for its write.
 const WRITE_WAIT: Duration = Duration::from_secs(1);
 
@@ -109,7 +105,7 @@ impl RedisResponses {
     /// Writes `stored` (of `size` bytes) in the background; a failed write is logged (the
     /// response was answered, only its continuation is lost).
     pub fn put(&self, id: String, stored: Stored, size: usize) {
-        if size > SHARED_PER_TENANT_BYTES {
+        if size > PER_TENANT_BYTES {
             tracing::warn!(bytes = size, "a response too large to store was not stored");
             return;
         }
@@ -145,8 +141,8 @@ impl RedisResponses {
                 .arg(response)
                 .arg(size)
                 .arg(STORED_TTL.as_millis() as u64)
-                .arg(SHARED_PER_TENANT_BYTES)
-                .arg(SHARED_PER_TENANT)
+                .arg(PER_TENANT_BYTES)
+                .arg(PER_TENANT)
                 .arg(&keys.responses);
             let written =
                 tokio::time::timeout(timeout, invocation.invoke_async::<i64>(&mut writer)).await;

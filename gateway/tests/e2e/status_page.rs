@@ -167,18 +167,22 @@ async fn the_snapshot_shows_who_runs_and_who_waits_by_class_and_tenant() {
     for request in waiting {
         assert_eq!(request.await.unwrap(), 200);
     }
-    eventually_async("all served and counted", Duration::from_secs(15), || async {
-        let status = snapshot().await;
-        let pool = &status["schedulers"][0]["pools"][0];
-        pool["running"] == 0
-            && status["tenants"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|t| t["served_tokens"].as_u64().unwrap_or(0) > 0)
-                .count()
-                == 3
-    })
+    eventually_async(
+        "all served and counted",
+        Duration::from_secs(15),
+        || async {
+            let status = snapshot().await;
+            let pool = &status["schedulers"][0]["pools"][0];
+            pool["running"] == 0
+                && status["tenants"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|t| t["served_tokens"].as_u64().unwrap_or(0) > 0)
+                    .count()
+                    == 3
+        },
+    )
     .await;
     // A refusal is remembered with its request id and reason.
     let refused = stack

@@ -215,10 +215,8 @@ async fn a_conversation_stored_through_one_gateway_continues_through_another() {
 /// first — and never pushes out another tenant's responses.
 #[tokio::test]
 async fn a_tenant_storing_without_end_stays_within_its_share() {
-    use gateway::responses_store::Stored;
-    use gateway::responses_store::redis::{
-        RedisResponses, SHARED_PER_TENANT, SHARED_PER_TENANT_BYTES,
-    };
+    use gateway::responses_store::redis::RedisResponses;
+    use gateway::responses_store::{PER_TENANT, PER_TENANT_BYTES, Stored};
     use llmgw_proto::v1::Message;
 
     let redis = RedisServer::start().await;
@@ -241,7 +239,7 @@ async fn a_tenant_storing_without_end_stays_within_its_share() {
     };
     let kept = put("resp_other".into(), stored("team-b", "hello".into())).await;
     store.written(&kept).await;
-    for index in 0..SHARED_PER_TENANT + 5 {
+    for index in 0..PER_TENANT + 5 {
         let id = put(
             format!("resp_{index}"),
             stored("team-a", format!("turn {index}")),
@@ -255,7 +253,7 @@ async fn a_tenant_storing_without_end_stays_within_its_share() {
     );
     assert!(store.get("resp_4", "team-a").await.unwrap().is_none());
     assert!(store.get("resp_5", "team-a").await.unwrap().is_some());
-    let last = format!("resp_{}", SHARED_PER_TENANT + 4);
+    let last = format!("resp_{}", PER_TENANT + 4);
     assert_eq!(
         store
             .get(&last, "team-a")
@@ -264,7 +262,7 @@ async fn a_tenant_storing_without_end_stays_within_its_share() {
             .unwrap()
             .conversation[0]
             .content,
-        format!("turn {}", SHARED_PER_TENANT + 4)
+        format!("turn {}", PER_TENANT + 4)
     );
     assert!(
         store.get("resp_other", "team-b").await.unwrap().is_some(),
@@ -276,7 +274,7 @@ async fn a_tenant_storing_without_end_stays_within_its_share() {
     );
 
     // Bytes too: two responses that together pass the share leave only the newer.
-    let big = || "x".repeat(SHARED_PER_TENANT_BYTES * 5 / 8);
+    let big = || "x".repeat(PER_TENANT_BYTES * 5 / 8);
     let first = put("resp_big_1".into(), stored("team-c", big())).await;
     store.written(&first).await;
     let second = put("resp_big_2".into(), stored("team-c", big())).await;
