@@ -91,11 +91,6 @@ impl ResponseStore {
         }
     }
 
-    /// Whether every gateway sees what this one stores (Redis).
-    pub fn is_shared(&self) -> bool {
-        matches!(self, Self::Redis(_))
-    }
-
     /// Stores `stored` under `id`. Called as the response finishes; a Redis write runs in the
     /// background ([`Self::written`] awaits it), and until it lands this gateway answers for it
     /// from memory.

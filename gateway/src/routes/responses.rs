@@ -5,15 +5,12 @@
 //! responses live in the [`ResponseStore`](crate::responses_store) (memory, or `[store]`'s Redis), scoped to the
 //! tenant that created them.
 
-use std::sync::Arc;
-
 use axum::Json;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::Path;
 use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use futures::StreamExt;
 use serde_json::json;
 
 use super::observation::Observation;
@@ -90,7 +87,8 @@ async fn handle(exchange: &mut Exchange<'_>, body: Bytes) -> Result<Response, Ap
                 &answer.finish_reason,
             );
             if let Some(keep) = keep {
-                keep.keep(&head.id, &response, &answer.content, &answer.tool_calls);
+                // The whole body waits for it below, once the pipeline returns.
+                drop(keep.keep(&head.id, &response, &answer.content, &answer.tool_calls));
             }
             Ok(Whole {
                 response: Json(response).into_response(),
@@ -99,34 +97,12 @@ async fn handle(exchange: &mut Exchange<'_>, body: Bytes) -> Result<Response, Ap
         })
     };
     let response = pipeline::serve(exchange, request, answer).await?;
-    let responses = Arc::clone(&exchange.state.responses);
-    if !(store && responses.is_shared()) {
-        return Ok(response);
+    // A whole answer goes out once its stored response can be read by every gateway (a stream
+    // waits for it before its closing event: `StreamShape::before_sending`).
+    if store && !stream {
+        exchange.state.responses.written(&id).await;
     }
-    // The answer's end waits for the shared store's write — the whole body, or a stream's
-    // closing event (a client may start its next turn on it) — so the next turn, through any
-    // gateway, finds this response.
-    if !stream {
-        responses.written(&id).await;
-        return Ok(response);
-    }
-    Ok(response.map(|body| {
-        Body::from_stream(body.into_data_stream().then(move |chunk| {
-            let (responses, id) = (Arc::clone(&responses), id.clone());
-            async move {
-                if chunk.as_ref().is_ok_and(|bytes| closes_the_response(bytes)) {
-                    responses.written(&id).await;
-                }
-                chunk
-            }
-        }))
-    }))
-}
-
-/// A Responses stream's closing event: the response is finished, and stored.
-fn closes_the_response(frame: &[u8]) -> bool {
-    frame.starts_with(b"event: response.completed")
-        || frame.starts_with(b"event: response.incomplete")
+    Ok(response)
 }
 
 fn not_found(id: &str) -> Response {

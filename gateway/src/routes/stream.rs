@@ -116,6 +116,9 @@ pub(crate) fn stream_response<S: StreamShape>(
                         metrics.tokens(&model, &tenant, usage.prompt_tokens, usage.completion_tokens);
                     }
                     if let Some(frame) = translator.frame(event) {
+                        if let Some(landing) = translator.before_sending() {
+                            landing.await;
+                        }
                         yield Ok(frame);
                     }
                 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use llmgw_proto::v1::chat_event::Event;
 use llmgw_proto::v1::{Delta, Message, ToolCall, ToolCallDelta};
 use serde_json::{Map, Value, json};
@@ -158,8 +159,15 @@ pub struct Keep {
 }
 
 impl Keep {
-    /// Stores `response` with the conversation extended by its output.
-    pub fn keep(self, id: &str, response: &Value, content: &str, calls: &[ToolCallDelta]) {
+    /// Stores `response` with the conversation extended by its output; the future ends when
+    /// every gateway can read it ([`ResponseStore::written`]).
+    pub fn keep(
+        self,
+        id: &str,
+        response: &Value,
+        content: &str,
+        calls: &[ToolCallDelta],
+    ) -> BoxFuture<'static, ()> {
         let mut conversation = self.conversation;
         conversation.push(assistant_turn(content, calls));
         self.store.put(
@@ -170,6 +178,8 @@ impl Keep {
                 response: response.clone(),
             },
         );
+        let (store, id) = (self.store, id.to_owned());
+        Box::pin(async move { store.written(&id).await })
     }
 }
 
@@ -185,6 +195,17 @@ pub struct ResponsesStream {
     finish: Option<String>,
     closed: bool,
     keep: Option<Keep>,
+    /// The stored response's write, which the closing event waits for.
+    landing: Option<Landing>,
+}
+
+/// A stored response's write on its way.
+struct Landing(BoxFuture<'static, ()>);
+
+impl std::fmt::Debug for Landing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Landing")
+    }
 }
 
 impl ResponsesStream {
@@ -199,6 +220,7 @@ impl ResponsesStream {
             finish: None,
             closed: false,
             keep,
+            landing: None,
         }
     }
 
@@ -217,7 +239,12 @@ impl ResponsesStream {
             .object(status_of(&finish), &self.output, usage, &finish);
         if let Some(keep) = self.keep.take() {
             let calls = std::mem::take(&mut self.tool_calls);
-            keep.keep(&self.head.id, &response, &self.text, &calls);
+            self.landing = Some(Landing(keep.keep(
+                &self.head.id,
+                &response,
+                &self.text,
+                &calls,
+            )));
         }
         let kind = if status_of(&finish) == "completed" {
             "response.completed"
@@ -317,6 +344,10 @@ impl StreamShape for ResponsesStream {
                 None
             }
         }
+    }
+
+    fn before_sending(&mut self) -> Option<BoxFuture<'static, ()>> {
+        self.landing.take().map(|Landing(write)| write)
     }
 
     fn finished(&self) -> bool {

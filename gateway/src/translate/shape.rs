@@ -4,6 +4,7 @@
 //! once against it.
 
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use llmgw_proto::v1::chat_event::Event;
 
 use crate::error::ApiError;
@@ -20,6 +21,11 @@ pub trait StreamShape: Send + 'static {
     }
     /// The frame for one event, if it produces one.
     fn frame(&mut self, event: Event) -> Option<Bytes>;
+    /// Work the frame just made must see finished before it is sent (the Responses API's
+    /// closing event waits for its stored response to land), if any.
+    fn before_sending(&mut self) -> Option<BoxFuture<'static, ()>> {
+        None
+    }
     /// Whether a finish event was seen (a stream ending before it is an interruption).
     fn finished(&self) -> bool;
     /// The end marker after a finished stream (SSE's `data: [DONE]`).
