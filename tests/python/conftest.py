@@ -4,6 +4,7 @@ The binaries come from LLMGW_BIN_DIR (default: target/debug), built by scripts/t
 """
 
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -20,10 +21,38 @@ REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
 
 
+def _ports_below_the_ephemeral_range() -> range:
+    """Ports the kernel never hands out on its own. A port taken with bind(0) and closed again
+    sits in the ephemeral range, where any process's next outgoing connection may take it as
+    its source port before the server we start binds it; the server then exits with
+    EADDRINUSE (CI saw a scheduler replica stay UNAVAILABLE that way). Ports just below the
+    range are only ever taken by an explicit bind."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return range(max(1024, low - 12000), low)
+
+
+SERVER_PORTS = _ports_below_the_ephemeral_range()
+_PORTS_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A loopback port nothing listens on, outside the kernel's ephemeral range, and never the
+    same one twice in a test run (so two servers started together cannot be given one port)."""
+    for _ in range(1000):
+        port = random.choice(SERVER_PORTS)
+        if port in _PORTS_GIVEN:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _PORTS_GIVEN.add(port)
+        return port
+    raise RuntimeError(f"no free loopback port in {SERVER_PORTS}")
 
 
 def wait_for(url: str, deadline_s: float = 20.0) -> None:

@@ -11,7 +11,7 @@ import socket
 import subprocess
 from pathlib import Path
 
-from conftest import BIN_DIR, ROOT
+from conftest import BIN_DIR, ROOT, SERVER_PORTS
 
 ROWS = [
     "added latency, 1 client, non-stream, `info`",
@@ -33,7 +33,7 @@ ROWS = [
 def free_port_block(size: int) -> int:
     """A base port with `size` free ports after it (checked, not reserved)."""
     for _ in range(50):
-        base = random.randrange(30000, 45000)
+        base = random.randrange(SERVER_PORTS.start, SERVER_PORTS.stop - size - 1)
         try:
             for port in range(base + 1, base + size + 1):
                 with socket.socket() as sock:

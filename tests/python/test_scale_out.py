@@ -35,6 +35,11 @@ SIM_TTFT_MS, SIM_TPOT_MS = 20, 10  # a generation takes ~90 ms
 CLIENT_TIMEOUT_S = 15.0  # above GATEWAY_FAILOVER_WAIT_MS (6 s default) plus a generation
 DOCUMENTED_FAILURES = {502, 503, 504}
 HEALTH = {b"\x08\x01": "SERVING", b"\x08\x02": "NOT_SERVING"}
+# gRPC's default reconnect backoff (1 s, growing 1.6x) would leave a channel whose first
+# attempt came before a slow-starting replica listened failing fast for the next 15 s.
+QUICK_RECONNECT = [("grpc.initial_reconnect_backoff_ms", 100),
+                   ("grpc.min_reconnect_backoff_ms", 100),
+                   ("grpc.max_reconnect_backoff_ms", 500)]
 
 # Measured numbers, printed as one table at the end of the module (pytest -s shows it).
 RESULTS: dict[str, str] = {}
@@ -108,7 +113,8 @@ class Cluster:
                     "SIM_LISTEN": f"127.0.0.1:{sim_port}", "SIM_SLOTS": str(SLOTS),
                     "SIM_TTFT_MS": str(SIM_TTFT_MS), "SIM_TPOT_MS": str(SIM_TPOT_MS)})
                 replica = Replica(name, port, sim_port, None, sim, tmp / f"scheduler-{name}.log",
-                                  grpc.insecure_channel(f"127.0.0.1:{port}"))
+                                  grpc.insecure_channel(f"127.0.0.1:{port}",
+                                                        options=QUICK_RECONNECT))
                 replica.process = self.spawn("scheduler", f"scheduler-{name}", {
                     "SCHEDULER_LISTEN": replica.addr,
                     "SCHEDULER_METRICS_LISTEN": f"127.0.0.1:{free_port()}",
@@ -152,7 +158,8 @@ class Cluster:
             states = self.healths()
             return states if sorted(states) == ["NOT_SERVING", "SERVING"] else None
         states = wait_until(settled, deadline_s)
-        assert states, f"no single leader after {deadline_s}s: {self.healths()}"
+        assert states, f"no single leader after {deadline_s}s: {self.healths()}\n" + "\n".join(
+            f"scheduler-{r.name} (exit {r.process.poll()}): {tail(r.log)}" for r in self.replicas)
         index = states.index("SERVING")
         return self.replicas[index], self.replicas[1 - index]
 
@@ -175,6 +182,13 @@ class Cluster:
         for replica in self.replicas:
             replica.channel.close()
         self.redis.kill()
+
+
+def tail(log: Path, lines: int = 8) -> str:
+    try:
+        return " | ".join(log.read_text(errors="replace").splitlines()[-lines:])
+    except OSError as error:
+        return f"no log ({error})"
 
 
 @pytest.fixture

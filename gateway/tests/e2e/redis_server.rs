@@ -13,11 +13,7 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub async fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = port_outside_the_ephemeral_range();
         let mut server = Self { child: None, port };
         server.spawn().await;
         server
@@ -114,4 +110,26 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A free loopback port below the kernel's ephemeral range (32768 and up by default). A port
+/// from bind(0), closed and handed to redis-server, can meanwhile become the source port of any
+/// process's outgoing connection (and again before `restart`), so redis-server would fail to
+/// bind; below the range only an explicit bind takes a port.
+fn port_outside_the_ephemeral_range() -> u16 {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let first = low.saturating_sub(12000).max(1024);
+    let span = u32::from(low.saturating_sub(first)).max(1);
+    let seed = std::process::id()
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|elapsed| elapsed.subsec_nanos())
+            .unwrap_or(0);
+    (0..span)
+        .map(|step| first + ((seed.wrapping_add(step.wrapping_mul(7919))) % span) as u16)
+        .find(|&port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok())
+        .expect("a free loopback port below the ephemeral range")
 }
