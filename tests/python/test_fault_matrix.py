@@ -731,8 +731,8 @@ def test_07_overload(start_stack):
     row.rss_after = rss_pair(stack)
     refused = [o.latency for o in row.outcomes if o.kind != "200" and not o.lost]
     served = [o.latency for o in row.outcomes if o.kind == "200"]
-    row.notes += [f"refused p50/p99/max {pct(refused, .5):.1f}/{pct(refused, .99):.1f}/"
-                  f"{pct(refused, 1):.1f} ms", f"served p50 {pct(served, .5):.0f} ms",
+    row.notes += [f"refused p50/p95/p99/max {pct(refused, .5):.1f}/{pct(refused, .95):.1f}/"
+                  f"{pct(refused, .99):.1f}/{pct(refused, 1):.1f} ms", f"served p50 {pct(served, .5):.0f} ms",
                   f"served {len(served) / window_s:.1f}/s", retry_after_note(row)]
     # A refusal is decided without waiting for a slot: well below one generation (~310 ms). What
     # is measured here is a burst of ~30 refusals at once (every refused client retries after
@@ -740,8 +740,14 @@ def test_07_overload(start_stack):
     check(row, expected={"200", "429 queue_full", "429 displaced", "503 queue_timeout"},
           must_see={"200", "429 queue_full"},
           # Fast relative to service in the same run (a fixed number of ms would measure the
-          # machine's load, not the gateway): a refusal costs a small part of a generation.
-          also=[(pct(refused, .99) < pct(served, .5) / 3,
+          # machine's load, not the gateway): a refusal costs a small part of a generation. The
+          # p95 carries that claim (a refusal that waited for a slot puts every refusal above
+          # a third of the served p50); the p99 of ~150 refusals is their one or two slowest,
+          # which one scheduling hiccup of the shared CI machine decides (232 ms once, against
+          # 17-40 ms in reruns), so it is only held below the served p50 itself.
+          also=[(pct(refused, .95) < pct(served, .5) / 3,
+                 f"refusals slow: p95 {pct(refused, .95):.1f} ms vs served p50 {pct(served, .5):.0f} ms"),
+                (pct(refused, .99) < pct(served, .5),
                  f"refusals slow: p99 {pct(refused, .99):.1f} ms vs served p50 {pct(served, .5):.0f} ms")] + [
               (after - before < 64, f"{who} RSS grew {before:.0f} → {after:.0f} MiB")
               for before, after, who in zip(row.rss_before, row.rss_after,
