@@ -142,7 +142,7 @@ impl Governance {
                 }
                 caller.tenant_rules = policy.tenant(&caller.tenant).cloned();
                 if caller.tenant_rules.is_none() {
-                    caller.metrics_tenant = "other".to_owned();
+                    caller.metrics_tenant = llmgw_proto::OVERFLOW_TENANT.to_owned();
                 }
                 Ok(caller)
             }

@@ -71,6 +71,11 @@ pub fn glob_matches(glob: &str, text: &str) -> bool {
     glob[g..].iter().all(|&c| c == '*')
 }
 
+/// The one bucket every tenant beyond a counter's bound (and, in metrics, every open-mode
+/// tenant the config does not list) is counted under. The gateway refuses a configured tenant
+/// of this name, so a real tenant never shares its numbers with strangers.
+pub const OVERFLOW_TENANT: &str = "other";
+
 /// The grammar of tenant ids, request ids and group names both services accept: 1 to 64
 /// letters, digits, `.`, `_` or `-`. One definition, so a direct gRPC caller is held to the
 /// same rule as an HTTP client.

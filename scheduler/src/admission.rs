@@ -515,7 +515,7 @@ impl Admission {
             if state.served.len() < MAX_TENANTS_COUNTED || state.served.contains_key(tenant) {
                 Arc::clone(tenant)
             } else {
-                Arc::from("other")
+                Arc::from(llmgw_proto::OVERFLOW_TENANT)
             };
         *state.served.entry(counted).or_default() += used.tokens();
         self.dispatch(&mut state);

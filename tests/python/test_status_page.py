@@ -7,6 +7,7 @@ as ejected — all while it updates itself, without a reload. It also fits a pho
 Set LLMGW_STATUS_SCREENSHOT=path to keep the screenshot taken while the queue is full (the
 README's picture comes from it)."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -14,9 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import jsonschema
 import pytest
 
-from conftest import BIN_DIR, Stack, free_port, wait_for
+from conftest import BIN_DIR, ROOT, Stack, free_port, wait_for
 from test_governance import key_toml, new_key, tenant_toml
 
 from selenium import webdriver
@@ -24,6 +26,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
+SCHEMA = json.loads((ROOT / "docs" / "status.schema.json").read_text())
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 # CI installs both (scripts/test.sh); without them the test fails rather than skips there.
@@ -107,15 +110,27 @@ def exists(driver, css) -> bool:
     return driver.execute_script("return document.querySelector(arguments[0]) !== null;", css)
 
 
+def documented_status(stack, key) -> dict:
+    """/status.json, checked against its published schema (docs/status.schema.json), whose
+    objects are closed: a field added, renamed or retyped without the schema fails here."""
+    status = httpx.get(f"{stack.gateway_url}/status.json", timeout=10,
+                       headers={"Authorization": f"Bearer {key}"})
+    assert status.status_code == 200, status.text
+    body = status.json()
+    jsonschema.Draft202012Validator.check_schema(SCHEMA)
+    errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
+              for e in jsonschema.Draft202012Validator(SCHEMA).iter_errors(body)]
+    assert not errors, errors
+    return body
+
+
 def test_the_json_is_for_admin_keys_only(scene):
     stack, keys, _, _ = scene
     url = f"{stack.gateway_url}/status.json"
     assert httpx.get(url, timeout=10).status_code == 401
     refused = httpx.get(url, headers={"Authorization": f"Bearer {keys['team']}"}, timeout=10)
     assert refused.status_code == 403 and refused.json()["error"]["code"] == "admin_required"
-    status = httpx.get(url, headers={"Authorization": f"Bearer {keys['admin']}"}, timeout=10)
-    assert status.status_code == 200, status.text
-    body = status.json()
+    body = documented_status(stack, keys["admin"])
     assert body["object"] == "status" and body["gateway"]["auth"] == "api_key"
     [scheduler] = body["schedulers"]
     assert scheduler["role"] == "sole" and scheduler["models"] == ["llama3.2"]
@@ -164,6 +179,14 @@ def test_the_page_shows_the_queue_a_limit_and_an_ejected_engine_live(scene, brow
     wait.until(lambda d: int(text(d, 'section[data-pool="gpu"] .waiting-total') or 0) >= 2)
     assert int(text(browser, 'section[data-pool="gpu"] tr[data-class="interactive"] .requests')) >= 2
     assert int(text(browser, 'tr[data-tenant="team"] td:nth-child(3)')) >= 2, "team's waiting requests"
+    # The JSON of this moment (a queue, a refused tenant, an ejected engine) has its documented shape.
+    busy = documented_status(stack, keys["admin"])
+    [busy_pool] = busy["schedulers"][0]["pools"]
+    assert any(c["requests"] >= 1 and c["tokens"] >= 1 for c in busy_pool["waiting"]), busy_pool
+    assert [e["ejected"] for e in busy_pool["endpoints"] if f":{second_port}" in e["name"]] == [True]
+    assert any(r["request_id"] == refused_id and r["reason"] == "rate_limited"
+               for r in busy["recent_refusals"])
+    assert next(t for t in busy["tenants"] if t["tenant"] == "limited")["limits"]["remaining"] is not None
     shot = Path(os.environ.get("LLMGW_STATUS_SCREENSHOT") or tmp_path / "status.png")
     browser.set_window_size(1280, browser.execute_script("return document.documentElement.scrollHeight") + 160)
     assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000

@@ -324,6 +324,12 @@ impl GatewayFile {
                     "must be 1 to 64 characters of letters, digits, `.`, `_` or `-`",
                 );
             }
+            if tenant.name == llmgw_proto::OVERFLOW_TENANT {
+                return invalid(
+                    at("name"),
+                    "`other` is reserved: it labels unlisted tenants in metrics and the status page",
+                );
+            }
             if !names.insert(tenant.name.as_str()) {
                 return invalid(at("name"), "names a tenant twice");
             }
@@ -454,6 +460,10 @@ mod tests {
                 "`key[0].sha256`",
             ),
             ("[[tenant]]\nname = \"a\"", "`key` is empty"),
+            (
+                "auth = \"none\"\n[[tenant]]\nname = \"other\"",
+                "`other` is reserved",
+            ),
             (
                 "auth = \"none\"\n[store]\nredis_url = \"http://x\"",
                 "`store.redis_url`",

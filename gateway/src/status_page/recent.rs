@@ -97,7 +97,7 @@ impl RecentRefusals {
             let key = if minute.counts.len() < MAX_COUNTED || minute.counts.contains_key(&key) {
                 key
             } else {
-                ("other".to_owned(), key.1)
+                (llmgw_proto::OVERFLOW_TENANT.to_owned(), key.1)
             };
             *minute.counts.entry(key).or_default() += 1;
         }
