@@ -50,20 +50,27 @@ fn caller(headers: &HeaderMap) {
     let tenant = text(headers, "x-tenant-id");
     let priority = text(headers, "x-priority");
     let slo = text(headers, "x-slo-ttft-ms");
+    let tpot = text(headers, "x-slo-tpot-ms");
     let tenant_ok = tenant.is_none_or(|t| t.is_some_and(valid_token));
     let priority_ok = priority.is_none_or(|p| p.and_then(parse_priority).is_some());
-    let slo_ms = slo.map(|s| {
-        s.and_then(|s| s.parse::<u32>().ok())
-            .filter(|ms| (1..=3_600_000).contains(ms))
-    });
+    let objective = |header: Option<Option<&str>>, max: u32| {
+        header.map(|s| {
+            s.and_then(|s| s.parse::<u32>().ok())
+                .filter(|ms| (1..=max).contains(ms))
+        })
+    };
+    let slo_ms = objective(slo, 3_600_000);
+    let tpot_ms = objective(tpot, 60_000);
     let slo_ok = slo_ms.is_none_or(|ms| ms.is_some());
+    let tpot_ok = tpot_ms.is_none_or(|ms| ms.is_some());
     match Caller::from_headers(headers, "req-1".to_owned()) {
         Ok(caller) => {
             assert!(
-                tenant_ok && priority_ok && slo_ok,
-                "accepted {tenant:?} / {priority:?} / {slo:?}"
+                tenant_ok && priority_ok && slo_ok && tpot_ok,
+                "accepted {tenant:?} / {priority:?} / {slo:?} / {tpot:?}"
             );
             assert_eq!(caller.slo_ttft_ms, slo_ms.flatten().unwrap_or(0));
+            assert_eq!(caller.slo_tpot_ms, tpot_ms.flatten().unwrap_or(0));
             assert!(valid_token(&caller.tenant), "tenant {:?}", caller.tenant);
             assert_eq!(
                 caller.tenant,
@@ -83,8 +90,8 @@ fn caller(headers: &HeaderMap) {
         }
         Err(error) => {
             assert!(
-                !(tenant_ok && priority_ok && slo_ok),
-                "refused {tenant:?} / {priority:?} / {slo:?}"
+                !(tenant_ok && priority_ok && slo_ok && tpot_ok),
+                "refused {tenant:?} / {priority:?} / {slo:?} / {tpot:?}"
             );
             let ApiError::InvalidRequest { param, .. } = &error else {
                 panic!("not a 400: {error:?}");
@@ -93,7 +100,12 @@ fn caller(headers: &HeaderMap) {
             assert!(
                 (param == Some("x-tenant-id") && !tenant_ok)
                     || (param == Some("x-priority") && tenant_ok && !priority_ok)
-                    || (param == Some("x-slo-ttft-ms") && tenant_ok && priority_ok && !slo_ok),
+                    || (param == Some("x-slo-ttft-ms") && tenant_ok && priority_ok && !slo_ok)
+                    || (param == Some("x-slo-tpot-ms")
+                        && tenant_ok
+                        && priority_ok
+                        && slo_ok
+                        && !tpot_ok),
                 "refusal names {param:?}"
             );
         }

@@ -25,6 +25,8 @@ pub struct Caller {
     pub metrics_tenant: String,
     /// The first-token objective the client asked for (`x-slo-ttft-ms`); 0 = none.
     pub slo_ttft_ms: u32,
+    /// The time-per-output-token objective it asked for (`x-slo-tpot-ms`); 0 = none.
+    pub slo_tpot_ms: u32,
 }
 
 impl Caller {
@@ -70,29 +72,41 @@ impl Caller {
             tenant_rules: None,
             key_name: None,
             slo_ttft_ms: slo_ttft_ms(headers)?,
+            slo_tpot_ms: slo_tpot_ms(headers)?,
         })
     }
 }
 
 /// The longest first-token objective a client may ask for: an hour.
 const MAX_SLO_TTFT_MS: u32 = 3_600_000;
+/// The longest time-per-output-token objective a client may ask for: a minute.
+const MAX_SLO_TPOT_MS: u32 = 60_000;
 
 /// `x-slo-ttft-ms`: the client's first-token objective in milliseconds (1 to 3,600,000), in
 /// every auth mode — it asks to be refused early, it chooses nothing about who it is.
 pub fn slo_ttft_ms(headers: &HeaderMap) -> Result<u32, ApiError> {
-    let Some(value) = header(headers, "x-slo-ttft-ms")? else {
+    objective_ms(headers, "x-slo-ttft-ms", MAX_SLO_TTFT_MS)
+}
+
+/// `x-slo-tpot-ms`: the client's objective for the time between output tokens, in
+/// milliseconds (1 to 60,000); like the first-token one, it only asks to be refused early.
+pub fn slo_tpot_ms(headers: &HeaderMap) -> Result<u32, ApiError> {
+    objective_ms(headers, "x-slo-tpot-ms", MAX_SLO_TPOT_MS)
+}
+
+/// An objective header's milliseconds; 0 when absent.
+fn objective_ms(headers: &HeaderMap, name: &'static str, max: u32) -> Result<u32, ApiError> {
+    let Some(value) = header(headers, name)? else {
         return Ok(0);
     };
     value
         .parse::<u32>()
         .ok()
-        .filter(|ms| (1..=MAX_SLO_TTFT_MS).contains(ms))
+        .filter(|ms| (1..=max).contains(ms))
         .ok_or_else(|| {
             ApiError::invalid(
-                "x-slo-ttft-ms",
-                format!(
-                    "header `x-slo-ttft-ms` must be a whole number of milliseconds from 1 to {MAX_SLO_TTFT_MS}"
-                ),
+                name,
+                format!("header `{name}` must be a whole number of milliseconds from 1 to {max}"),
             )
         })
 }

@@ -116,6 +116,12 @@ impl ApiError {
         match scheduler_message(scheduler_reason(status)) {
             Said::Fixed(message) => message.to_owned(),
             Said::Theirs => status.message().to_owned(),
+            Said::Objective if self.param().as_deref() == Some("x-slo-tpot-ms") => {
+                "The time-per-output-token objective cannot be met now: the engine is predicted to take longer per token in the batch this request would join; retry after Retry-After or relax x-slo-tpot-ms".to_owned()
+            }
+            Said::Objective => {
+                "The first-token objective cannot be met now: the work queued ahead is predicted to take longer; retry after Retry-After or relax x-slo-ttft-ms".to_owned()
+            }
         }
     }
 
@@ -123,11 +129,16 @@ impl ApiError {
         match self {
             Self::InvalidRequest { param, .. } => param.clone(),
             Self::Scheduler(status) if status.code() == Code::NotFound => Some("model".to_owned()),
-            Self::Scheduler(status) if status.code() == Code::InvalidArgument => status
-                .metadata()
-                .get(llmgw_proto::PARAM_METADATA)
-                .and_then(|value| value.to_str().ok())
-                .map(str::to_owned),
+            Self::Scheduler(status)
+                if status.code() == Code::InvalidArgument
+                    || scheduler_reason(status) == Reason::SloUnattainable =>
+            {
+                status
+                    .metadata()
+                    .get(llmgw_proto::PARAM_METADATA)
+                    .and_then(|value| value.to_str().ok())
+                    .map(str::to_owned)
+            }
             Self::Refused(refusal) => refusal.param.clone(),
             Self::BodyTooLarge { .. } | Self::RouteNotFound(_) | Self::Scheduler(_) => None,
         }
@@ -162,6 +173,8 @@ enum Said {
     Fixed(&'static str),
     /// The scheduler's own message: the client's mistake, naming the field.
     Theirs,
+    /// The objective named by the refusal's `param` could not be met.
+    Objective,
 }
 
 /// The message table: every reason has an entry, so a new reason forces a decision here.
@@ -192,9 +205,7 @@ fn scheduler_message(reason: Reason) -> Said {
             "A higher-priority request took this request's place in the queue; retry later"
         }
         Reason::QueueTimeout => "No capacity became free in time; retry later",
-        Reason::SloUnattainable => {
-            "The first-token objective cannot be met now: the work queued ahead is predicted to take longer; retry after Retry-After or relax x-slo-ttft-ms"
-        }
+        Reason::SloUnattainable => return Said::Objective,
         Reason::PromptTooHeavy => {
             "The prompt is too long for the model's first-token time limit; shorten it or ask the operator to raise the limit"
         }

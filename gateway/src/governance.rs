@@ -189,6 +189,7 @@ impl Governance {
                     tenant_rules: Some(tenant),
                     key_name: key.name.clone(),
                     slo_ttft_ms: crate::caller::slo_ttft_ms(headers)?,
+                    slo_tpot_ms: crate::caller::slo_tpot_ms(headers)?,
                 })
             }
         }

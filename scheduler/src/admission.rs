@@ -18,7 +18,9 @@
 //!    `slo_unattainable` when the work ahead of it (the tokens queued before it and half of the
 //!    tokens running, at the pool's learned [`Pace`]) plus its own first token are predicted to
 //!    take longer — before it displaces anybody or waits. With nothing ahead, only its prompt's
-//!    prefill counts.
+//!    prefill counts. A time-per-output-token objective (`slo_tpot`) is checked at the
+//!    pool's door against the endpoints' decode pace at the batch it would join
+//!    ([`crate::generation::admit`]).
 //! 6. **Bounded wait.** A waiter that gets no slot within `max_wait` is refused with
 //!    `queue_timeout` (UNAVAILABLE → HTTP 503).
 //! 7. **Honest back-off.** Refusals carry a retry-after from the live drain rate: (waiting ÷
@@ -132,6 +134,9 @@ pub struct Ask {
     pub completion_capped: bool,
     /// Its first-token objective, if any.
     pub slo: Option<Duration>,
+    /// Its time-per-output-token objective, if any (checked at the pool's door,
+    /// [`crate::generation::admit`], against the endpoints' decode pace by batch).
+    pub slo_tpot: Option<Duration>,
 }
 
 type Grant = Result<Duration, SchedulerError>;
@@ -288,6 +293,22 @@ impl Admission {
     /// Tokens of the requests of `class` waiting now.
     pub fn waiting_tokens_in(&self, class: Class) -> u64 {
         self.lock().queue.tokens_of(class)
+    }
+
+    /// Whether a request entering now would run at once (a slot is free and nobody waits),
+    /// and otherwise when to come back: the queue's drain estimate.
+    pub fn runs_at_once(&self) -> Result<(), Duration> {
+        let state = self.lock();
+        if state.running < state.slots && state.queue.is_empty() {
+            Ok(())
+        } else {
+            Err(self.retry_after(&state))
+        }
+    }
+
+    /// The longest a request waits for a slot.
+    pub fn max_wait(&self) -> Duration {
+        self.limits.max_wait
     }
 
     /// Slots held now.

@@ -54,6 +54,18 @@ pub enum SchedulerError {
         predicted_ms: u64,
         retry_after: Duration,
     },
+    /// The time-per-output-token objective cannot be met: the endpoint the request would run
+    /// on decodes slower than that at the batch it would join.
+    #[error(
+        "time-per-output-token objective of {slo_ms} ms cannot be met in pool `{pool}`: a token takes {predicted_ms} ms in a batch of {batch}"
+    )]
+    TpotUnattainable {
+        pool: String,
+        slo_ms: u64,
+        predicted_ms: u64,
+        batch: usize,
+        retry_after: Duration,
+    },
     /// The prompt needs more prefill time than its first-token budget allows; the engine was
     /// not at fault (it was working on it), so nothing else was tried.
     #[error(
@@ -91,7 +103,7 @@ impl SchedulerError {
             Self::Unauthenticated => Reason::Unauthenticated,
             Self::QueueFull { .. } => Reason::QueueFull,
             Self::Displaced { .. } => Reason::Displaced,
-            Self::SloUnattainable { .. } => Reason::SloUnattainable,
+            Self::SloUnattainable { .. } | Self::TpotUnattainable { .. } => Reason::SloUnattainable,
             Self::PromptTooHeavy { .. } => Reason::PromptTooHeavy,
             Self::QueueTimeout { .. } => Reason::QueueTimeout,
             Self::DeadlineExceeded(_) => Reason::DeadlineExceeded,
@@ -108,9 +120,10 @@ impl SchedulerError {
         match self {
             Self::InvalidArgument(_) => Code::InvalidArgument,
             Self::Unauthenticated => Code::Unauthenticated,
-            Self::QueueFull { .. } | Self::Displaced { .. } | Self::SloUnattainable { .. } => {
-                Code::ResourceExhausted
-            }
+            Self::QueueFull { .. }
+            | Self::Displaced { .. }
+            | Self::SloUnattainable { .. }
+            | Self::TpotUnattainable { .. } => Code::ResourceExhausted,
             Self::PromptTooHeavy { .. } => Code::DeadlineExceeded,
             Self::QueueTimeout { .. } | Self::ShuttingDown | Self::NotLeader { .. } => {
                 Code::Unavailable
@@ -127,7 +140,8 @@ impl SchedulerError {
             Self::QueueFull { retry_after, .. }
             | Self::Displaced { retry_after, .. }
             | Self::QueueTimeout { retry_after, .. }
-            | Self::SloUnattainable { retry_after, .. } => Some(*retry_after),
+            | Self::SloUnattainable { retry_after, .. }
+            | Self::TpotUnattainable { retry_after, .. } => Some(*retry_after),
             Self::ShuttingDown | Self::NoHealthyBackend { .. } | Self::NotLeader { .. } => {
                 Some(Duration::from_secs(1))
             }
@@ -156,6 +170,7 @@ impl SchedulerError {
             | Self::QueueFull { .. }
             | Self::Displaced { .. }
             | Self::SloUnattainable { .. }
+            | Self::TpotUnattainable { .. }
             | Self::PromptTooHeavy { .. }
             | Self::QueueTimeout { .. }
             | Self::DeadlineExceeded(_)
@@ -227,6 +242,18 @@ impl From<SchedulerError> for Status {
         {
             metadata.insert(llmgw_proto::PARAM_METADATA, value);
         }
+        // An objective refusal names the header of the objective it could not meet.
+        let objective = match &err {
+            SchedulerError::SloUnattainable { .. } => Some("x-slo-ttft-ms"),
+            SchedulerError::TpotUnattainable { .. } => Some("x-slo-tpot-ms"),
+            _ => None,
+        };
+        if let Some(header) = objective {
+            metadata.insert(
+                llmgw_proto::PARAM_METADATA,
+                MetadataValue::from_static(header),
+            );
+        }
         if let Some(retry_after) = err.retry_after() {
             // Whole seconds, rounded up, at least 1: what HTTP's Retry-After can say.
             let seconds = retry_after.as_millis().div_ceil(1000).max(1);
@@ -261,5 +288,30 @@ mod tests {
         ));
         assert_eq!(status.code(), Code::InvalidArgument);
         assert!(status.metadata().get("retry-after").is_none());
+    }
+
+    #[test]
+    fn an_objective_refusal_names_its_objective() {
+        let status = Status::from(SchedulerError::TpotUnattainable {
+            pool: "gpu".into(),
+            slo_ms: 50,
+            predicted_ms: 100,
+            batch: 4,
+            retry_after: Duration::from_secs(1),
+        });
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        let reason = status.metadata().get("x-llmgw-reason").unwrap();
+        assert_eq!(reason, "slo_unattainable");
+        let param = status.metadata().get(llmgw_proto::PARAM_METADATA).unwrap();
+        assert_eq!(param, "x-slo-tpot-ms");
+        assert_eq!(status.metadata().get("retry-after").unwrap(), "1");
+        let status = Status::from(SchedulerError::SloUnattainable {
+            pool: "gpu".into(),
+            slo_ms: 50,
+            predicted_ms: 100,
+            retry_after: Duration::from_secs(1),
+        });
+        let param = status.metadata().get(llmgw_proto::PARAM_METADATA).unwrap();
+        assert_eq!(param, "x-slo-ttft-ms");
     }
 }

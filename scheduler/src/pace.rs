@@ -7,7 +7,10 @@
 //!   engine's fixed overhead.
 //! - **Prefill** comes from longer prompts: `(ttft − base) ÷ prompt tokens`. Until one is seen,
 //!   the configured `prefill_ms_per_1k_tokens` stands in (or nothing is assumed).
-//! - **Decode** is `(generation time − ttft) ÷ (completion tokens − 1)`.
+//! - **Decode** is `(generation time − ttft) ÷ (completion tokens − 1)`; an endpoint also
+//!   keeps it per batch size (the requests it served at once, averaged over the generation's
+//!   first token and end), because a continuous-batching engine's tokens slow down as its
+//!   batch grows: time-per-output-token objectives read that.
 //! - **Proven** is the largest prompt that got its first token: a request far beyond it that
 //!   times out says more about the request than about the engine.
 //! - **Completion** is the average completion length: the estimate for a request that sets no
@@ -21,12 +24,17 @@ use std::time::Duration;
 /// Prompts shorter than this teach the base first-token time, longer ones the prefill rate.
 pub const SHORT_PROMPT: u32 = 256;
 
+/// Batch sizes the decode pace is learned for apart; a larger batch counts as this one.
+pub const BATCHES_TOLD_APART: usize = 32;
+
 /// Learned timings of one engine (or a pool's average of them).
 #[derive(Debug, Default)]
 pub struct Pace {
     base_ns: AtomicU64,
     prefill_ns_per_token: AtomicU64,
     decode_ns_per_token: AtomicU64,
+    /// Decode time per token by batch size (index = batch − 1).
+    decode_ns_by_batch: [AtomicU64; BATCHES_TOLD_APART],
     proven_prompt: AtomicU32,
     /// Average completion tokens, in thousandths of a token.
     completion_milli: AtomicU64,
@@ -90,6 +98,32 @@ impl Pace {
                 nanos(after_first) / u64::from(completion_tokens - 1),
             );
         }
+    }
+
+    /// A request decoded `completion_tokens` in `after_first` while `batch` requests (itself
+    /// included) were being served at once.
+    pub fn record_decode_in_batch(
+        &self,
+        batch: usize,
+        completion_tokens: u32,
+        after_first: Duration,
+    ) {
+        if completion_tokens > 1 {
+            average(
+                &self.decode_ns_by_batch[batch.clamp(1, BATCHES_TOLD_APART) - 1],
+                nanos(after_first) / u64::from(completion_tokens - 1),
+            );
+        }
+    }
+
+    /// The time per output token to expect in a batch of `batch`, as far as it was measured:
+    /// the slowest learned at this batch size or a smaller one (a growing batch never speeds
+    /// tokens up); `None` before any was learned there.
+    pub fn decode_in_batch(&self, batch: usize) -> Option<Duration> {
+        self.decode_ns_by_batch[..batch.clamp(1, BATCHES_TOLD_APART)]
+            .iter()
+            .filter_map(known)
+            .max()
     }
 
     /// The average completion length of the requests served, once one finished.
@@ -164,6 +198,29 @@ mod tests {
     use super::*;
 
     const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn decode_by_batch_is_what_was_measured_at_that_size_or_below() {
+        let pace = Pace::default();
+        assert_eq!(pace.decode_in_batch(1), None);
+        pace.record_decode_in_batch(3, 9, 800 * MS);
+        assert_eq!(pace.decode_in_batch(1), None, "nothing measured that small");
+        assert_eq!(pace.decode_in_batch(3), Some(100 * MS));
+        assert_eq!(
+            pace.decode_in_batch(8),
+            Some(100 * MS),
+            "at least as slow as a smaller batch"
+        );
+        pace.record_decode_in_batch(1, 9, 80 * MS);
+        assert_eq!(pace.decode_in_batch(2), Some(10 * MS));
+        // Beyond the sizes told apart, the largest one's average.
+        pace.record_decode_in_batch(500, 2, 300 * MS);
+        assert_eq!(pace.decode_in_batch(BATCHES_TOLD_APART), Some(300 * MS));
+        assert_eq!(pace.decode_in_batch(10_000), Some(300 * MS));
+        // A single token has no gap to learn from.
+        pace.record_decode_in_batch(2, 1, 900 * MS);
+        assert_eq!(pace.decode_in_batch(2), Some(10 * MS));
+    }
 
     #[test]
     fn learns_base_then_prefill_then_decode() {

@@ -211,10 +211,11 @@ impl SchedulerService {
         let limit = first_token_limit(route.timeouts.total, deadline_ms);
         let (route, door) = match admit(&pool, &ask, limit, &metrics, &span) {
             Ok(door) => (route, door),
-            Err(unattainable @ SchedulerError::SloUnattainable { .. }) => {
-                meeting_objective(&topology, &route, &request, &ask, &metrics, &span)
-                    .ok_or_else(|| record(Status::from(unattainable)))?
-            }
+            Err(
+                unattainable @ (SchedulerError::SloUnattainable { .. }
+                | SchedulerError::TpotUnattainable { .. }),
+            ) => meeting_objective(&topology, &route, &request, &ask, &metrics, &span)
+                .ok_or_else(|| record(Status::from(unattainable)))?,
             Err(err) => return Err(record(Status::from(err))),
         };
         let stream = generation::run(Job {

@@ -102,6 +102,7 @@ pub fn validate(request: Work, received: Instant) -> Result<Validated, Scheduler
         cost: request.cost(),
         completion_capped: request.completion_capped(),
         slo: request.slo_ttft(),
+        slo_tpot: request.slo_tpot(),
     };
     let deadline_ms = common.deadline_ms;
     let deadline = (deadline_ms > 0).then(|| received + Duration::from_millis(deadline_ms));

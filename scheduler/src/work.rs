@@ -177,6 +177,17 @@ impl Work {
         (ms > 0).then(|| std::time::Duration::from_millis(u64::from(ms)))
     }
 
+    /// The caller's time-per-output-token objective, if it sent one (embeddings produce no
+    /// tokens, so have none).
+    pub fn slo_tpot(&self) -> Option<std::time::Duration> {
+        let ms = match self {
+            Self::Chat(r) => r.slo_tpot_ms,
+            Self::Completion(r) => r.slo_tpot_ms,
+            Self::Embedding(_) => 0,
+        };
+        (ms > 0).then(|| std::time::Duration::from_millis(u64::from(ms)))
+    }
+
     /// Its size on the wire, which bounds the queue's memory.
     pub fn encoded_len(&self) -> usize {
         match self {

@@ -83,6 +83,10 @@ pub struct SimConfig {
     /// Time per further output token in milliseconds (decode).
     #[arg(long, env = "SIM_TPOT_MS", default_value_t = 20)]
     pub tpot_ms: u64,
+    /// Time per output token added for each other generation decoding at once, in
+    /// milliseconds: a continuous-batching engine's tokens slow down as its batch grows.
+    #[arg(long, env = "SIM_BATCH_TPOT_MS", default_value_t = 0)]
+    pub batch_tpot_ms: u64,
     /// Output length in tokens when the request sets no smaller `max_tokens`.
     #[arg(long, env = "SIM_OUTPUT_TOKENS", default_value_t = 16)]
     pub output_tokens: usize,
@@ -117,12 +121,30 @@ impl Default for SimConfig {
             prefill_us_per_token: 0,
             prefix_cache: 0,
             tpot_ms: 20,
+            batch_tpot_ms: 0,
             output_tokens: 16,
             load_report: true,
             instant: false,
             fault: Fault::None,
             models: vec!["llama3.2".to_owned(), "smollm2:135m".to_owned()],
         }
+    }
+}
+
+/// Time per output token: `alone`, plus `per_other` for each other generation in the batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DecodePace {
+    pub alone: Duration,
+    pub per_other: Duration,
+}
+
+impl DecodePace {
+    /// The delay between two tokens while `batch` generations decode at once.
+    pub fn at(self, batch: u64) -> Duration {
+        self.alone.saturating_add(
+            self.per_other
+                .saturating_mul(u32::try_from(batch.saturating_sub(1)).unwrap_or(u32::MAX)),
+        )
     }
 }
 
@@ -138,12 +160,15 @@ impl SimConfig {
         }
     }
 
-    /// Delay between further tokens.
-    pub fn time_per_token(&self) -> Duration {
+    /// Delay between further tokens, by the batch they are decoded in.
+    pub fn decode_pace(&self) -> DecodePace {
         if self.instant {
-            Duration::ZERO
+            DecodePace::default()
         } else {
-            Duration::from_millis(self.tpot_ms)
+            DecodePace {
+                alone: Duration::from_millis(self.tpot_ms),
+                per_other: Duration::from_millis(self.batch_tpot_ms),
+            }
         }
     }
 
@@ -178,6 +203,23 @@ mod tests {
         assert_eq!("garbage".parse::<Fault>().unwrap(), Fault::Garbage);
         assert!("drop:x".parse::<Fault>().is_err());
         assert!("explode".parse::<Fault>().is_err());
+    }
+
+    #[test]
+    fn tokens_slow_down_as_the_batch_grows() {
+        let config = SimConfig {
+            tpot_ms: 10,
+            batch_tpot_ms: 30,
+            ..SimConfig::default()
+        };
+        let pace = config.decode_pace();
+        assert_eq!(pace.at(1), Duration::from_millis(10));
+        assert_eq!(pace.at(4), Duration::from_millis(100));
+        let instant = SimConfig {
+            instant: true,
+            ..config
+        };
+        assert_eq!(instant.decode_pace().at(4), Duration::ZERO);
     }
 
     #[test]

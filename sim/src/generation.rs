@@ -130,7 +130,7 @@ pub fn run(
     mut slot: SlotGuard,
 ) -> impl Stream<Item = Step> + Send + 'static {
     let ttft = config.time_to_first_token(plan.prompt_tokens - plan.cached_tokens);
-    let tpot = config.time_per_token();
+    let decode = config.decode_pace();
     async_stream::stream! {
         pause(ttft).await;
         if fault == Fault::Garbage {
@@ -146,7 +146,7 @@ pub fn run(
                 Fault::DropAfter(n) if index == n => {
                     // Let the server flush the tokens already written before the cut, as a
                     // real engine that dies between two tokens would have.
-                    pause(tpot.max(Duration::from_millis(1))).await;
+                    pause(decode.at(slot.batch()).max(Duration::from_millis(1))).await;
                     yield Step::Drop;
                     return;
                 }
@@ -154,7 +154,7 @@ pub fn run(
                 _ => {}
             }
             if index > 0 {
-                pause(tpot).await;
+                pause(decode.at(slot.batch())).await;
             }
             yield Step::Token(token);
         }

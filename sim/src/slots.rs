@@ -179,6 +179,11 @@ impl SlotGuard {
     pub fn complete(&mut self) {
         self.completed = true;
     }
+
+    /// Generations holding a slot now, this one included: the batch it decodes in.
+    pub fn batch(&self) -> u64 {
+        self.stats.active.load(Ordering::SeqCst).max(1)
+    }
 }
 
 impl Drop for SlotGuard {

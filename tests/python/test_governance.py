@@ -666,6 +666,8 @@ def test_every_route_refuses_alike(every_route):
         ("malformed body", keys["ok"], "llama3.2", {}, b"{not json", 400, "invalid_request"),
         ("malformed first-token objective", keys["ok"], "llama3.2", {"x-slo-ttft-ms": "soon"}, None, 400,
          "invalid_request"),
+        ("malformed per-token objective", keys["ok"], "llama3.2", {"x-slo-tpot-ms": "0"}, None, 400,
+         "invalid_request"),
     ]
     # Allowed by the tenant's globs, unknown to the engine: its 404 through the scheduler's
     # one gRPC-status table (this one reaches the engine, so it is counted apart).

@@ -37,6 +37,7 @@ impl Governed for ChatRequest {
         self.deadline_ms = deadline_ms;
         self.allowed_models = caller.allowed_models();
         self.slo_ttft_ms = caller.slo_ttft_ms;
+        self.slo_tpot_ms = caller.slo_tpot_ms;
     }
     fn estimate_prompt(&mut self, tokens: u32) {
         self.prompt_tokens_estimate = tokens;
@@ -72,6 +73,7 @@ impl Governed for CompletionRequest {
         self.deadline_ms = deadline_ms;
         self.allowed_models = caller.allowed_models();
         self.slo_ttft_ms = caller.slo_ttft_ms;
+        self.slo_tpot_ms = caller.slo_tpot_ms;
     }
     fn estimate_prompt(&mut self, tokens: u32) {
         self.prompt_tokens_estimate = tokens;

@@ -22,6 +22,7 @@ mod large_messages;
 mod limit_store;
 mod metrics;
 mod ollama_api;
+mod per_token_objective;
 mod priority_and_fairness;
 mod queue_limits;
 mod redis_server;

@@ -282,6 +282,10 @@ async fn an_objective_that_cannot_be_met_is_refused_at_once() {
     assert!((1..=30).contains(&retry_after), "retry-after {retry_after}");
     let body: Value = refused.json().await.unwrap();
     assert_eq!(body["error"]["code"], "slo_unattainable");
+    assert_eq!(
+        body["error"]["param"], "x-slo-ttft-ms",
+        "it names the objective"
+    );
     assert!(
         took < Duration::from_millis(250),
         "refused after {took:?}: it queued instead"

@@ -17,6 +17,7 @@ fn ask(tenant: &str, class: Class) -> Ask {
         cost: Cost::default(),
         completion_capped: true,
         slo: None,
+        slo_tpot: None,
     }
 }
 
@@ -323,6 +324,7 @@ fn costly(tenant: &str, completion_tokens: u32, slo_ms: Option<u64>) -> Ask {
             completion_tokens,
         },
         slo: slo_ms.map(Duration::from_millis),
+        slo_tpot: None,
         ..ask(tenant, Class::Interactive)
     }
 }

@@ -26,8 +26,9 @@ pub struct Door {
 
 /// Enters `pool` for `ask`, or refuses at once: no capacity (every endpoint down or ejected),
 /// a prompt whose predicted first token comes after `first_token_limit` (the model's total
-/// time or the caller's deadline), a first-token objective the work ahead makes unattainable,
-/// a full queue, or displacement rules. The refusal is counted and logged in `span`.
+/// time or the caller's deadline), a per-token objective its batch would miss
+/// ([`per_token_objective`]), a first-token objective the work ahead makes unattainable, a
+/// full queue, or displacement rules. The refusal is counted and logged in `span`.
 pub fn admit(
     pool: &Arc<Pool>,
     ask: &Ask,
@@ -49,6 +50,8 @@ pub fn admit(
             prompt_tokens: ask.cost.prompt_tokens,
             budget_ms: first_token_limit.as_millis() as u64,
         })
+    } else if let Err(missed) = per_token_objective(pool, ask) {
+        Err(missed)
     } else {
         let mut ask = ask.clone();
         if !ask.completion_capped
@@ -71,6 +74,56 @@ pub fn admit(
             Err(err)
         }
     }
+}
+
+/// Refuses a request whose time-per-output-token objective the batch it would join is known
+/// to miss. A request that runs at once (a slot free, nobody waiting) joins the batch of the
+/// least-loaded endpoint with room; one that would wait gets a slot only as one frees, in a
+/// full batch. The prediction is each such endpoint's decode pace learned at that batch size
+/// ([`crate::pace::Pace::decode_in_batch`]), the best of them; an endpoint with nothing learned
+/// there yet could meet it, so the request is admitted.
+fn per_token_objective(pool: &Pool, ask: &Ask) -> Result<(), SchedulerError> {
+    let Some(slo) = ask.slo_tpot else {
+        return Ok(());
+    };
+    let at_once = pool.admission.runs_at_once();
+    let mut best: Option<(Duration, usize)> = None;
+    for endpoint in pool.endpoints.iter().filter(|e| e.available()) {
+        let batch = match at_once {
+            Ok(()) if endpoint.outstanding() >= endpoint.slots() => continue,
+            Ok(()) => endpoint.outstanding() + 1,
+            Err(_) => endpoint.slots(),
+        };
+        let Some(tpot) = endpoint.pace.decode_in_batch(batch) else {
+            return Ok(());
+        };
+        if best.is_none_or(|(fastest, _)| tpot < fastest) {
+            best = Some((tpot, batch));
+        }
+    }
+    let Some((predicted, batch)) = best.filter(|(tpot, _)| *tpot > slo) else {
+        return Ok(());
+    };
+    // Alone on an engine it would still miss: coming back later does not help, so the
+    // longest a client should wait before trying again (maybe elsewhere) is named.
+    let hopeless = pool
+        .endpoints
+        .iter()
+        .filter(|e| e.available())
+        .all(|e| e.pace.decode_in_batch(1).is_some_and(|alone| alone > slo));
+    let retry_after = if hopeless {
+        pool.admission.max_wait().max(Duration::from_secs(1))
+    } else {
+        // Back when the batch has shrunk: the queue's drain estimate, or the next finish.
+        at_once.err().unwrap_or(Duration::from_secs(1))
+    };
+    Err(SchedulerError::TpotUnattainable {
+        pool: pool.name.clone(),
+        slo_ms: slo.as_millis() as u64,
+        predicted_ms: predicted.as_millis() as u64,
+        batch,
+        retry_after,
+    })
 }
 
 impl Door {

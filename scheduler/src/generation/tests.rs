@@ -434,6 +434,7 @@ async fn fallback_into_a_busy_pool_queues_there_and_says_so() {
             cost: Default::default(),
             completion_capped: true,
             slo: None,
+            slo_tpot: None,
         })
         .unwrap()
     else {
