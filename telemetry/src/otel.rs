@@ -31,7 +31,10 @@ pub fn provider(service_name: &'static str) -> Result<Option<SdkTracerProvider>,
         .build()
         .map_err(|err| TelemetryError::Exporter(err.to_string()))?;
     let mut resource = Resource::builder();
-    if set("OTEL_SERVICE_NAME").is_none() {
+    if !named_by_environment(
+        set("OTEL_SERVICE_NAME").as_deref(),
+        set("OTEL_RESOURCE_ATTRIBUTES").as_deref(),
+    ) {
         resource = resource.with_service_name(service_name);
     }
     Ok(Some(
@@ -40,4 +43,36 @@ pub fn provider(service_name: &'static str) -> Result<Option<SdkTracerProvider>,
             .with_batch_exporter(exporter)
             .build(),
     ))
+}
+
+/// Whether the standard variables name the service: `OTEL_SERVICE_NAME`, or a `service.name`
+/// among `OTEL_RESOURCE_ATTRIBUTES` (the SDK reads both; our default must not override them).
+fn named_by_environment(service_name: Option<&str>, resource_attributes: Option<&str>) -> bool {
+    service_name.is_some()
+        || resource_attributes.is_some_and(|attributes| {
+            attributes
+                .split(',')
+                .filter_map(|pair| pair.split_once('='))
+                .any(|(key, value)| key.trim() == "service.name" && !value.trim().is_empty())
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::named_by_environment;
+
+    #[test]
+    fn the_environment_names_the_service_either_way() {
+        assert!(!named_by_environment(None, None));
+        assert!(named_by_environment(Some("edge"), None));
+        assert!(named_by_environment(
+            None,
+            Some("deployment.environment=prod, service.name=edge")
+        ));
+        assert!(!named_by_environment(
+            None,
+            Some("deployment.environment=prod")
+        ));
+        assert!(!named_by_environment(None, Some("service.name=")));
+    }
 }
