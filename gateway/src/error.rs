@@ -129,14 +129,13 @@ impl ApiError {
         match self {
             Self::InvalidRequest { param, .. } => param.clone(),
             Self::Scheduler(status) if status.code() == Code::NotFound => Some("model".to_owned()),
-            Self::Scheduler(status)
-                if status.code() == Code::InvalidArgument
-                    || scheduler_reason(status) == Reason::SloUnattainable =>
-            {
-                status
-                    .metadata()
-                    .get(llmgw_proto::PARAM_METADATA)
-                    .and_then(|value| value.to_str().ok())
+            Self::Scheduler(status) if status.code() == Code::InvalidArgument => {
+                scheduler_param(status).map(str::to_owned)
+            }
+            // An objective refusal names the objective's header, and only that.
+            Self::Scheduler(status) if scheduler_reason(status) == Reason::SloUnattainable => {
+                scheduler_param(status)
+                    .filter(|header| OBJECTIVE_HEADERS.contains(header))
                     .map(str::to_owned)
             }
             Self::Refused(refusal) => refusal.param.clone(),
@@ -226,6 +225,17 @@ fn scheduler_message(reason: Reason) -> Said {
         Reason::SchedulerError => "The scheduler failed to serve the request",
         Reason::Cancelled => "The request was cancelled",
     })
+}
+
+/// The request headers that carry objectives.
+const OBJECTIVE_HEADERS: [&str; 2] = ["x-slo-ttft-ms", "x-slo-tpot-ms"];
+
+/// The field the scheduler's refusal names, if any.
+fn scheduler_param(status: &tonic::Status) -> Option<&str> {
+    status
+        .metadata()
+        .get(llmgw_proto::PARAM_METADATA)
+        .and_then(|value| value.to_str().ok())
 }
 
 /// The scheduler's reason metadata; for transport failures (no metadata) a reason by code.

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use crate::backend::Backend;
 use crate::breaker::Breaker;
 use crate::capacity::Capacity;
+use crate::occupancy::Occupancy;
 use crate::pace::Pace;
 use crate::routing::config::{BreakerConfig, EndpointConfig};
 
@@ -26,6 +27,8 @@ pub struct Endpoint {
     /// How many it takes at once, configured or learned, and whether it is saturated.
     pub capacity: Capacity,
     outstanding: AtomicUsize,
+    /// The in-flight count over time: the batch a generation decoded in.
+    pub occupancy: Occupancy,
     probe_ok: AtomicBool,
     loaded: Mutex<HashSet<String>>,
     /// Moving average of time to first token, microseconds (0 = no sample).
@@ -45,6 +48,7 @@ impl Endpoint {
             pace: Pace::default(),
             capacity: Capacity::new(slots),
             outstanding: AtomicUsize::new(0),
+            occupancy: Occupancy::default(),
             // Optimistic until the first probe says otherwise (it runs at start).
             probe_ok: AtomicBool::new(true),
             loaded: Mutex::new(HashSet::new()),
@@ -142,6 +146,7 @@ impl Endpoint {
     /// Counts a request as in flight here until the guard drops.
     pub fn begin(self: &Arc<Self>) -> InFlight {
         self.outstanding.fetch_add(1, Ordering::Relaxed);
+        self.occupancy.enter();
         InFlight(Arc::clone(self))
     }
 }
@@ -159,5 +164,6 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.outstanding.fetch_sub(1, Ordering::Relaxed);
+        self.0.occupancy.leave();
     }
 }

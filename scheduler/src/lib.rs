@@ -41,6 +41,7 @@ pub mod lease;
 pub mod load_poll;
 pub mod metrics;
 pub mod metrics_server;
+pub mod occupancy;
 pub mod pace;
 pub mod pool;
 pub mod readiness;

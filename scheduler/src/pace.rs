@@ -8,9 +8,10 @@
 //! - **Prefill** comes from longer prompts: `(ttft − base) ÷ prompt tokens`. Until one is seen,
 //!   the configured `prefill_ms_per_1k_tokens` stands in (or nothing is assumed).
 //! - **Decode** is `(generation time − ttft) ÷ (completion tokens − 1)`; an endpoint also
-//!   keeps it per batch size (the requests it served at once, averaged over the generation's
-//!   first token and end), because a continuous-batching engine's tokens slow down as its
-//!   batch grows: time-per-output-token objectives read that.
+//!   keeps it per batch size (the requests it served at once, on average over the decode),
+//!   because a continuous-batching engine's tokens slow down as its batch grows:
+//!   time-per-output-token objectives read that. A pace by batch is forgotten after
+//!   [`BATCH_PACE_FRESH_FOR`] without a new sample.
 //! - **Proven** is the largest prompt that got its first token: a request far beyond it that
 //!   times out says more about the request than about the engine.
 //! - **Completion** is the average completion length: the estimate for a request that sets no
@@ -27,14 +28,28 @@ pub const SHORT_PROMPT: u32 = 256;
 /// Batch sizes the decode pace is learned for apart; a larger batch counts as this one.
 pub const BATCHES_TOLD_APART: usize = 32;
 
+/// How long a decode pace learned at one batch size is believed without a new sample. The
+/// requests an objective refuses never run to correct it, so a pace that went stale (an engine
+/// that sped up, one slow outlier) must lapse rather than refuse them for ever.
+pub const BATCH_PACE_FRESH_FOR: Duration = Duration::from_secs(60);
+
+/// Milliseconds since the first call, plus one (0 means "never" in the atomics).
+fn clock_ms() -> u64 {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let elapsed = EPOCH.get_or_init(std::time::Instant::now).elapsed();
+    u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX - 1) + 1
+}
+
 /// Learned timings of one engine (or a pool's average of them).
 #[derive(Debug, Default)]
 pub struct Pace {
     base_ns: AtomicU64,
     prefill_ns_per_token: AtomicU64,
     decode_ns_per_token: AtomicU64,
-    /// Decode time per token by batch size (index = batch − 1).
+    /// Decode time per token by batch size (index = batch − 1), and when each was last
+    /// learned ([`clock_ms`]; 0 = never).
     decode_ns_by_batch: [AtomicU64; BATCHES_TOLD_APART],
+    decode_by_batch_at_ms: [AtomicU64; BATCHES_TOLD_APART],
     proven_prompt: AtomicU32,
     /// Average completion tokens, in thousandths of a token.
     completion_milli: AtomicU64,
@@ -59,6 +74,11 @@ fn average(cell: &AtomicU64, sample: u64) {
         old - old / 4 + sample / 4
     };
     cell.store(new, Ordering::Relaxed);
+}
+
+/// The slot of a batch size in the per-batch arrays.
+fn batch_index(batch: usize) -> usize {
+    batch.clamp(1, BATCHES_TOLD_APART) - 1
 }
 
 fn nanos(duration: Duration) -> u64 {
@@ -101,29 +121,40 @@ impl Pace {
     }
 
     /// A request decoded `completion_tokens` in `after_first` while `batch` requests (itself
-    /// included) were being served at once.
+    /// included) were being served at once, on average.
     pub fn record_decode_in_batch(
         &self,
-        batch: usize,
+        batch: f64,
         completion_tokens: u32,
         after_first: Duration,
     ) {
         if completion_tokens > 1 {
+            let index = batch_index(batch.round().max(1.0) as usize);
             average(
-                &self.decode_ns_by_batch[batch.clamp(1, BATCHES_TOLD_APART) - 1],
+                &self.decode_ns_by_batch[index],
                 nanos(after_first) / u64::from(completion_tokens - 1),
             );
+            self.decode_by_batch_at_ms[index].store(clock_ms(), Ordering::Relaxed);
         }
     }
 
-    /// The time per output token to expect in a batch of `batch`, as far as it was measured:
-    /// the slowest learned at this batch size or a smaller one (a growing batch never speeds
-    /// tokens up); `None` before any was learned there.
+    /// The time per output token to expect in a batch of `batch`: what was learned at that
+    /// size lately, else the slowest learned lately at a smaller size (a growing batch never
+    /// speeds tokens up); `None` when nothing fresh was learned at or below it.
     pub fn decode_in_batch(&self, batch: usize) -> Option<Duration> {
-        self.decode_ns_by_batch[..batch.clamp(1, BATCHES_TOLD_APART)]
-            .iter()
-            .filter_map(known)
-            .max()
+        self.decode_in_batch_at(batch, clock_ms())
+    }
+
+    fn decode_in_batch_at(&self, batch: usize, now_ms: u64) -> Option<Duration> {
+        let fresh_ms = BATCH_PACE_FRESH_FOR.as_millis() as u64;
+        let fresh = |index: usize| {
+            let at = self.decode_by_batch_at_ms[index].load(Ordering::Relaxed);
+            (at != 0 && now_ms.saturating_sub(at) <= fresh_ms)
+                .then(|| known(&self.decode_ns_by_batch[index]))
+                .flatten()
+        };
+        let index = batch_index(batch);
+        fresh(index).or_else(|| (0..index).filter_map(fresh).max())
     }
 
     /// The average completion length of the requests served, once one finished.
@@ -200,10 +231,10 @@ mod tests {
     const MS: Duration = Duration::from_millis(1);
 
     #[test]
-    fn decode_by_batch_is_what_was_measured_at_that_size_or_below() {
+    fn decode_by_batch_is_what_was_measured_there_else_below() {
         let pace = Pace::default();
         assert_eq!(pace.decode_in_batch(1), None);
-        pace.record_decode_in_batch(3, 9, 800 * MS);
+        pace.record_decode_in_batch(3.2, 9, 800 * MS);
         assert_eq!(pace.decode_in_batch(1), None, "nothing measured that small");
         assert_eq!(pace.decode_in_batch(3), Some(100 * MS));
         assert_eq!(
@@ -211,15 +242,29 @@ mod tests {
             Some(100 * MS),
             "at least as slow as a smaller batch"
         );
-        pace.record_decode_in_batch(1, 9, 80 * MS);
+        pace.record_decode_in_batch(1.0, 9, 80 * MS);
         assert_eq!(pace.decode_in_batch(2), Some(10 * MS));
+        // A batch measured itself says what it is, even if faster than a smaller one was.
+        pace.record_decode_in_batch(4.4, 9, 80 * MS);
+        assert_eq!(pace.decode_in_batch(4), Some(10 * MS));
         // Beyond the sizes told apart, the largest one's average.
-        pace.record_decode_in_batch(500, 2, 300 * MS);
+        pace.record_decode_in_batch(500.0, 2, 300 * MS);
         assert_eq!(pace.decode_in_batch(BATCHES_TOLD_APART), Some(300 * MS));
         assert_eq!(pace.decode_in_batch(10_000), Some(300 * MS));
         // A single token has no gap to learn from.
-        pace.record_decode_in_batch(2, 1, 900 * MS);
-        assert_eq!(pace.decode_in_batch(2), Some(10 * MS));
+        pace.record_decode_in_batch(1.0, 1, 900 * MS);
+        assert_eq!(pace.decode_in_batch(1), Some(10 * MS));
+    }
+
+    #[test]
+    fn a_pace_by_batch_lapses_without_new_samples() {
+        let pace = Pace::default();
+        pace.record_decode_in_batch(1.0, 9, 800 * MS);
+        let now = clock_ms();
+        assert_eq!(pace.decode_in_batch_at(1, now), Some(100 * MS));
+        let later = now + BATCH_PACE_FRESH_FOR.as_millis() as u64 + 1;
+        assert_eq!(pace.decode_in_batch_at(1, later), None);
+        assert_eq!(pace.decode_in_batch_at(4, later), None);
     }
 
     #[test]

@@ -4,9 +4,10 @@
 //! Choice among endpoints that answer their probe and whose breaker lets a request through,
 //! skipping those already tried for this request: with prefix affinity, the endpoint that
 //! served the request's longest known prefix if its load allows ([`crate::affinity`]); else
-//! one whose engine is not saturated, then one that has the model loaded (Ollama's `/api/ps`;
-//! avoids model-swap thrash), then the least loaded relative to its slots (learned or
-//! configured), then the fastest first token (moving average).
+//! one whose engine is not saturated, then (for a request with a time-per-output-token
+//! objective) one whose batch would meet it, then one that has the model loaded (Ollama's
+//! `/api/ps`; avoids model-swap thrash), then the least loaded relative to its slots (learned
+//! or configured), then the fastest first token (moving average).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,12 +77,14 @@ impl Pool {
     }
 
     /// The endpoint for the next attempt at `model`, skipping indexes in `tried`; with
-    /// affinity, the one that served the longest part of `prefix` first if its load allows.
+    /// affinity, the one that served the longest part of `prefix` first if its load allows;
+    /// with a per-token objective `tpot`, one whose batch meets it before one known to miss it.
     pub fn pick(
         &self,
         model: &str,
         tried: &[usize],
         prefix: Option<&PrefixKey>,
+        tpot: Option<Duration>,
     ) -> Option<(usize, Arc<Endpoint>)> {
         // Each endpoint's standing is read once (its loaded models sit behind a lock), not
         // once per comparison.
@@ -92,7 +95,7 @@ impl Pool {
             .filter(|(index, endpoint)| {
                 !tried.contains(index) && endpoint.probe_ok() && endpoint.breaker.counts()
             })
-            .map(|(index, endpoint)| (Standing::of(endpoint, model), index, endpoint))
+            .map(|(index, endpoint)| (Standing::of(endpoint, model, tpot), index, endpoint))
             .collect();
         ranked.sort_by(|(a, ..), (b, ..)| a.cmp(b));
         let mut candidates: Vec<(usize, &Arc<Endpoint>)> = ranked
@@ -124,19 +127,26 @@ impl Pool {
 
 /// How good a choice an endpoint is now, best first: one whose engine is not saturated (a
 /// saturated one only if nothing else can take it: its slot was counted before its report
-/// came), that has the model loaded, with the least load relative to its slots, then the
-/// fastest first token.
+/// came), whose batch is not known to miss the request's per-token objective, that has the
+/// model loaded, with the least load relative to its slots, then the fastest first token.
 struct Standing {
     saturated: bool,
+    misses_objective: bool,
     unloaded: bool,
     load: f64,
     ttft: std::time::Duration,
 }
 
 impl Standing {
-    fn of(endpoint: &Endpoint, model: &str) -> Self {
+    fn of(endpoint: &Endpoint, model: &str, tpot: Option<Duration>) -> Self {
         Self {
             saturated: endpoint.capacity.saturated(),
+            misses_objective: tpot.is_some_and(|objective| {
+                endpoint
+                    .pace
+                    .decode_in_batch(endpoint.outstanding() + 1)
+                    .is_some_and(|pace| pace > objective)
+            }),
             unloaded: !endpoint.has_loaded(model),
             load: endpoint.load(),
             ttft: endpoint.ttft_estimate(),
@@ -146,6 +156,7 @@ impl Standing {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         self.saturated
             .cmp(&other.saturated)
+            .then(self.misses_objective.cmp(&other.misses_objective))
             .then(self.unloaded.cmp(&other.unloaded))
             .then(self.load.total_cmp(&other.load))
             .then(self.ttft.cmp(&other.ttft))
@@ -200,19 +211,42 @@ mod tests {
         let _b = pool.endpoints[1].begin();
         let _c = pool.endpoints[1].begin();
         // 1/2 vs 2/8: the bigger endpoint is less loaded.
-        assert_eq!(pool.pick("m", &[], None).unwrap().0, 1);
+        assert_eq!(pool.pick("m", &[], None, None).unwrap().0, 1);
         pool.endpoints[0].set_probe(true, Some(vec!["m:latest".into()]));
         assert_eq!(
-            pool.pick("m", &[], None).unwrap().0,
+            pool.pick("m", &[], None, None).unwrap().0,
             0,
             "model already loaded wins"
         );
         assert_eq!(
-            pool.pick("m", &[0], None).unwrap().0,
+            pool.pick("m", &[0], None, None).unwrap().0,
             1,
             "tried endpoints are skipped"
         );
-        assert!(pool.pick("m", &[0, 1], None).is_none());
+        assert!(pool.pick("m", &[0, 1], None, None).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_per_token_objective_prefers_a_batch_that_meets_it_over_a_lighter_load() {
+        let pool = pool(&[4, 4]);
+        // Endpoint 0 is idle but slow; endpoint 1 already serves one and is fast at two.
+        pool.endpoints[0]
+            .pace
+            .record_decode_in_batch(1.0, 11, Duration::from_millis(1000));
+        pool.endpoints[1]
+            .pace
+            .record_decode_in_batch(2.0, 11, Duration::from_millis(100));
+        let _busy = pool.endpoints[1].begin();
+        assert_eq!(
+            pool.pick("m", &[], None, None).unwrap().0,
+            0,
+            "least loaded"
+        );
+        let objective = Some(Duration::from_millis(50));
+        assert_eq!(pool.pick("m", &[], None, objective).unwrap().0, 1);
+        // When every batch misses it, the usual order decides.
+        let strict = Some(Duration::from_millis(5));
+        assert_eq!(pool.pick("m", &[], None, strict).unwrap().0, 0);
     }
 
     #[tokio::test]
@@ -221,9 +255,9 @@ mod tests {
         assert_eq!(pool.capacity(), 10);
         pool.endpoints[1].set_probe(false, None);
         assert_eq!(pool.capacity(), 2);
-        assert_eq!(pool.pick("m", &[], None).unwrap().0, 0);
+        assert_eq!(pool.pick("m", &[], None, None).unwrap().0, 0);
         pool.endpoints[0].breaker.on_failure();
         assert_eq!(pool.capacity(), 0);
-        assert!(pool.pick("m", &[], None).is_none());
+        assert!(pool.pick("m", &[], None, None).is_none());
     }
 }

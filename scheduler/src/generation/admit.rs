@@ -77,11 +77,12 @@ pub fn admit(
 }
 
 /// Refuses a request whose time-per-output-token objective the batch it would join is known
-/// to miss. A request that runs at once (a slot free, nobody waiting) joins the batch of the
-/// least-loaded endpoint with room; one that would wait gets a slot only as one frees, in a
-/// full batch. The prediction is each such endpoint's decode pace learned at that batch size
-/// ([`crate::pace::Pace::decode_in_batch`]), the best of them; an endpoint with nothing learned
-/// there yet could meet it, so the request is admitted.
+/// to miss. A request that runs at once (a slot free, nobody waiting) joins the batch of an
+/// endpoint with room, one more than it serves now; one that would wait (or an endpoint
+/// without room) gets a slot only as one frees, in a full batch. The prediction is each
+/// endpoint's decode pace at that batch ([`crate::pace::Pace::decode_in_batch`]), the best of
+/// them — and the pick prefers an endpoint that meets it ([`Pool::pick`]); an endpoint with
+/// nothing fresh learned there could meet it, so the request is admitted.
 fn per_token_objective(pool: &Pool, ask: &Ask) -> Result<(), SchedulerError> {
     let Some(slo) = ask.slo_tpot else {
         return Ok(());
@@ -90,9 +91,8 @@ fn per_token_objective(pool: &Pool, ask: &Ask) -> Result<(), SchedulerError> {
     let mut best: Option<(Duration, usize)> = None;
     for endpoint in pool.endpoints.iter().filter(|e| e.available()) {
         let batch = match at_once {
-            Ok(()) if endpoint.outstanding() >= endpoint.slots() => continue,
-            Ok(()) => endpoint.outstanding() + 1,
-            Err(_) => endpoint.slots(),
+            Ok(()) if endpoint.outstanding() < endpoint.slots() => endpoint.outstanding() + 1,
+            _ => endpoint.slots(),
         };
         let Some(tpot) = endpoint.pace.decode_in_batch(batch) else {
             return Ok(());

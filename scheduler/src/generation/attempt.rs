@@ -113,15 +113,19 @@ pub async fn attempt(
                 leader: context.lease.leader(),
             }));
         }
-        // A per-token objective was checked against the least-loaded endpoint: affinity may
-        // not move the request onto a busier batch.
+        // A per-token objective was checked against the endpoints' batches, and the pick
+        // prefers one that meets it: affinity may not move the request onto a busier batch.
         let prefix = pool
             .affinity
             .as_ref()
             .filter(|_| context.ask.slo_tpot.is_none())
             .map(|_| crate::affinity::prefix_key(request));
-        let Some((index, endpoint)) = pool.pick(&route.upstream, &attempts.tried, prefix.as_ref())
-        else {
+        let Some((index, endpoint)) = pool.pick(
+            &route.upstream,
+            &attempts.tried,
+            prefix.as_ref(),
+            context.ask.slo_tpot,
+        ) else {
             return Err(NotCommitted::Exhausted);
         };
         attempts.left -= 1;

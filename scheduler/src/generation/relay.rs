@@ -114,7 +114,7 @@ pub fn relay(
         let Relayed { committed, mut permit, pool, route, budget, stream } = relayed;
         let Committed { in_flight, first, mut rest, call_span } = committed;
         let first_token_at = Instant::now();
-        let batch_at_first_token = in_flight.endpoint().outstanding();
+        let at_first_token = in_flight.endpoint().occupancy.reading();
         let mut gather = Gather::new(stream);
         for out in gather.push(first) {
             yield Ok(event(out));
@@ -156,9 +156,10 @@ pub fn relay(
         // The real usage corrects the tenant's fair share and teaches the decode pace.
         let decoding = first_token_at.elapsed();
         in_flight.endpoint().pace.record_decode(completion_tokens, decoding);
-        // The batch it decoded in: what the endpoint served at its first token and at its end.
-        let batch = (batch_at_first_token + in_flight.endpoint().outstanding()).div_ceil(2);
-        in_flight.endpoint().pace.record_decode_in_batch(batch, completion_tokens, decoding);
+        // The batch it decoded in: the endpoint's average in-flight count over its decode.
+        if let Some(batch) = in_flight.endpoint().occupancy.reading().average_since(&at_first_token) {
+            in_flight.endpoint().pace.record_decode_in_batch(batch, completion_tokens, decoding);
+        }
         pool.admission.pace().record_decode(completion_tokens, decoding);
         if prompt_tokens > 0 || completion_tokens > 0 {
             // The scheduler's own word count undercounts a prompt the engine did not count.
