@@ -51,18 +51,7 @@ async fn a_known_sequence_moves_every_counter_by_exactly_its_share() {
     };
     let send = |body: serde_json::Value| {
         let (http, url) = (stack.http.clone(), stack.url("/v1/chat/completions"));
-        async move {
-            let response = http
-                .post(url)
-                .header("x-tenant-id", "t1")
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            let status = response.status().as_u16();
-            let _ = response.bytes().await;
-            status
-        }
+        crate::support::answered_status(http, url, "t1", body)
     };
     assert_eq!(send(short(false)).await, 200);
     assert_eq!(send(short(false)).await, 200);

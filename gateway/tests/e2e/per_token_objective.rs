@@ -10,7 +10,7 @@ use llm_sim::SimConfig;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use crate::support::{Stack, chat_body, eventually};
+use crate::support::{Stack, answered_status, chat_body, eventually};
 
 /// 10 ms a token alone, 30 ms more for each other generation: 100 ms in a batch of four.
 fn batching_sim() -> SimConfig {
@@ -44,30 +44,16 @@ async fn with_objective(stack: &Stack, model: &str, tpot_ms: &str) -> reqwest::R
         .unwrap()
 }
 
-/// Runs `count` long generations of tenant `a` in the background and returns their statuses'
-/// handles once all of them hold a slot of the sim at `sim`.
-async fn busy(stack: &Stack, count: usize, model: &str) -> Vec<tokio::task::JoinHandle<u16>> {
-    let mut running = Vec::new();
-    for _ in 0..count {
-        let (http, url, body) = (
-            stack.http.clone(),
-            stack.url("/v1/chat/completions"),
-            chat_body(model, "a long answer please"),
-        );
-        running.push(tokio::spawn(async move {
-            let response = http
-                .post(url)
-                .header("x-tenant-id", "a")
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            let status = response.status().as_u16();
-            let _ = response.bytes().await;
-            status
-        }));
-    }
-    running
+/// Starts `count` long generations of tenant `a` in the background: the handles of their
+/// statuses.
+fn busy(stack: &Stack, count: usize, model: &str) -> Vec<tokio::task::JoinHandle<u16>> {
+    (0..count)
+        .map(|_| {
+            let body = chat_body(model, "a long answer please");
+            let (http, url) = (stack.http.clone(), stack.url("/v1/chat/completions"));
+            tokio::spawn(async move { answered_status(http, url, "a", body).await })
+        })
+        .collect()
 }
 
 /// A 429 `slo_unattainable` whose `param` names the per-token objective; its Retry-After.
@@ -105,7 +91,7 @@ async fn a_per_token_objective_is_held_against_the_batch_the_request_would_join(
     let mut alone_body = short("alone");
     alone_body["max_tokens"] = json!(16);
     assert_eq!(stack.chat_as("a", alone_body).await.status(), 200);
-    let batch = busy(&stack, 4, "llama3.2").await;
+    let batch = busy(&stack, 4, "llama3.2");
     for request in batch {
         assert_eq!(request.await.unwrap(), 200);
     }
@@ -122,7 +108,7 @@ async fn a_per_token_objective_is_held_against_the_batch_the_request_would_join(
     );
 
     // Three long generations running: a newcomer would decode in a batch of four.
-    let running = busy(&stack, 3, "llama3.2").await;
+    let running = busy(&stack, 3, "llama3.2");
     eventually("three running", Duration::from_secs(5), || {
         stack.sim().stats().active == 3
     })
@@ -176,7 +162,7 @@ async fn a_per_token_objective_the_busy_pool_misses_goes_to_a_fallback_that_meet
     // The primary (two slots) learns its pace alone and with both slots busy; the spare
     // learns its pace alone.
     assert_eq!(stack.chat_as("a", short_for("main")).await.status(), 200);
-    for request in busy(&stack, 2, "main").await {
+    for request in busy(&stack, 2, "main") {
         assert_eq!(request.await.unwrap(), 200);
     }
     assert_eq!(stack.chat_as("a", short_for("backup")).await.status(), 200);
@@ -184,7 +170,7 @@ async fn a_per_token_objective_the_busy_pool_misses_goes_to_a_fallback_that_meet
 
     // Both primary slots busy: a newcomer would wait, then decode in a batch of two (40 ms a
     // token); the idle spare decodes alone (10 ms).
-    let running = busy(&stack, 2, "main").await;
+    let running = busy(&stack, 2, "main");
     eventually("the primary full", Duration::from_secs(5), || {
         stack.sims[0].stats().active == 2
     })

@@ -296,6 +296,21 @@ pub fn sse_data(body: &str) -> Vec<SseData> {
 }
 
 /// A minimal chat body.
+/// Posts `body` to `url` as `tenant` (open mode's `x-tenant-id`), reads the whole answer and
+/// returns its status: for requests spawned to keep an engine busy.
+pub async fn answered_status(http: reqwest::Client, url: String, tenant: &str, body: Value) -> u16 {
+    let response = http
+        .post(url)
+        .header("x-tenant-id", tenant)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let _ = response.bytes().await;
+    status
+}
+
 pub fn chat_body(model: &str, prompt: &str) -> Value {
     serde_json::json!({ "model": model, "messages": [{ "role": "user", "content": prompt }] })
 }
