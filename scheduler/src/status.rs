@@ -101,6 +101,10 @@ fn endpoint_status(endpoint: &Endpoint) -> EndpointStatus {
         in_flight: endpoint.outstanding() as u32,
         ttft_ms: endpoint.ttft_estimate().as_millis() as u64,
         saturated: endpoint.capacity.saturated(),
+        tpot_ms: endpoint
+            .pace
+            .decode_in_batch(endpoint.outstanding().max(1))
+            .map_or(0, |pace| pace.as_millis() as u64),
     }
 }
 

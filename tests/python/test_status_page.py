@@ -194,6 +194,8 @@ def test_the_page_shows_the_queue_a_limit_and_an_ejected_engine_live(scene, brow
     pool.shutdown()
     wait.until(lambda d: text(d, 'section[data-pool="gpu"] .waiting-total') == "0"
                and text(d, 'section[data-pool="gpu"] .running') == "0")
+    # The engine that served them shows its time per output token (60 ms a token, alone).
+    wait.until(lambda d: text(d, 'tr[data-ejected="false"] .tpot').endswith("ms"))
 
     # All of it without a reload, one poll after another.
     assert browser.execute_script("return window.notReloaded === true;")

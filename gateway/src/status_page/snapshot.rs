@@ -87,6 +87,8 @@ pub struct EndpointView {
     pub in_flight: u32,
     pub ttft_ms: u64,
     pub saturated: bool,
+    /// Time per output token at its current batch, learned in the last minute; 0 = none.
+    pub tpot_ms: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -235,6 +237,7 @@ fn pool_view(pool: PoolStatus) -> PoolView {
                 in_flight: e.in_flight,
                 ttft_ms: e.ttft_ms,
                 saturated: e.saturated,
+                tpot_ms: e.tpot_ms,
             })
             .collect(),
         tenants: pool

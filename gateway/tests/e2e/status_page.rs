@@ -184,6 +184,12 @@ async fn the_snapshot_shows_who_runs_and_who_waits_by_class_and_tenant() {
         },
     )
     .await;
+    // Each ran alone at 150 ms a token: the endpoint's pace at its batch.
+    let idle = snapshot().await;
+    let tpot = idle["schedulers"][0]["pools"][0]["endpoints"][0]["tpot_ms"]
+        .as_u64()
+        .unwrap();
+    assert!((100..2_000).contains(&tpot), "tpot_ms {tpot}");
     // A refusal is remembered with its request id and reason.
     let refused = stack
         .http
