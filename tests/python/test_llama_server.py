@@ -1,8 +1,8 @@
 """llama.cpp's own continuous-batching server (`llama-server -np 4 --metrics`, SmolLM2-135M)
 behind the scheduler and gateway: the scheduler learns the engine's 4 slots from `/props`, an
 overstated `slots` no longer lets a batch backlog pile up inside the engine ahead of a critical
-request, and prefix affinity makes two engines reuse more of their prompt caches (the engines'
-own `cached_tokens`). scripts/test.sh builds the server once per machine
+request, prefix affinity makes two engines reuse more of their prompt caches (the engines'
+own `cached_tokens`), and a per-token objective is held against the batch a request would join. scripts/test.sh builds the server once per machine
 (scripts/test/llama_server_setup.sh) and sets LLMGW_LLAMA_SERVER and LLMGW_LLAMA_MODEL."""
 
 import os
@@ -10,6 +10,7 @@ import random
 import subprocess
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -213,6 +214,62 @@ def cached_share(tmp, urls, affinity: bool, seed: int) -> tuple[int, int, int, i
 
 def rng_word(seed: int, index: int, n: int) -> str:
     return f"w{(seed * 7919 + index * 104729 + n * 31) % 100003}"
+
+
+def endpoint_status(stack: Stack) -> dict:
+    status = httpx.get(f"{stack.gateway_url}/status.json", timeout=10)
+    assert status.status_code == 200, status.text
+    [endpoint] = status.json()["schedulers"][0]["pools"][0]["endpoints"]
+    return endpoint
+
+
+def test_a_per_token_objective_is_held_against_the_real_engines_batch(engines, tmp_path):
+    """llama-server on one thread decodes every sequence of its batch each step, so a token
+    takes about as many times longer as the batch is large (11 ms alone, 40 ms in a batch of
+    four, measured here). The scheduler learns that: with three long generations running, an
+    objective of twice the lone pace is refused before the engine sees it; alone it is served."""
+    stack = start(tmp_path, engines[:1], str(ENGINE_SLOTS))
+    url = engines[0]
+    count = "Count from {} to 500, one number per line."
+    try:
+        # Learn the pace alone, then in a full batch.
+        first = chat(stack.gateway_url, say(count.format(1)), 32)
+        assert first.status_code == 200, first.text
+        alone_ms = endpoint_status(stack)["tpot_ms"]
+        assert alone_ms > 0, "no pace learned alone"
+        with ThreadPoolExecutor(ENGINE_SLOTS) as pool:
+            batch = list(pool.map(lambda n: chat(stack.gateway_url, say(count.format(n)), 48),
+                                  range(ENGINE_SLOTS)))
+        assert all(answer.status_code == 200 for answer in batch), [a.text for a in batch]
+        objective = str(2 * alone_ms)
+
+        # Three long generations: a newcomer would decode in a batch of four.
+        pool = ThreadPoolExecutor(3)
+        running = [pool.submit(chat, stack.gateway_url, say(count.format(n)), 240)
+                   for n in range(10, 13)]
+        assert wait_until(lambda: engine_gauge(url, "llamacpp:requests_processing") == 3,
+                          deadline_s=60), "the three never ran together"
+        refused = httpx.post(f"{stack.gateway_url}/v1/chat/completions", timeout=30,
+                             headers={"x-slo-tpot-ms": objective},
+                             json={"model": "smollm2", "messages": say("Name a colour."),
+                                   "max_tokens": 8})
+        assert refused.status_code == 429, refused.text
+        assert refused.headers["x-llmgw-reason"] == "slo_unattainable"
+        assert refused.json()["error"]["param"] == "x-slo-tpot-ms"
+        assert int(refused.headers["retry-after"]) >= 1
+        assert engine_gauge(url, "llamacpp:requests_processing") == 3, "it reached the engine"
+        assert all(f.result(timeout=180).status_code == 200 for f in running)
+        pool.shutdown()
+
+        # Alone, the same objective is met.
+        assert wait_until(lambda: endpoint_status(stack)["in_flight"] == 0, deadline_s=30)
+        served = httpx.post(f"{stack.gateway_url}/v1/chat/completions", timeout=60,
+                            headers={"x-slo-tpot-ms": objective},
+                            json={"model": "smollm2", "messages": say("Name a colour."),
+                                  "max_tokens": 8})
+        assert served.status_code == 200, served.text
+    finally:
+        stack.stop()
 
 
 def test_prefix_affinity_keeps_conversations_where_their_prefix_is_cached(engines, tmp_path):
