@@ -72,6 +72,19 @@ struct Keys {
     responses: String,
 }
 
+impl Keys {
+    /// A call of `script` (`responses.lua`'s put or delete) on these keys, in the order the
+    /// scripts read them.
+    fn invocation<'a>(&self, script: &'a Script) -> redis::ScriptInvocation<'a> {
+        let mut invocation = script.prepare_invoke();
+        invocation
+            .key(&self.response)
+            .key(&self.index)
+            .key(&self.sizes);
+        invocation
+    }
+}
+
 impl RedisResponses {
     /// Prepares a lazily connecting store (the gateway starts while Redis is down).
     pub fn connect_lazy(url: &str, prefix: &str, timeout: Duration) -> Result<Self, String> {
@@ -130,11 +143,8 @@ impl RedisResponses {
         let (put, delete) = (Arc::clone(&self.put), Arc::clone(&self.delete_owned));
         let timeout = self.timeout.max(Duration::from_secs(5));
         tokio::spawn(async move {
-            let mut invocation = put.prepare_invoke();
+            let mut invocation = keys.invocation(&put);
             invocation
-                .key(&keys.response)
-                .key(&keys.index)
-                .key(&keys.sizes)
                 .arg(&id)
                 .arg(&tenant)
                 .arg(conversation)
@@ -152,13 +162,8 @@ impl RedisResponses {
             let deleted_meanwhile = lock(&pending).remove(&id).is_none();
             landed.notify_waiters();
             if deleted_meanwhile {
-                let mut invocation = delete.prepare_invoke();
-                invocation
-                    .key(&keys.response)
-                    .key(&keys.index)
-                    .key(&keys.sizes)
-                    .arg(&tenant)
-                    .arg(&id);
+                let mut invocation = keys.invocation(&delete);
+                invocation.arg(&tenant).arg(&id);
                 let _ = tokio::time::timeout(timeout, invocation.invoke_async::<i64>(&mut writer))
                     .await;
             }
@@ -221,13 +226,8 @@ impl RedisResponses {
         };
         let keys = self.keys(tenant, id);
         let mut reader = self.reader.clone();
-        let mut invocation = self.delete_owned.prepare_invoke();
-        invocation
-            .key(&keys.response)
-            .key(&keys.index)
-            .key(&keys.sizes)
-            .arg(tenant)
-            .arg(id);
+        let mut invocation = keys.invocation(&self.delete_owned);
+        invocation.arg(tenant).arg(id);
         let deleted: i64 = match self.bounded(invocation.invoke_async(&mut reader)).await {
             Ok(deleted) => deleted,
             // Its write had not landed: the writer deletes it when it does.
