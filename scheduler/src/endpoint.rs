@@ -3,7 +3,7 @@
 //! balancing and health look at.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,8 +26,7 @@ pub struct Endpoint {
     pub pace: Pace,
     /// How many it takes at once, configured or learned, and whether it is saturated.
     pub capacity: Capacity,
-    outstanding: AtomicUsize,
-    /// The in-flight count over time: the batch a generation decoded in.
+    /// Requests in flight here, now and over time (the batch a generation decoded in).
     pub occupancy: Occupancy,
     probe_ok: AtomicBool,
     loaded: Mutex<HashSet<String>>,
@@ -47,7 +46,6 @@ impl Endpoint {
             breaker: Breaker::new(breaker),
             pace: Pace::default(),
             capacity: Capacity::new(slots),
-            outstanding: AtomicUsize::new(0),
             occupancy: Occupancy::default(),
             // Optimistic until the first probe says otherwise (it runs at start).
             probe_ok: AtomicBool::new(true),
@@ -64,7 +62,7 @@ impl Endpoint {
 
     /// Requests being served now.
     pub fn outstanding(&self) -> usize {
-        self.outstanding.load(Ordering::Relaxed)
+        self.occupancy.now()
     }
 
     /// Answers its probe and its breaker is not open.
@@ -145,7 +143,6 @@ impl Endpoint {
 
     /// Counts a request as in flight here until the guard drops.
     pub fn begin(self: &Arc<Self>) -> InFlight {
-        self.outstanding.fetch_add(1, Ordering::Relaxed);
         self.occupancy.enter();
         InFlight(Arc::clone(self))
     }
@@ -163,7 +160,6 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.outstanding.fetch_sub(1, Ordering::Relaxed);
         self.0.occupancy.leave();
     }
 }

@@ -1,22 +1,25 @@
-//! [`Occupancy`]: how many requests an endpoint serves at once, counted over time. It keeps
-//! the integral of the in-flight count, so the average batch a generation decoded in is the
-//! difference of two [`Reading`]s divided by the time between them — however many requests
-//! came and went in between, which two samples of the count at its ends would miss.
+//! [`Occupancy`]: how many requests an endpoint serves at once — now (read without a lock, as
+//! load balancing does for every pick) and over time. It keeps the integral of the in-flight
+//! count, so the average batch a generation decoded in is the difference of two [`Reading`]s
+//! divided by the time between them — however many requests came and went in between, which
+//! two samples of the count at its ends would miss.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::time::Instant;
 
 /// The in-flight count of one endpoint and its integral over time.
 #[derive(Debug)]
 pub struct Occupancy {
+    /// In flight now; changed only under `inner`'s lock, so the integral sees every step.
+    requests: AtomicUsize,
     inner: Mutex<Inner>,
 }
 
 #[derive(Debug)]
 struct Inner {
     since: Instant,
-    requests: usize,
     /// Requests × nanoseconds up to `since`.
     request_ns: u128,
 }
@@ -31,9 +34,9 @@ pub struct Reading {
 impl Default for Occupancy {
     fn default() -> Self {
         Self {
+            requests: AtomicUsize::new(0),
             inner: Mutex::new(Inner {
                 since: Instant::now(),
-                requests: 0,
                 request_ns: 0,
             }),
         }
@@ -51,10 +54,15 @@ impl Occupancy {
         self.step(|requests| requests.saturating_sub(1));
     }
 
+    /// Requests in flight now.
+    pub fn now(&self) -> usize {
+        self.requests.load(Ordering::Relaxed)
+    }
+
     /// The integral now.
     pub fn reading(&self) -> Reading {
         let mut inner = self.lock();
-        let at = inner.advance();
+        let at = inner.advance(self.now());
         Reading {
             at,
             request_ns: inner.request_ns,
@@ -63,8 +71,9 @@ impl Occupancy {
 
     fn step(&self, change: impl FnOnce(usize) -> usize) {
         let mut inner = self.lock();
-        inner.advance();
-        inner.requests = change(inner.requests);
+        let requests = self.now();
+        inner.advance(requests);
+        self.requests.store(change(requests), Ordering::Relaxed);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -73,11 +82,11 @@ impl Occupancy {
 }
 
 impl Inner {
-    /// Adds the time since the last change at the current count; returns now.
-    fn advance(&mut self) -> Instant {
+    /// Adds the time since the last change at `requests`, the count since then; returns now.
+    fn advance(&mut self, requests: usize) -> Instant {
         let now = Instant::now();
         let elapsed = now.saturating_duration_since(self.since).as_nanos();
-        self.request_ns += elapsed * self.requests as u128;
+        self.request_ns += elapsed * requests as u128;
         self.since = now;
         now
     }
@@ -115,6 +124,7 @@ mod tests {
         }
         tokio::time::advance(Duration::from_millis(100)).await;
         let end = occupancy.reading();
+        assert_eq!(occupancy.now(), 1);
         let average = end.average_since(&start).unwrap();
         assert!((average - 2.5).abs() < 1e-9, "average {average}");
         assert_eq!(end.average_since(&end), None);
